@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (text -> splats, offline) and `make test` (the whole CPU suite).
+# Both create .venv in the repo root once; a second run reuses it (stamp file keyed on the deps).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+ARCH := $(shell uname -m)
+# torch + torchvision pairs that install from the local wheel cache here (see README: Installing).
+ifeq ($(ARCH),aarch64)
+TORCH_PINS := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+endif
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m vist3a demo
+
+clean-venv:
+	rm -rf $(VENV)

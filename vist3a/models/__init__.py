@@ -1,0 +1,6 @@
+"""AnySplat, the stitched decoder and their building blocks."""
+
+from .anysplat import AnySplat, AnySplatEncoder, SplatOutput, StitchedDecoder
+from .config import AnySplatConfig, StitchConfig
+
+__all__ = ["AnySplat", "AnySplatEncoder", "AnySplatConfig", "SplatOutput", "StitchConfig", "StitchedDecoder"]

@@ -1,0 +1,82 @@
+"""VGGT aggregator: DINO patch tokens -> 24 alternating frame/global attention blocks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import AnySplatConfig
+from .dino import DinoEncoder
+from .layers import Block, RotaryEmbedding2D
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _first_and_rest(token: torch.Tensor, B: int, S: int) -> torch.Tensor:
+    """[1, 2, X, C] learned tokens -> [B*S, X, C]: slot 0 for the first frame, slot 1 for the others."""
+    first = token[:, :1].expand(B, 1, *token.shape[2:])
+    rest = token[:, 1:].expand(B, S - 1, *token.shape[2:])
+    return torch.cat((first, rest), dim=1).reshape(B * S, *token.shape[2:])
+
+
+def patch_positions(B: int, rows: int, cols: int, special: int, device) -> torch.Tensor:
+    """RoPE positions: (row+1, col+1) for patches, (0, 0) for the camera/register tokens."""
+    grid = torch.cartesian_prod(torch.arange(rows, device=device), torch.arange(cols, device=device)) + 1
+    pos = torch.cat((torch.zeros(special, 2, dtype=grid.dtype, device=device), grid), dim=0)
+    return pos.unsqueeze(0).expand(B, -1, -1).clone()
+
+
+class Aggregator(nn.Module):
+    """Module `encoder.aggregator`."""
+
+    def __init__(self, cfg: AnySplatConfig, first_dino_block: int = 0):
+        super().__init__()
+        dim = cfg.embed_dim
+        self.cfg = cfg
+        self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, dim))
+        self.register_token = nn.Parameter(torch.zeros(1, 2, cfg.num_register_tokens, dim))
+        self.patch_embed = DinoEncoder(cfg, first_block=first_dino_block)
+        self.rope = RotaryEmbedding2D(cfg.rope_freq)
+
+        def make_block():
+            return Block(dim, cfg.num_heads, cfg.mlp_ratio, qk_norm=True, rope=self.rope)
+
+        self.frame_blocks = nn.ModuleList(make_block() for _ in range(cfg.aa_depth))
+        self.global_blocks = nn.ModuleList(make_block() for _ in range(cfg.aa_depth))
+        self.patch_start_idx = 1 + cfg.num_register_tokens
+        # The official constructor casts the aggregator to bf16, which rounds these buffers for good
+        # (a later .float() cannot restore them); the released model normalises with the rounded values.
+        mean = torch.tensor(IMAGENET_MEAN).bfloat16().float().view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).bfloat16().float().view(1, 1, 3, 1, 1)
+        self.register_buffer("_resnet_mean", mean, persistent=False)
+        self.register_buffer("_resnet_std", std, persistent=False)
+
+    def normalize_images(self, images01: torch.Tensor) -> torch.Tensor:
+        return (images01 - self._resnet_mean) / self._resnet_std
+
+    def forward(self, patch_tokens: torch.Tensor, B: int, S: int, grid: tuple[int, int]) -> list[torch.Tensor]:
+        """[B*S, P, C] normed DINO patch tokens -> [B, S, 5+P, 2C] outputs of the intermediate layers."""
+        rows, cols = grid
+        C = patch_tokens.shape[-1]
+        dtype = patch_tokens.dtype
+        tokens = torch.cat(
+            (
+                _first_and_rest(self.camera_token, B, S).to(dtype),
+                _first_and_rest(self.register_token, B, S).to(dtype),
+                patch_tokens,
+            ),
+            dim=1,
+        )
+        P = tokens.shape[1]
+        pos = patch_positions(B * S, rows, cols, self.patch_start_idx, tokens.device)
+        pos_global = pos.reshape(B, S * P, 2)
+        wanted = set(self.cfg.intermediate_layer_idx) | {self.cfg.aa_depth - 1}
+        outputs = []
+        for i, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
+            tokens = frame_block(tokens.reshape(B * S, P, C), pos=pos)
+            frame_out = tokens.reshape(B, S, P, C)
+            tokens = global_block(tokens.reshape(B, S * P, C), pos=pos_global)
+            if i in wanted:
+                outputs.append(torch.cat((frame_out, tokens.reshape(B, S, P, C)), dim=-1))
+        return outputs
