@@ -1,0 +1,228 @@
+"""Text -> Wan 2.1 latent, the way the official VIST3A inference does it, with a lean loop.
+
+Numerically this is diffusers' ``WanPipeline`` with the official UniPC flow scheduler (same
+prompt cleaning and padding, same initial noise for the same generator, same update), so results
+match it; the differences are engineering: classifier-free guidance can run as one batched
+transformer call, the loop reports progress and honours cancellation without host syncs, and the
+output is the **raw** VAE latent (ComfyUI's ``LATENT`` convention), not the normalised one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+
+from ..errors import VIST3AError
+from .loading import WanModels
+
+__all__ = [
+    "Cancelled",
+    "SamplingInputError",
+    "make_scheduler",
+    "check_video_shape",
+    "latent_shape",
+    "encode_prompt",
+    "sample_latents",
+    "decode_latents",
+    "normalize_latents",
+    "denormalize_latents",
+]
+
+# Official inference defaults (inference_t23d.py / utils/argument.py).
+DEFAULT_FRAMES = 13
+DEFAULT_SIZE = 512
+DEFAULT_STEPS = 50
+DEFAULT_CFG = 7.5
+DEFAULT_SHIFT = 5.0
+MAX_SEQUENCE_LENGTH = 512
+
+
+class Cancelled(VIST3AError):
+    """The user cancelled a long operation (ComfyUI's Cancel button, Ctrl-C in the CLI)."""
+
+
+class SamplingInputError(VIST3AError, ValueError):
+    """Frame count, size or step settings that the Wan model cannot produce."""
+
+
+def make_scheduler(shift: float = DEFAULT_SHIFT):
+    """The official scheduler: UniPC with flow-matching sigmas shifted by ``shift``."""
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=float(shift), num_train_timesteps=1000
+    )
+
+
+def check_video_shape(num_frames: int, height: int, width: int, steps: Optional[int] = None) -> None:
+    """Reject impossible settings up front, naming the value and the values that would work."""
+    if int(num_frames) != num_frames or num_frames < 1 or (num_frames - 1) % 4:
+        lower = max(1, (int(num_frames) - 1) // 4 * 4 + 1)
+        raise SamplingInputError(
+            f"frames={num_frames} is not possible: Wan needs 4k+1 frames (1, 5, 9, 13, 17, 21, ...), "
+            f"e.g. {lower} or {lower + 4}; VIST3A was trained with 13"
+        )
+    for name, value in (("height", height), ("width", width)):
+        if int(value) != value or value < 16 or value % 16:
+            lower = max(16, int(value) // 16 * 16)
+            raise SamplingInputError(
+                f"{name}={value} is not possible: it must be a positive multiple of 16 (the VAE downsamples by 8 "
+                f"and the transformer patches by 2), e.g. {lower} or {lower + 16}; VIST3A was trained at 512"
+            )
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise SamplingInputError(f"steps={steps} is not possible: use at least 1 denoising step (official: 50)")
+
+
+def latent_shape(batch: int, num_frames: int, height: int, width: int, channels: int = 16) -> tuple[int, ...]:
+    """Shape of the Wan latent for a video: ``[B, 16, 1 + (F-1)//4, H/8, W/8]``."""
+    return (batch, channels, 1 + (num_frames - 1) // 4, height // 8, width // 8)
+
+
+def _latent_stats(vae_or_config) -> tuple[torch.Tensor, torch.Tensor]:
+    cfg = getattr(vae_or_config, "config", vae_or_config)
+    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
+    mean = torch.tensor(get("latents_mean"), dtype=torch.float32).view(1, -1, 1, 1, 1)
+    std = torch.tensor(get("latents_std"), dtype=torch.float32).view(1, -1, 1, 1, 1)
+    return mean, std
+
+
+def denormalize_latents(latents: torch.Tensor, vae_or_config) -> torch.Tensor:
+    """Diffusion-space latent -> raw VAE latent: ``z * std + mean`` (the official un-normalisation)."""
+    mean, std = _latent_stats(vae_or_config)
+    return latents * std.to(latents.device, latents.dtype) + mean.to(latents.device, latents.dtype)
+
+
+def normalize_latents(latents: torch.Tensor, vae_or_config) -> torch.Tensor:
+    """Raw VAE latent -> diffusion-space latent: ``(z - mean) / std``."""
+    mean, std = _latent_stats(vae_or_config)
+    return (latents - mean.to(latents.device, latents.dtype)) / std.to(latents.device, latents.dtype)
+
+
+@torch.no_grad()
+def encode_prompt(models: WanModels, prompts: Union[str, Sequence[str]],
+                  max_sequence_length: int = MAX_SEQUENCE_LENGTH) -> torch.Tensor:
+    """UMT5 embeddings ``[B, max_sequence_length, 4096]`` exactly as ``WanPipeline`` computes them:
+    cleaned text, padded to ``max_sequence_length``, positions after the prompt zeroed."""
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+    models.require("text_encoder", "tokenizer", purpose="Encoding a prompt")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    text_inputs = models.tokenizer(
+        [prompt_clean(p) for p in prompts], padding="max_length", max_length=max_sequence_length,
+        truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
+    )
+    device = next(models.text_encoder.parameters()).device
+    ids, mask = text_inputs.input_ids.to(device), text_inputs.attention_mask.to(device)
+    hidden = models.text_encoder(ids, mask).last_hidden_state
+    # Same as the pipeline's per-prompt truncate-and-zero-pad (right padding), without a host round trip.
+    return torch.where(mask.unsqueeze(-1).bool(), hidden, torch.zeros((), dtype=hidden.dtype, device=device))
+
+
+def _batch(embeds: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+    if embeds.ndim != 3:
+        raise SamplingInputError(f"{name} must be [batch, tokens, channels], got shape {tuple(embeds.shape)}")
+    if embeds.shape[0] == batch:
+        return embeds
+    if embeds.shape[0] == 1:
+        return embeds.expand(batch, -1, -1)
+    raise SamplingInputError(f"{name} has batch {embeds.shape[0]} but the prompt batch is {batch}")
+
+
+@torch.no_grad()
+def sample_latents(
+    models: WanModels,
+    prompt_embeds: torch.Tensor,
+    negative_embeds: Optional[torch.Tensor],
+    *,
+    num_frames: int = DEFAULT_FRAMES,
+    height: int = DEFAULT_SIZE,
+    width: int = DEFAULT_SIZE,
+    steps: int = DEFAULT_STEPS,
+    cfg: float = DEFAULT_CFG,
+    shift: float = DEFAULT_SHIFT,
+    seed: Optional[int],
+    generator: Optional[torch.Generator] = None,
+    batched_cfg: bool = True,
+    callback: Optional[Callable[[int, int], None]] = None,
+    should_cancel: Optional[Callable[[], bool]] = None,
+) -> torch.Tensor:
+    """Denoise from noise to a **raw** Wan latent ``[B, 16, 1+(F-1)//4, H/8, W/8]`` (float32).
+
+    ``prompt_embeds``/``negative_embeds`` come from :func:`encode_prompt`; guidance runs when
+    ``cfg > 1`` and a negative is given, as in ``WanPipeline``.  The initial noise is
+    ``randn_tensor(shape, generator)`` with ``generator = torch.Generator('cpu').manual_seed(seed)``
+    unless one is passed, so ``WanPipeline(generator=torch.Generator('cpu').manual_seed(seed))``
+    starts from the same noise on any device.  ``batched_cfg`` runs cond+uncond as one transformer
+    call.  Each step first asks ``should_cancel()`` (raising :class:`Cancelled`) and finally calls
+    ``callback(step, steps)``; nothing else in the loop waits for the device.
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
+    models.require("transformer", purpose="Sampling a Wan latent")
+    check_video_shape(num_frames, height, width, steps)
+    if generator is None:
+        if seed is None:
+            raise SamplingInputError("sample_latents needs a seed (or a torch.Generator)")
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+    transformer = models.transformer
+    device = next(transformer.parameters()).device
+    dtype = transformer.dtype
+    batch = prompt_embeds.shape[0]
+    cond = _batch(prompt_embeds, batch, "prompt_embeds").to(device, dtype)
+    guided = negative_embeds is not None and cfg > 1.0
+    if guided:
+        uncond = _batch(negative_embeds, batch, "negative_embeds").to(device, dtype)
+        if uncond.shape[1:] != cond.shape[1:]:
+            raise SamplingInputError(
+                f"negative_embeds {tuple(uncond.shape)} and prompt_embeds {tuple(cond.shape)} differ in length or "
+                f"width; encode both with the same max_sequence_length"
+            )
+        both = torch.cat([cond, uncond]) if batched_cfg else None
+
+    scheduler = make_scheduler(shift)
+    scheduler.set_timesteps(int(steps), device=device)
+    scheduler.set_begin_index(0)
+    timesteps = scheduler.timesteps
+    shape = latent_shape(batch, num_frames, height, width, transformer.config.in_channels)
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
+    total = len(timesteps)
+    for i, t in enumerate(timesteps):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"Wan sampling cancelled at step {i} of {total}")
+        x = latents.to(dtype)
+        if guided and batched_cfg:
+            out = transformer(hidden_states=torch.cat([x, x]), timestep=t.expand(2 * batch),
+                              encoder_hidden_states=both, return_dict=False)[0]
+            noise_cond, noise_uncond = out.chunk(2)
+        else:
+            noise_cond = transformer(hidden_states=x, timestep=t.expand(batch), encoder_hidden_states=cond,
+                                     return_dict=False)[0]
+            if guided:
+                noise_uncond = transformer(hidden_states=x, timestep=t.expand(batch), encoder_hidden_states=uncond,
+                                           return_dict=False)[0]
+        noise = noise_uncond + cfg * (noise_cond - noise_uncond) if guided else noise_cond
+        latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        if callback is not None:
+            callback(i + 1, total)
+
+    if models.vae is not None:
+        return denormalize_latents(latents, models.vae)
+    from .loading import WAN_VAE_CONFIG
+
+    return denormalize_latents(latents, WAN_VAE_CONFIG)
+
+
+@torch.no_grad()
+def decode_latents(models: WanModels, raw_latents: torch.Tensor) -> torch.Tensor:
+    """Raw Wan latents -> RGB frames ``[B, 3, F, H, W]`` in [-1, 1] (float32)."""
+    models.require("vae", purpose="Decoding Wan latents to frames")
+    vae = models.vae
+    if raw_latents.ndim != 5 or raw_latents.shape[1] != vae.config.z_dim:
+        raise SamplingInputError(
+            f"expected Wan latents [B, {vae.config.z_dim}, T, H/8, W/8], got shape {tuple(raw_latents.shape)}"
+        )
+    param = next(vae.parameters())
+    frames = vae.decode(raw_latents.to(param.device, param.dtype), return_dict=False)[0]
+    return frames.float().clamp(-1.0, 1.0)
