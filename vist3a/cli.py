@@ -1,9 +1,144 @@
-"""Command line: `python -m vist3a {parity, ...}`. Bad input -> one line on stderr, exit code 2."""
+"""Command line: `python -m vist3a {generate, info, render, parity, demo}`.
+
+Bad input gets one line on stderr and exit code 2 (no traceback); outputs are written atomically, so
+a failed run never leaves a partial file behind.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """Input the user can fix; printed as one line."""
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise UsageError(f"output {p} must end in {' or '.join(suffixes)}")
+    if not p.parent.exists():
+        raise UsageError(f"output directory {p.parent} does not exist; create it or choose another -o")
+    if p.is_dir():
+        raise UsageError(f"output {p} is a directory; give a file name")
+    return p
+
+
+def _check_input(path: str | None, what: str) -> str | None:
+    if path is not None and not Path(path).exists():
+        raise UsageError(f"{what} {path} does not exist")
+    return path
+
+
+def _progress_bar():
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def report(stage: str, step: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, leave=stage == "denoise", file=sys.stderr, disable=None)
+        bar.n = step
+        bar.refresh()
+        if step >= total:
+            bar.close()
+
+    return report
+
+
+def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None, views: Path | None, size: int = 256) -> list[Path]:
+    """PLY + (optionally) rendered views: predicted cameras grid, orbit grid and orbit animation."""
+    from .gaussians import save_ply
+    from .render import render_gaussians, render_orbit
+    from .render.cameras import cameras_from_normalized_intrinsics
+    from .render.media import save_orbit_video, save_png_grid
+
+    written = [save_ply(scene.gaussians, ply, sh_degree=sh_degree)]
+    if views is not None:
+        views.mkdir(parents=True, exist_ok=True)
+        H, W = scene.image_size
+        c2w, K = cameras_from_normalized_intrinsics(scene.c2w, scene.intrinsics, W, H)
+        rgb, _, _ = render_gaussians(scene.gaussians, c2w, K, W, H, background=1.0)
+        written.append(save_png_grid(rgb, views / "predicted_views.png"))
+        written.append(save_png_grid(scene.frames, views / "context_frames.png"))
+        orbit, _, _ = render_orbit(scene.gaussians, n=8, width=size, height=size)
+        written.append(save_png_grid(orbit, views / "orbit.png"))
+        written.append(save_orbit_video(orbit, views / "orbit.webp"))
+    return written
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def _generate(args) -> int:
+    from .pipeline import GenerateSettings, VIST3APipeline
+
+    out = _check_output(args.output, (".ply",))
+    for what, path in (("Wan model", args.wan), ("VAE", args.vae), ("text encoder", args.text_encoder),
+                       ("tokenizer", args.tokenizer), ("LoRA", args.lora), ("decoder", args.decoder),
+                       ("AnySplat weights", args.anysplat)):
+        _check_input(path, what)
+    if not args.tiny and (args.wan is None or args.decoder is None):
+        raise UsageError("give --wan PATH and --decoder PATH (plus --anysplat for anysplat_stitched.pth), or --tiny for tiny random models")
+    if args.sh_degree is not None and not 0 <= args.sh_degree <= 4:
+        raise UsageError(f"--sh-degree must be between 0 and 4, got {args.sh_degree}")
+    settings = GenerateSettings(frames=args.frames, height=args.size, width=args.size, steps=args.steps, cfg=args.cfg,
+                                shift=args.shift, seed=args.seed, camera_template=not args.no_camera_template,
+                                negative_prompt=args.negative, voxelize=False if args.no_voxelize else None,
+                                min_opacity=args.min_opacity)
+    from .wan.sampling import check_video_shape
+
+    check_video_shape(settings.frames, settings.height, settings.width, settings.steps)
+    t0 = time.perf_counter()
+    pipe = VIST3APipeline.load(wan=args.wan, vae=args.vae, text_encoder=args.text_encoder, tokenizer=args.tokenizer,
+                               lora=args.lora, lora_strength=args.lora_strength, decoder=args.decoder,
+                               anysplat=args.anysplat, tiny=args.tiny, device=args.device, seed=args.model_seed)
+    for part, what in pipe.described.items():
+        print(f"{part}: {what}")
+    t1 = time.perf_counter()
+    scene, _ = pipe.generate(args.prompt, settings, progress=_progress_bar())
+    t2 = time.perf_counter()
+    written = save_scene_outputs(scene, out, sh_degree=args.sh_degree, views=Path(args.views) if args.views else None)
+    print(f"{scene.gaussians.num} Gaussians; load {t1 - t0:.1f} s, generate {t2 - t1:.1f} s")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _info(args) -> int:
+    from .info import describe
+
+    for line in describe(args.path):
+        print(line)
+    return 0
+
+
+def _render(args) -> int:
+    from .gaussians import load_ply
+    from .render import render_orbit
+    from .render.media import save_orbit_video, save_png_grid
+
+    _check_input(args.input, "PLY file")
+    out = _check_output(args.output, (".png",))
+    video = _check_output(args.video, (".webp", ".gif", ".mp4")) if args.video else None
+    if args.orbit < 1 or args.size < 8:
+        raise UsageError("--orbit must be >= 1 and --size >= 8")
+    g = load_ply(args.input)
+    rgb, _, _ = render_orbit(g, n=args.orbit, width=args.size, height=args.size, elevation_deg=args.elevation)
+    print(f"wrote {save_png_grid(rgb, out)}")
+    if video is not None:
+        print(f"wrote {save_orbit_video(rgb, video)}")
+    return 0
 
 
 def _parity(args) -> int:
@@ -13,20 +148,84 @@ def _parity(args) -> int:
     return 0 if report.passed else 1
 
 
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), models_dir=args.models)
+
+
+# ---------------------------------------------------------------------------------------- parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vist3a", description="VIST3A: text to 3D Gaussian splats")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="text -> 3D Gaussian splats (.ply)")
+    g.add_argument("prompt")
+    g.add_argument("-o", "--output", required=True, help="output .ply")
+    g.add_argument("--tiny", action="store_true", help="tiny random models for whatever is not given by path (offline demo)")
+    g.add_argument("--wan", help="Wan 2.1 T2V: diffusers folder or ComfyUI diffusion-model file")
+    g.add_argument("--vae", help="Wan VAE file (ComfyUI single file), overrides the folder's")
+    g.add_argument("--text-encoder", dest="text_encoder", help="UMT5 text encoder file (ComfyUI single file)")
+    g.add_argument("--tokenizer", help="tokenizer folder (only needed for single files without an embedded one)")
+    g.add_argument("--lora", help="VIST3A Wan LoRA folder (vist3a_1.3b_lora_ema/)")
+    g.add_argument("--lora-strength", dest="lora_strength", type=float, default=1.0)
+    g.add_argument("--decoder", help="anysplat_stitched.pth or a stitched-decoder export folder")
+    g.add_argument("--anysplat", help="AnySplat folder (model.safetensors + config.json), base of anysplat_stitched.pth")
+    g.add_argument("--steps", type=int, default=50)
+    g.add_argument("--cfg", type=float, default=7.5)
+    g.add_argument("--shift", type=float, default=5.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--frames", type=int, default=13, help="video frames, 4k+1 (13 official, 21 for the extended decoder)")
+    g.add_argument("--size", type=int, default=512, help="video width = height, multiple of 16")
+    g.add_argument("--sh-degree", dest="sh_degree", type=int, default=None, help="SH degree written to the PLY (0-4; default all)")
+    g.add_argument("--negative", default=None, help="negative prompt (default: the official one)")
+    g.add_argument("--no-camera-template", dest="no_camera_template", action="store_true", help="use the prompt as is")
+    g.add_argument("--min-opacity", dest="min_opacity", type=float, default=0.0, help="drop Gaussians fainter than this")
+    g.add_argument("--no-voxelize", dest="no_voxelize", action="store_true", help="keep one Gaussian per pixel")
+    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP)")
+    g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    g.add_argument("--model-seed", dest="model_seed", type=int, default=0, help=argparse.SUPPRESS)
+    g.set_defaults(func=_generate)
+
+    i = sub.add_parser("info", help="detect, validate and summarise a weight file/folder or a PLY")
+    i.add_argument("path")
+    i.set_defaults(func=_info)
+
+    r = sub.add_parser("render", help="render an orbit of any 3DGS .ply to a PNG grid")
+    r.add_argument("input")
+    r.add_argument("-o", "--output", required=True, help="output .png")
+    r.add_argument("--orbit", type=int, default=8, help="number of orbit views")
+    r.add_argument("--size", type=int, default=256)
+    r.add_argument("--elevation", type=float, default=15.0)
+    r.add_argument("--video", help="also write the orbit as .webp/.gif/.mp4")
+    r.set_defaults(func=_render)
+
     p = sub.add_parser("parity", help="check numerical parity with the official code on a fixture")
     p.add_argument("fixture", help="FIXTURE.safetensors with a sibling FIXTURE.json")
     p.add_argument("--tol", type=float, default=1e-4, help="max|a-b| <= tol * max|ref| per tensor (default 1e-4)")
     p.set_defaults(func=_parity)
+
+    d = sub.add_parser("demo", help="the `make demo` job: real weights if present, else tiny models")
+    d.add_argument("--out", default="out/demo")
+    d.add_argument("--models", default=os.environ.get("VIST3A_MODELS"), help="models folder (default $VIST3A_MODELS or ./models)")
+    d.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .errors import VIST3AError
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, PermissionError, OSError) as exc:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, VIST3AError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # e.g. a full disk while writing: the atomic writer left no partial file
+        print(f"error: {exc.strerror or exc} ({exc.filename or 'output'})", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -9,8 +9,10 @@ from .config import AnySplatConfig
 from .dino import DinoEncoder
 from .layers import Block, RotaryEmbedding2D
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet statistics as the released model applies them: its constructor casts the aggregator to
+# bf16, which rounds these (non-persistent) buffers for good, so 0.485 is really 0.484375, etc.
+IMAGENET_MEAN = tuple(torch.tensor((0.485, 0.456, 0.406)).bfloat16().float().tolist())
+IMAGENET_STD = tuple(torch.tensor((0.229, 0.224, 0.225)).bfloat16().float().tolist())
 
 
 def _first_and_rest(token: torch.Tensor, B: int, S: int) -> torch.Tensor:
@@ -45,15 +47,11 @@ class Aggregator(nn.Module):
         self.frame_blocks = nn.ModuleList(make_block() for _ in range(cfg.aa_depth))
         self.global_blocks = nn.ModuleList(make_block() for _ in range(cfg.aa_depth))
         self.patch_start_idx = 1 + cfg.num_register_tokens
-        # The official constructor casts the aggregator to bf16, which rounds these buffers for good
-        # (a later .float() cannot restore them); the released model normalises with the rounded values.
-        mean = torch.tensor(IMAGENET_MEAN).bfloat16().float().view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).bfloat16().float().view(1, 1, 3, 1, 1)
-        self.register_buffer("_resnet_mean", mean, persistent=False)
-        self.register_buffer("_resnet_std", std, persistent=False)
 
     def normalize_images(self, images01: torch.Tensor) -> torch.Tensor:
-        return (images01 - self._resnet_mean) / self._resnet_std
+        mean = torch.tensor(IMAGENET_MEAN, dtype=images01.dtype, device=images01.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=images01.dtype, device=images01.device).view(1, 1, 3, 1, 1)
+        return (images01 - mean) / std
 
     def forward(self, patch_tokens: torch.Tensor, B: int, S: int, grid: tuple[int, int]) -> list[torch.Tensor]:
         """[B*S, P, C] normed DINO patch tokens -> [B, S, 5+P, 2C] outputs of the intermediate layers."""
