@@ -375,3 +375,51 @@ def run_parity(path: str | Path, tol: float = DEFAULT_TOL, echo=print) -> Report
         where = f"worst {worst.rel:.3e} ({worst.name})" if worst else "nothing compared"
         echo(f"parity: FAIL {n_fail} of {len(report.lines)} tensors over {tol:g}*max|ref|, {where}, {wall:.1f} s")
     return report
+
+
+# ------------------------------------------------------------------------------------ fixture writer
+
+
+def write_fixture(path: str | Path, inputs: dict, run_config: dict, *, subset_stride: int = 16) -> Path:
+    """Write a fixture in the official layout from OUR model (rule A, `run_config['seed_offset']`).
+
+    For checking the tool's plumbing on shapes the public fixtures do not cover (frame counts above
+    the DPT chunk of 8, other sizes and seed offsets); numerical parity itself comes only from
+    fixtures made with the official code.
+    """
+    from safetensors.torch import save_file
+
+    from .atomic import atomic_write
+
+    path = Path(path)
+    meta = {"run_config": dict(run_config)}
+    model = build_model(meta, inputs)
+    offset = int(run_config.get("seed_offset", 0))
+    fill_model(model, "A", offset, None, bool(run_config.get("special_camera_head_rule", True)))
+    checksums = []
+    for name, tensor in model.state_dict().items():
+        kind = fill_kind(name, tensor.shape)
+        checksums.append([name, kind, float(tensor.double().sum()), float(tensor.reshape(-1)[0])])
+    named = run_model(model, inputs)
+    tensors = {k: v.contiguous() for k, v in inputs.items()}
+    for key in ("out/depth", "out/depth_conf", "out/pred_pose_enc_list", "out/last_pred_pose_enc",
+                "out/pred_context_pose_extrinsic", "out/pred_context_pose_intrinsic", "out/scene_scale",
+                "vox/num_gaussians", "inter/patch_embed_norm_out", "inter/gs_head_out"):
+        tensors[key] = named[key]
+    last = max(int(k.rsplit("_", 1)[1]) for k in named if k.startswith("inter/agg_out_"))
+    tensors[f"inter/agg_out_{last}_frame1"] = named[f"inter/agg_out_{last}"][:, 1]
+    for prefix in ("out", "vox"):
+        n = named[f"{prefix}/gaussians/means"].shape[1]
+        index = torch.arange(0, n, subset_stride)
+        tensors[f"{prefix}/gaussians_subset_index"] = index.float()
+        for f in GAUSSIAN_FIELDS:
+            full = named[f"{prefix}/gaussians/{f}"]
+            tensors[f"{prefix}/gaussians_subset/{f}"] = full[:, index]
+            tensors[f"stats/{prefix}/gaussians/{f}"] = stats7(full)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    meta["fill_checksums_rule_A"] = checksums
+    meta["shapes"] = {k: list(v.shape) for k, v in tensors.items()}
+    save_file(tensors, str(path))
+    with atomic_write(path.with_suffix(".json"), "w") as f:
+        json.dump(meta, f)
+    return path
