@@ -155,8 +155,11 @@ def safe_torch_load(path: PathLike, *, mmap: bool = False) -> Any:
         raise CheckpointError(
             f"Checkpoint file '{p}' is empty (0 bytes); re-download or re-export it.", path=p
         )
-    if mmap and not zipfile.is_zipfile(p):
-        mmap = False  # the legacy (non-zip) torch format cannot be memory-mapped
+    if mmap:
+        try:  # the legacy (non-zip) torch format cannot be memory-mapped
+            mmap = zipfile.is_zipfile(p)
+        except (zipfile.BadZipFile, OSError):  # a damaged archive can make the probe itself fail
+            mmap = False
     try:
         return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
