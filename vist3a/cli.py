@@ -77,6 +77,12 @@ def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None, views: Path |
     return written
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 # ---------------------------------------------------------------------------------------- commands
 
 
@@ -99,6 +105,9 @@ def _generate(args) -> int:
     from .wan.sampling import check_video_shape
 
     check_video_shape(settings.frames, settings.height, settings.width, settings.steps)
+    from .limits import check_generation
+
+    check_generation(settings.frames, settings.height, settings.width, device=args.device or ("cuda" if _cuda() else "cpu"))
     t0 = time.perf_counter()
     pipe = VIST3APipeline.load(wan=args.wan, vae=args.vae, text_encoder=args.text_encoder, tokenizer=args.tokenizer,
                                lora=args.lora, lora_strength=args.lora_strength, decoder=args.decoder,
