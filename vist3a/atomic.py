@@ -12,7 +12,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Iterator, Union
 
-__all__ = ["atomic_write", "atomic_path", "atomic_save_bytes"]
+__all__ = ["atomic_write", "atomic_path", "atomic_save_bytes", "atomic_dir"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -98,3 +98,29 @@ def atomic_save_bytes(path: PathLike, data: bytes) -> Path:
     with atomic_write(path, "wb") as f:
         f.write(data)
     return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; it becomes ``path`` only if the block succeeds.
+
+    For outputs made of several files (exports, training checkpoints): a reader sees the old folder
+    or the complete new one. An existing folder is moved aside first and deleted after the swap.
+    """
+    import shutil
+
+    target = _target(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+        _fsync_directory(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

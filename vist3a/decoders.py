@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints as ck
+from .atomic import atomic_dir
 from .errors import CheckpointError
 from .models import AnySplat, AnySplatConfig, StitchConfig, StitchedDecoder
 
@@ -70,11 +71,16 @@ def load_anysplat(path: str | Path, *, device="cpu", dtype=torch.float32) -> Any
 
 
 def save_anysplat_export(model: AnySplat, folder: str | Path, **extra) -> Path:
+    """Weights + manifest, written as one unit (a failure leaves no export folder behind)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    ck.save_safetensors_atomic({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)
-    ck.write_manifest(folder, ck.make_manifest(ANYSPLAT_FORMAT, architecture=model.cfg.to_dict(), files={"weights": WEIGHTS_FILE}, **extra))
+    with atomic_dir(folder) as tmp:
+        ck.save_safetensors_atomic(_cpu_state(model), tmp / WEIGHTS_FILE)
+        ck.write_manifest(tmp, ck.make_manifest(ANYSPLAT_FORMAT, architecture=model.cfg.to_dict(), files={"weights": WEIGHTS_FILE}, **extra))
     return folder
+
+
+def _cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 # ---------------------------------------------------------------------------------- stitched decoder
@@ -116,15 +122,15 @@ def load_stitched_decoder(
 
 def save_stitched_export(decoder: StitchedDecoder, folder: str | Path, *, official_pth: dict | None = None, **extra) -> Path:
     """Write merged weights + manifest (what our loader reads) and, when given, the official-layout
-    `anysplat_stitched.pth` dict (what the official code reads)."""
+    `anysplat_stitched.pth` dict (what the official code reads); one unit, like `save_anysplat_export`."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     files = {"weights": WEIGHTS_FILE}
-    ck.save_safetensors_atomic({k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}, folder / WEIGHTS_FILE)
-    if official_pth is not None:
-        ck.save_torch_atomic(official_pth, folder / "anysplat_stitched.pth")
-        files["checkpoint"] = "anysplat_stitched.pth"
-    ck.write_manifest(folder, ck.make_manifest(STITCHED_FORMAT, architecture=decoder.cfg.to_dict(), files=files, **extra))
+    with atomic_dir(folder) as tmp:
+        ck.save_safetensors_atomic(_cpu_state(decoder), tmp / WEIGHTS_FILE)
+        if official_pth is not None:
+            ck.save_torch_atomic(official_pth, tmp / "anysplat_stitched.pth")
+            files["checkpoint"] = "anysplat_stitched.pth"
+        ck.write_manifest(tmp, ck.make_manifest(STITCHED_FORMAT, architecture=decoder.cfg.to_dict(), files=files, **extra))
     return folder
 
 
