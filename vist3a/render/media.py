@@ -39,9 +39,13 @@ def to_uint8(images) -> np.ndarray:
 
 def _grid(frames: np.ndarray, cols: Optional[int]) -> np.ndarray:
     n, h, w, _ = frames.shape
-    cols = max(1, min(cols or math.ceil(math.sqrt(n)), n))
+    if not cols:
+        # Prefer a full grid (8 views -> 4x2) when that stays within 4:1, else about square.
+        rows = next((r for r in range(int(math.sqrt(n)), 0, -1) if n % r == 0), 1)
+        cols = n // rows if n // rows <= 4 * rows else math.ceil(math.sqrt(n))
+    cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    sheet = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+    sheet = np.full((rows * h, cols * w, 3), 255, dtype=np.uint8)  # empty cells match the white background
     for i, frame in enumerate(frames):
         r, c = divmod(i, cols)
         sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = frame
