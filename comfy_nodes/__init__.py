@@ -1,0 +1,28 @@
+"""ComfyUI V3 nodes of VIST3A (category "VIST3A"). Thin: they parse inputs and call the `vist3a` core.
+
+Imported only inside ComfyUI (they need `comfy`, `comfy_api` and `folder_paths`); the repository's
+`__init__.py` registers them through `comfy_entrypoint()`.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import common
+from .generate import NODES as _GENERATE
+from .loaders import NODES as _LOADERS
+from .splats import NODES as _SPLATS
+
+NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS]
+
+
+class VIST3AExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        common.register_model_folder()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        common.register_model_folder()
+        return list(NODES)
+
+
+__all__ = ["NODES", "VIST3AExtension"]

@@ -1,0 +1,264 @@
+"""Generation nodes: Text Encode -> Sample -> Decode Splats, and Images to Splats (plain AnySplat).
+
+The latent between Sample and Decode Splats is ComfyUI's native LATENT with RAW Wan-VAE latents, so
+ComfyUI's own KSampler can replace our Sample and ComfyUI's VAE can replace ours."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from comfy_api.latest import io
+
+from . import common as C
+from .loaders import WanHandle
+
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def _embeds(conditioning, name: str) -> torch.Tensor:
+    try:
+        tensor = conditioning[0][0]
+    except (TypeError, IndexError, KeyError):
+        tensor = None
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
+        raise C.NodeError(f"The '{name}' input is not a text conditioning; connect VIST3A Text Encode (or CLIP Text Encode with a Wan UMT5 CLIP).")
+    if tensor.shape[-1] != 4096:
+        raise C.NodeError(f"The '{name}' conditioning is {tensor.shape[-1]} wide but Wan 2.1 needs UMT5-XXL embeddings (4096); "
+                          "encode the prompt with the Wan text encoder.")
+    return tensor
+
+
+def _pad_to(t: torch.Tensor, length: int) -> torch.Tensor:
+    return t if t.shape[1] >= length else F.pad(t, (0, 0, 0, length - t.shape[1]))
+
+
+class TextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        from vist3a.wan import NEGATIVE_PROMPT
+
+        return io.Schema(
+            node_id="VIST3ATextEncode",
+            display_name="Text Encode (VIST3A)",
+            category=C.CATEGORY,
+            description="Encodes the scene prompt (wrapped in the official orbit-camera template) and the negative prompt "
+                        "with the Wan UMT5 text encoder. The output is ComfyUI CONDITIONING, usable by VIST3A Sample and by KSampler.",
+            inputs=[
+                io.Custom("VIST3A_WAN").Input("wan", tooltip="Wan from Load Wan 2.1 (VIST3A); only its text encoder is used."),
+                io.String.Input("prompt", multiline=True, default="a cozy living room with a sofa and a lamp",
+                                tooltip="What the scene contains. With camera_template on, it is embedded in the orbit-camera "
+                                        "sentence VIST3A was trained with."),
+                io.Boolean.Input("camera_template", default=True,
+                                 tooltip="Wrap the prompt in the official template 'The camera rotates around the scene, "
+                                         "maintaining constant distance: `<prompt>`. ...' (recommended)."),
+                io.String.Input("negative_prompt", multiline=True, default=NEGATIVE_PROMPT,
+                                tooltip="What to avoid; the default is the official VIST3A negative prompt."),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="positive", tooltip="Prompt conditioning (UMT5 embeddings, 512 tokens)."),
+                io.Conditioning.Output(display_name="negative", tooltip="Negative conditioning for classifier-free guidance."),
+            ],
+        )
+
+    @classmethod
+    @C.friendly("Text Encode")
+    def execute(cls, wan, prompt, camera_template, negative_prompt) -> io.NodeOutput:
+        from vist3a.wan import build_prompt, encode_prompt
+
+        if not isinstance(wan, WanHandle):
+            raise C.NodeError("The 'wan' input must come from Load Wan 2.1 (VIST3A).")
+        models = wan.ready("text_encoder", "tokenizer")
+        C.check_cancel()
+        pos = encode_prompt(models, build_prompt(prompt, camera_template=camera_template))
+        neg = encode_prompt(models, negative_prompt)
+        return io.NodeOutput([[pos.float().cpu(), {"pooled_output": None}]], [[neg.float().cpu(), {"pooled_output": None}]])
+
+
+class Sample(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VIST3ASample",
+            display_name="Sample (VIST3A)",
+            category=C.CATEGORY,
+            description="Generates the Wan latent of a camera orbiting the scene with the official VIST3A sampler (UniPC, "
+                        "flow shift 5). Outputs a native LATENT holding raw Wan-VAE latents.",
+            inputs=[
+                io.Custom("VIST3A_WAN").Input("wan", tooltip="Wan (with the VIST3A LoRA) from the VIST3A loaders."),
+                io.Conditioning.Input("positive", tooltip="From Text Encode (VIST3A)."),
+                io.Conditioning.Input("negative", tooltip="From Text Encode (VIST3A)."),
+                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
+                             tooltip="Noise seed; the same seed and settings give the same scene (noise is drawn on the CPU)."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Denoising steps (official: 50)."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale (official: 7.5); 1 or less disables the negative prompt."),
+                io.Float.Input("shift", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Flow-matching timestep shift of the UniPC scheduler (official: 5)."),
+                io.Int.Input("frames", default=13, min=1, max=1001, step=4,
+                             tooltip="Video frames, 4k+1 (official: 13; the extended decoder takes 21)."),
+                io.Int.Input("width", default=512, min=16, max=4096, step=16, tooltip="Video width in pixels, a multiple of 16 (official: 512)."),
+                io.Int.Input("height", default=512, min=16, max=4096, step=16, tooltip="Video height in pixels, a multiple of 16 (official: 512)."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Raw Wan latent [1, 16, 1+(frames-1)/4, H/8, W/8].")],
+        )
+
+    @classmethod
+    @C.friendly("Sample")
+    def execute(cls, wan, positive, negative, seed, steps, cfg, shift, frames, width, height) -> io.NodeOutput:
+        from vist3a.wan import sample_latents
+
+        if not isinstance(wan, WanHandle):
+            raise C.NodeError("The 'wan' input must come from Load Wan 2.1 (VIST3A); for a native MODEL use KSampler.")
+        pos, neg = _embeds(positive, "positive"), _embeds(negative, "negative")
+        length = max(pos.shape[1], neg.shape[1])
+        pos, neg = _pad_to(pos, length), _pad_to(neg, length)
+        models = wan.ready("transformer")
+        wan.apply_loras()
+        bar = C.Progress(steps)
+        C.check_cancel()
+        latent = sample_latents(models, pos, neg, num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
+                                shift=shift, seed=seed, callback=lambda i, n: bar.set(i), should_cancel=C.should_cancel)
+        return io.NodeOutput({"samples": latent.float().cpu()})
+
+
+VOXELIZE = ["auto", "on", "off"]
+
+
+def _voxelize(choice: str):
+    return None if choice == "auto" else choice == "on"
+
+
+class DecodeSplats(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VIST3ADecodeSplats",
+            display_name="Decode Splats (VIST3A)",
+            category=C.CATEGORY,
+            description="Turns a Wan video latent into 3D Gaussians and camera poses with the stitched decoder. Works with "
+                        "latents from VIST3A Sample or ComfyUI's KSampler; the frames are decoded with the given VAE "
+                        "(ComfyUI's native VAE or the one inside a VIST3A Wan) and merged in by the Gaussian head.",
+            inputs=[
+                io.Latent.Input("latent", tooltip="Raw Wan 2.1 latent [B, 16, T, H/8, W/8] from Sample (VIST3A) or KSampler."),
+                io.MultiType.Input("vae", types=[io.Vae, io.Custom("VIST3A_WAN")],
+                                   tooltip="Wan 2.1 VAE: ComfyUI's Load VAE (wan_2.1_vae.safetensors) or a VIST3A Wan that has a VAE."),
+                io.Custom("VIST3A_DECODER").Input("decoder", tooltip="From Load Stitched Decoder (VIST3A)."),
+                io.Combo.Input("voxelize", options=VOXELIZE, default="auto",
+                               tooltip="Merge Gaussians per voxel like the release (auto: as the decoder config says, on for the release)."),
+                io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
+                               tooltip="Drop Gaussians fainter than this (0 keeps all); a small value like 0.005 shrinks files."),
+            ],
+            outputs=[
+                io.Custom("GAUSSIANS").Output(display_name="gaussians", tooltip="The 3D Gaussians (one scene per latent in the batch)."),
+                io.Custom("CAMERAS").Output(display_name="cameras", tooltip="Predicted camera poses and intrinsics of every frame."),
+                io.Image.Output(display_name="frames", tooltip="The decoded RGB frames the decoder saw."),
+            ],
+        )
+
+    @classmethod
+    @C.friendly("Decode Splats")
+    def execute(cls, latent, vae, decoder, voxelize, min_opacity) -> io.NodeOutput:
+        from vist3a.pipeline import splats_from_latent
+        from vist3a.wan import decode_latents
+
+        z = latent.get("samples") if isinstance(latent, dict) else None
+        if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != 16:
+            shape = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise C.NodeError(f"Decode Splats needs a Wan 2.1 video latent [B, 16, T, H/8, W/8] but got {shape}; "
+                              "sample with a Wan 2.1 model (Sample (VIST3A) or KSampler with an empty Wan/Hunyuan video latent).")
+        if not isinstance(decoder, C.ModelHandle):
+            raise C.NodeError("The 'decoder' input must come from Load Stitched Decoder (VIST3A).")
+        bar = C.Progress(3)
+        C.check_cancel()
+        if isinstance(vae, WanHandle):
+            video = decode_latents(vae.ready("vae"), z)  # [B, 3, F, H, W] in [-1, 1]
+        elif hasattr(vae, "decode") and hasattr(vae, "first_stage_model"):
+            if getattr(vae, "latent_channels", 16) != 16:
+                raise C.NodeError(f"The VAE has {vae.latent_channels} latent channels; Decode Splats needs the Wan 2.1 VAE "
+                                  "(wan_2.1_vae.safetensors, 16 channels), not the Wan 2.2 one.")
+            images = vae.decode(z)  # [B, F, H, W, 3] in [0, 1]
+            if images.ndim == 4:
+                images = images.unsqueeze(0)
+            video = images.movedim(-1, 1).float() * 2.0 - 1.0
+        else:
+            raise C.NodeError("The 'vae' input must be ComfyUI's Wan 2.1 VAE (Load VAE) or a VIST3A Wan with a VAE.")
+        bar.set(1)
+        C.check_cancel()
+        model = decoder.ready()
+        scenes = splats_from_latent(model, z, video, voxelize=_voxelize(voxelize), min_opacity=min_opacity)
+        bar.set(3)
+        gaussians, cameras, frames = C.scenes_to_outputs(scenes)
+        return io.NodeOutput(gaussians, cameras, frames)
+
+
+RESIZE = ["crop square", "keep aspect"]
+
+
+class ImagesToSplats(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VIST3AImagesToSplats",
+            display_name="Images to Splats (AnySplat)",
+            category=C.CATEGORY,
+            description="Reconstructs 3D Gaussians and cameras from several views of one scene (an IMAGE batch, e.g. video "
+                        "frames from Load Video -> Get Video Components) with plain AnySplat.",
+            inputs=[
+                io.Custom("VIST3A_ANYSPLAT").Input("anysplat", tooltip="From Load AnySplat (VIST3A)."),
+                io.Image.Input("images", tooltip="Two or more views of the same scene, in order (video frames work well)."),
+                io.Int.Input("max_views", default=24, min=2, max=256,
+                             tooltip="Use at most this many views, evenly spaced through the batch (more views: more memory)."),
+                io.Int.Input("size", default=448, min=14, max=2048, step=14,
+                             tooltip="Working resolution in pixels, a multiple of 14 (AnySplat was trained at 448)."),
+                io.Combo.Input("resize", options=RESIZE, default="crop square",
+                               tooltip="crop square: centre-crop to size x size like AnySplat's demo. keep aspect: the longer side becomes 'size'."),
+                io.Combo.Input("voxelize", options=VOXELIZE, default="auto", tooltip="Merge Gaussians per voxel (auto: as the model config says)."),
+                io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
+                               tooltip="Drop Gaussians fainter than this (0 keeps all)."),
+            ],
+            outputs=[
+                io.Custom("GAUSSIANS").Output(display_name="gaussians", tooltip="The reconstructed 3D Gaussians."),
+                io.Custom("CAMERAS").Output(display_name="cameras", tooltip="Predicted pose and intrinsics of each used view."),
+                io.Image.Output(display_name="frames", tooltip="The views as the model saw them (cropped/resized)."),
+            ],
+        )
+
+    @classmethod
+    @C.friendly("Images to Splats")
+    def execute(cls, anysplat, images, max_views, size, resize, voxelize, min_opacity) -> io.NodeOutput:
+        from vist3a.pipeline import splats_from_images
+
+        if not isinstance(anysplat, C.ModelHandle):
+            raise C.NodeError("The 'anysplat' input must come from Load AnySplat (VIST3A).")
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] < 3:
+            raise C.NodeError("The 'images' input must be an IMAGE batch [N, H, W, 3].")
+        n = images.shape[0]
+        if n < 2:
+            raise C.NodeError("Images to Splats needs at least 2 views of the scene; give a video or an image batch.")
+        if n > max_views:
+            idx = torch.linspace(0, n - 1, max_views).round().long()
+            images = images[idx]
+        x = images[..., :3].movedim(-1, 1).float()  # [S, 3, H, W]
+        H, W = x.shape[-2:]
+        if resize == "crop square":
+            side = min(H, W)
+            top, left = (H - side) // 2, (W - side) // 2
+            x = x[..., top:top + side, left:left + side]
+            out_hw = (size, size)
+        else:
+            scale = size / max(H, W)
+            out_hw = (max(14, round(H * scale / 14) * 14), max(14, round(W * scale / 14) * 14))
+        if tuple(x.shape[-2:]) != out_hw:
+            x = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False, antialias=True)
+        bar = C.Progress(2)
+        C.check_cancel()
+        model = anysplat.ready()
+        bar.set(1)
+        scenes = splats_from_images(model, x.clamp(0, 1).unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity)
+        bar.set(2)
+        gaussians, cameras, frames = C.scenes_to_outputs(scenes)
+        return io.NodeOutput(gaussians, cameras, frames)
+
+
+NODES = [TextEncode, Sample, DecodeSplats, ImagesToSplats]

@@ -1,0 +1,154 @@
+// Drive the real ComfyUI frontend in headless Debian chromium (playwright-core, no browser download):
+// open the UI, load a shipped workflow, check every node type exists, shrink the heavy widgets, convert
+// with the frontend's own graphToPrompt, queue it, wait for the VIST3A viewer to draw the splat, poke
+// the controls, and take the README screenshots. Prints one JSON line with the findings.
+//
+//   node ui_test.mjs '{"url": "...", "workflow": "path.json", "overrides": {...}, "graphShot": "...", "viewerShot": "..."}'
+import { readFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const cfg = JSON.parse(process.argv[2]);
+
+async function closeDialogs(page) {
+  for (let i = 0; i < 3; i++) {
+    const open = await page.locator(".p-dialog").count();
+    if (!open) break;
+    await page.keyboard.press("Escape");
+    await page.waitForTimeout(200);
+  }
+}
+const result = { consoleErrors: [], pageErrors: [] };
+const browser = await chromium.launch({
+  executablePath: cfg.chromium || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--use-gl=angle", "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
+  ],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 });
+  page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => result.pageErrors.push(String(e)));
+  // a fresh user folder would open the template browser over the graph on first start
+  for (const [id, value] of [["Comfy.TutorialCompleted", true], ["Comfy.Workflow.ShowMissingModelsWarning", false]]) {
+    await fetch(`${cfg.url}/settings/${id}`, { method: "POST", body: JSON.stringify(value) }).catch(() => {});
+  }
+  const t0 = Date.now();
+  await page.goto(cfg.url, { waitUntil: "domcontentloaded" });
+  await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.extensions?.length, null, { timeout: 120000 });
+  await page.waitForFunction(() => window.app.extensions.some((e) => e.name === "VIST3A.SplatViewer"), null, { timeout: 60000 });
+  result.uiReadyMs = Date.now() - t0;
+  result.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ || window.comfyAPI?.version || null);
+  await closeDialogs(page);
+
+  const workflow = JSON.parse(readFileSync(cfg.workflow, "utf8"));
+  result.missingTypes = await page.evaluate(async (wf) => {
+    await window.app.loadGraphData(wf);
+    const known = window.LiteGraph.registered_node_types;
+    return wf.nodes.map((n) => n.type).filter((t) => !known[t]);
+  }, workflow);
+  await closeDialogs(page);
+  result.graphNodes = await page.evaluate(() => window.app.graph._nodes.map((n) => n.type));
+
+  // shrink the heavy widgets exactly like the server test does
+  result.overridden = await page.evaluate((overrides) => {
+    let count = 0;
+    for (const node of window.app.graph._nodes) {
+      const o = overrides[node.type];
+      if (!o) continue;
+      for (const w of node.widgets || []) {
+        if (w.name in o) { w.value = o[w.name]; w.callback?.(w.value); count++; }
+      }
+    }
+    window.app.graph.setDirtyCanvas(true, true);
+    return count;
+  }, cfg.overrides || {});
+  result.prompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
+  await page.evaluate(() => {
+    // close the frontend's announcement banner (only for cleaner screenshots)
+    const candidates = [...document.querySelectorAll("div")].filter((d) => /^Introducing/.test(d.textContent.trim()) && d.querySelector("button") && !d.querySelector(".vist3a-viewer"));
+    const banner = candidates.sort((a, b) => a.textContent.length - b.textContent.length)[0];
+    const buttons = banner ? banner.querySelectorAll("button") : [];
+    if (buttons.length > 1) buttons[buttons.length - 1].click();
+  });
+  await page.evaluate(() => {
+    // frame the whole graph (what the "fit view" command does), without sending keys to the page
+    const nodes = window.app.graph._nodes;
+    const x0 = Math.min(...nodes.map((n) => n.pos[0])), y0 = Math.min(...nodes.map((n) => n.pos[1] - 30));
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+    const el = window.app.canvas.canvas, ds = window.app.canvas.ds;
+    const w = el.clientWidth, h = el.clientHeight - 120;
+    ds.scale = Math.min(1, 0.95 * Math.min(w / (x1 - x0), h / (y1 - y0)));
+    ds.offset = [(w / ds.scale - (x1 - x0)) / 2 - x0 + 30 / ds.scale, 110 / ds.scale - y0];
+    window.app.graph.setDirtyCanvas(true, true);
+  });
+  await page.waitForTimeout(600);
+  if (cfg.graphShot) await page.screenshot({ path: cfg.graphShot });
+
+  // queue it from the UI and wait for the viewer to draw
+  const tq = Date.now();
+  await page.evaluate(() => window.app.queuePrompt(0, 1));
+  const loaded = await page.waitForFunction(
+    () => (window.VIST3A_VIEWERS || []).find((v) => v.stats.loaded && v.stats.sorted > 0 && v.stats.frames > 1) ? true : null,
+    null, { timeout: cfg.timeoutMs || 240000, polling: 250 },
+  ).then(() => true, (e) => String(e));
+  result.viewerLoaded = loaded;
+  result.queueToViewerMs = Date.now() - tq;
+  if (loaded === true) {
+    await page.waitForTimeout(300);
+    result.viewer = await page.evaluate(() => {
+      const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
+      const gl = v.gl, w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
+      const px = new Uint8Array(w * h * 4);
+      gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, px);
+      const bg = v.background.map((c) => Math.round(c * 255));
+      let differ = 0;
+      for (let i = 0; i < px.length; i += 4) {
+        if (Math.abs(px[i] - bg[0]) + Math.abs(px[i + 1] - bg[1]) + Math.abs(px[i + 2] - bg[2]) > 24) differ++;
+      }
+      const r = v.canvas.getBoundingClientRect();
+      return { width: w, height: h, nonBackground: differ / (w * h), splats: v.stats.splats, frames: v.stats.frames,
+               rect: { x: r.x, y: r.y, width: r.width, height: r.height }, yaw: v.view.yaw, dist: v.view.dist };
+    });
+    result.fullscreenAtLoad = await page.evaluate(() => document.fullscreenElement?.className || null);
+    const box = page.locator(".vist3a-viewer").first();
+    if (cfg.viewerShot) await box.screenshot({ path: cfg.viewerShot });
+    if (cfg.graphAfterShot) await page.screenshot({ path: cfg.graphAfterShot });
+    // orbit: drag across the canvas
+    const r = result.viewer.rect;
+    const cx = r.x + r.width / 2, cy = r.y + r.height / 2;
+    const framesBefore = result.viewer.frames;
+    await page.mouse.move(cx, cy);
+    await page.mouse.down();
+    await page.mouse.move(cx + 80, cy + 20, { steps: 6 });
+    await page.mouse.up();
+    await page.mouse.move(cx, cy);
+    await page.mouse.wheel(0, 300);
+    await page.waitForTimeout(400);
+    result.afterInteraction = await page.evaluate(() => {
+      const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
+      if (!v) return { viewers: window.VIST3A_VIEWERS.length, stats: window.VIST3A_VIEWERS.map((x) => x.stats) };
+      return { yaw: v.view.yaw, dist: v.view.dist, frames: v.stats.frames };
+    });
+    result.redrawn = result.afterInteraction.frames > framesBefore;
+    // reset button, then full screen button
+    await box.locator("button[title^='Reset']").click();
+    result.afterReset = await page.evaluate(() => {
+      const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
+      return { yaw: v.view.yaw, dist: v.view.dist };
+    });
+    await box.locator("button[title^='Full screen']").click();
+    await page.waitForTimeout(600);
+    result.fullscreen = await page.evaluate(() => document.fullscreenElement?.className || null);
+    if (cfg.fullscreenShot && result.fullscreen) await page.screenshot({ path: cfg.fullscreenShot });
+    await page.evaluate(() => document.fullscreenElement && document.exitFullscreen());
+  }
+  result.history = await page.evaluate(async () => (await (await fetch("/history?max_items=1")).json()));
+} catch (e) {
+  result.fatal = String(e && e.stack || e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));

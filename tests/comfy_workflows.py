@@ -1,0 +1,271 @@
+"""The shipped ComfyUI workflows (UI format) and the UI -> API conversion the tests use.
+
+`python tests/comfy_workflows.py --port N` regenerates workflows/*.json from the specs below against a
+running ComfyUI (its /object_info gives the widget order), so the files stay exactly what the UI saves.
+`ui_to_api(ui, object_info)` converts a UI-format graph to the API prompt ComfyUI's /prompt takes,
+the way the frontend's graphToPrompt does (widgets in input order, the extra "control after generate"
+value after seeds, the upload button value after upload combos); the browser test checks it against
+the real frontend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload", "file_upload")
+
+PROMPT = "a cozy living room with a sofa, a wooden table and a lamp"
+
+
+class MissingNodeError(KeyError):
+    pass
+
+
+def _ordered_inputs(info: dict) -> list[tuple[str, object, dict, bool]]:
+    out = []
+    for group in ("required", "optional"):
+        spec = info["input"].get(group, {})
+        for name in info.get("input_order", {}).get(group, list(spec)):
+            typ = spec[name][0]
+            opts = spec[name][1] if len(spec[name]) > 1 and isinstance(spec[name][1], dict) else {}
+            out.append((name, typ, opts, group == "optional"))
+    return out
+
+
+def _is_widget(typ, opts) -> bool:
+    return (isinstance(typ, list) or typ in WIDGET_TYPES) and not opts.get("forceInput")
+
+
+def _extra_values(name, typ, opts) -> int:
+    extra = 0
+    if typ == "INT" and (opts.get("control_after_generate") or name in ("seed", "noise_seed")):
+        extra += 1
+    if any(opts.get(k) for k in UPLOAD_KEYS):
+        extra += 1
+    return extra
+
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    """UI-format workflow -> API prompt {id: {class_type, inputs}}; muted/bypassed nodes are dropped."""
+    links = {link[0]: link for link in ui.get("links", [])}
+    prompt = {}
+    for node in ui["nodes"]:
+        if node.get("mode", 0) in (2, 4) or node["type"] in ("Note", "MarkdownNote", "Reroute"):
+            continue
+        info = object_info.get(node["type"])
+        if info is None:
+            raise MissingNodeError(f"node type {node['type']} (id {node['id']}) is not installed")
+        values = node.get("widgets_values") or []
+        by_name = values if isinstance(values, dict) else None
+        values = [] if by_name is not None else list(values)
+        linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
+        inputs = {}
+        for name, typ, opts, _optional in _ordered_inputs(info):
+            if _is_widget(typ, opts):
+                if by_name is not None:
+                    value = by_name.get(name, opts.get("default"))
+                else:
+                    value = values.pop(0) if values else opts.get("default")
+                    for _ in range(_extra_values(name, typ, opts)):
+                        if values:
+                            values.pop(0)
+                inputs[name] = value
+            if name in linked:
+                link = linked[name]
+                inputs[name] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs, "_meta": {"title": node.get("title") or node["type"]}}
+    return prompt
+
+
+# ------------------------------------------------------------------------------------ the specs
+# node: (id, type, {widget: value}, {input: (from_id, from_slot)}, (x, y), title or None)
+WAN13 = "wan2.1_t2v_1.3B_fp16.safetensors"
+WAN14_FP8 = "wan2.1_t2v_14B_fp8_e4m3fn.safetensors"
+UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+VAE = "wan_2.1_vae.safetensors"
+LORA13 = "vist3a_1.3b_lora_ema/adapter_model.safetensors"
+LORA14 = "vist3a_14b_lora_ema/adapter_model.safetensors"
+
+
+def _neg(object_info):
+    return object_info["VIST3ATextEncode"]["input"]["required"]["negative_prompt"][1]["default"]
+
+
+def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
+    return [
+        (1, "VIST3ALoadWan", dict(model=wan, text_encoder=UMT5, vae=VAE, dtype=dtype, device="auto", offload=offload), {}, (40, 80), None),
+        (2, "VIST3ALoadLoRA", dict(lora_name=lora, strength=1.0), {"wan": (1, 0)}, (40, 380), None),
+        (3, "VIST3ATextEncode", dict(prompt=PROMPT, camera_template=True, negative_prompt=_neg(object_info)), {"wan": (2, 0)}, (420, 80), None),
+        (4, "VIST3ASample", dict(seed=42, steps=50, cfg=7.5, shift=5.0, frames=13, width=512, height=512),
+         {"wan": (2, 0), "positive": (3, 0), "negative": (3, 1)}, (860, 80), None),
+        (5, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (420, 560), None),
+        (6, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (4, 0), "vae": (2, 0), "decoder": (5, 0)}, (1240, 80), None),
+        (7, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (6, 0), "cameras": (6, 1)}, (1620, 80), None),
+        (8, "VIST3ASavePLY", dict(filename_prefix=prefix, sh_degree="full", also_splat=False, also_spz=True), {"gaussians": (6, 0)}, (1240, 420), None),
+        (9, "VIST3ARenderViews", dict(mode="orbit", views=24, width=512, height=512, fov=50.0, elevation=15.0, background="white"),
+         {"gaussians": (6, 0)}, (1240, 640), None),
+        (10, "SaveAnimatedWEBP", dict(filename_prefix=prefix + "_orbit", fps=12.0, lossless=False, quality=85, method="default"), {"images": (9, 0)}, (1620, 600), None),
+        (11, "MarkdownNote", {"_text": note}, {}, (40, 640), "About this workflow"),
+    ]
+
+
+def spec_text_1_3b(oi):
+    return _text_to_3dgs(oi, WAN13, LORA13, "auto", "comfy", "VIST3A/text_to_3dgs_1.3B",
+                         "**VIST3A text -> 3D Gaussians (Wan 2.1 T2V 1.3B).**\n\n"
+                         "Weights: `diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors`, `text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`, "
+                         "`vae/wan_2.1_vae.safetensors`, `loras/vist3a_1.3b_lora_ema/`, `vist3a/anysplat/` (lhjiang/anysplat) and "
+                         "`vist3a/anysplat_stitched.pth`.\n\nDrag in the viewer to orbit; the .ply lands in output/VIST3A/.")
+
+
+def spec_text_14b(oi):
+    return _text_to_3dgs(oi, WAN14_FP8, LORA14, "auto", "blocks", "VIST3A/text_to_3dgs_14B",
+                         "**VIST3A text -> 3D Gaussians (Wan 2.1 T2V 14B, offloaded).**\n\n"
+                         "The 14B transformer (fp8 file, computed in bf16) stays in RAM and its blocks are streamed to the GPU "
+                         "(offload = blocks); the text encoder and VAE are moved in and out by ComfyUI's memory manager. "
+                         "Needs ~30 GB of RAM; with 40+ GB of VRAM set offload to comfy (faster), with 80 GB to none.\n\n"
+                         "Weights: `diffusion_models/wan2.1_t2v_14B_fp8_e4m3fn.safetensors` (or the bf16/fp16 file), "
+                         "`loras/vist3a_14b_lora_ema/`, plus the text encoder, VAE and decoder files of the 1.3B workflow.")
+
+
+def spec_native(oi):
+    neg = _neg(oi)
+    return [
+        (1, "UNETLoader", dict(unet_name=WAN13, weight_dtype="default"), {}, (40, 80), None),
+        (2, "VIST3AApplyLoRAToModel", dict(lora_name=LORA13, strength=1.0), {"model": (1, 0)}, (40, 260), None),
+        (3, "ModelSamplingSD3", dict(shift=5.0), {"model": (2, 0)}, (40, 440), None),
+        (4, "VIST3ALoadWan", dict(model="(none)", text_encoder=UMT5, vae="(none)", dtype="auto", device="auto", offload="comfy"), {}, (40, 600), "Load UMT5 text encoder (VIST3A)"),
+        (5, "VIST3ATextEncode", dict(prompt=PROMPT, camera_template=True, negative_prompt=neg), {"wan": (4, 0)}, (420, 520), None),
+        (6, "EmptyHunyuanLatentVideo", dict(width=512, height=512, length=13, batch_size=1), {}, (420, 300), "Empty Wan latent (13 frames)"),
+        (7, "KSampler", dict(seed=42, steps=50, cfg=7.5, sampler_name="uni_pc", scheduler="simple", denoise=1.0),
+         {"model": (3, 0), "positive": (5, 0), "negative": (5, 1), "latent_image": (6, 0)}, (860, 80), None),
+        (8, "VAELoader", dict(vae_name=VAE), {}, (860, 460), None),
+        (9, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (860, 600), None),
+        (10, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (7, 0), "vae": (8, 0), "decoder": (9, 0)}, (1240, 80), None),
+        (11, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (10, 0), "cameras": (10, 1)}, (1620, 80), None),
+        (12, "VIST3ASavePLY", dict(filename_prefix="VIST3A/native_wan", sh_degree="3", also_splat=True, also_spz=False), {"gaussians": (10, 0)}, (1240, 420), None),
+        (13, "PreviewImage", {}, {"images": (10, 2)}, (1240, 640), "Decoded frames"),
+        (14, "MarkdownNote", {"_text": "**Native ComfyUI Wan + VIST3A LoRA + Decode Splats.**\n\nComfyUI's Load Diffusion Model, "
+                                       "KSampler (uni_pc / simple, ModelSamplingSD3 shift 5 approximates the official UniPC flow-shift-5 sampler) "
+                                       "and Load VAE drive generation with ComfyUI's own memory management and offloading; VIST3A only adds the "
+                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works."}, {}, (40, 820), "About this workflow"),
+    ]
+
+
+def spec_video(oi):
+    return [
+        (1, "LoadVideo", dict(file="vist3a_example_orbit.mp4"), {}, (40, 80), None),
+        (2, "GetVideoComponents", {}, {"video": (1, 0)}, (40, 420), None),
+        (3, "VIST3ALoadAnySplat", dict(anysplat="anysplat/", precision="auto", device="auto"), {}, (40, 600), None),
+        (4, "VIST3AImagesToSplats", dict(max_views=24, size=448, resize="crop square", voxelize="auto", min_opacity=0.0),
+         {"anysplat": (3, 0), "images": (2, 0)}, (420, 80), None),
+        (5, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (4, 0), "cameras": (4, 1)}, (820, 80), None),
+        (6, "VIST3ASavePLY", dict(filename_prefix="VIST3A/video_to_3dgs", sh_degree="full", also_splat=False, also_spz=False), {"gaussians": (4, 0)}, (420, 460), None),
+        (7, "VIST3ARenderViews", dict(mode="predicted cameras", views=24, width=448, height=448, fov=50.0, elevation=15.0, background="black"),
+         {"gaussians": (4, 0), "cameras": (4, 1)}, (820, 560), None),
+        (8, "PreviewImage", {}, {"images": (7, 0)}, (1200, 560), "Re-rendered input views"),
+        (9, "MarkdownNote", {"_text": "**Images / video -> 3D Gaussians (plain AnySplat).**\n\nLoad a video (or batch images) of one scene, "
+                                      "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."},
+         {}, (40, 800), "About this workflow"),
+    ]
+
+
+SPECS = {
+    "vist3a_text_to_3dgs_1.3B.json": spec_text_1_3b,
+    "vist3a_text_to_3dgs_14B_offload.json": spec_text_14b,
+    "vist3a_native_wan_ksampler_lora.json": spec_native,
+    "vist3a_video_to_3dgs.json": spec_video,
+}
+
+
+def build_ui(spec: list, object_info: dict) -> dict:
+    """Spec -> UI-format graph (frontend workflow version 0.4)."""
+    nodes, links, link_id = [], [], 0
+    out_links: dict[tuple[int, int], list[int]] = {}
+    by_id = {n[0]: n for n in spec}
+    for nid, typ, widgets, inputs, pos, title in spec:
+        for name, (src, slot) in inputs.items():
+            link_id += 1
+            src_type = by_id[src][1]
+            out_type = object_info[src_type]["output"][slot]
+            links.append([link_id, src, slot, nid, None, out_type, name])
+            out_links.setdefault((src, slot), []).append(link_id)
+    order = {n[0]: i for i, n in enumerate(spec)}
+    for nid, typ, widgets, inputs, pos, title in spec:
+        node = {"id": nid, "type": typ, "pos": list(pos), "size": [360, 200], "flags": {}, "order": order[nid], "mode": 0,
+                "inputs": [], "outputs": [], "properties": {"Node name for S&R": typ}}
+        if typ == "MarkdownNote":
+            node.update(size=[360, 160], widgets_values=[widgets["_text"]], color="#432", bgcolor="#653")
+            node["properties"] = {}
+            if title:
+                node["title"] = title
+            nodes.append(node)
+            continue
+        info = object_info[typ]
+        values = []
+        slot = 0
+        for name, t, opts, optional in _ordered_inputs(info):
+            if _is_widget(t, opts):
+                value = widgets[name] if name in widgets else opts.get("default")
+                if isinstance(t, list) and value not in t:
+                    raise ValueError(f"{typ}.{name}: {value!r} not in {t[:5]}...")
+                values.append(value)
+                if _extra_values(name, t, opts):
+                    if t == "INT" and (opts.get("control_after_generate") or name in ("seed", "noise_seed")):
+                        values.append("fixed")
+                    if any(opts.get(k) for k in UPLOAD_KEYS):
+                        values.append("image")
+                continue
+            link = None
+            if name in inputs:
+                link = next(l[0] for l in links if l[3] == nid and l[6] == name)
+                for l in links:
+                    if l[0] == link:
+                        l[4] = slot
+            node["inputs"].append({"name": name, "type": t, "link": link, **({"shape": 7} if optional else {})})
+            slot += 1
+        for i, (t, name) in enumerate(zip(info["output"], info["output_name"])):
+            node["outputs"].append({"name": name, "type": t, "links": out_links.get((nid, i), []), "slot_index": i})
+        node["widgets_values"] = values
+        if title:
+            node["title"] = title
+        nodes.append(node)
+    links = [l[:6] for l in links]
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "vist3a/" + json.dumps([n[:2] for n in spec]))),
+        "revision": 0,
+        "last_node_id": max(n[0] for n in spec),
+        "last_link_id": link_id,
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.75, "offset": [20, 20]}, "frontendVersion": "1.32.9"},
+        "version": 0.4,
+    }
+
+
+def main(argv=None) -> int:
+    import urllib.request
+
+    parser = argparse.ArgumentParser(description="regenerate workflows/*.json from a running ComfyUI")
+    parser.add_argument("--port", type=int, default=8188)
+    args = parser.parse_args(argv)
+    with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/object_info") as r:
+        object_info = json.load(r)
+    object_info.setdefault("MarkdownNote", {"input": {"required": {}}, "output": [], "output_name": []})
+    WORKFLOWS.mkdir(exist_ok=True)
+    for name, spec in SPECS.items():
+        ui = build_ui(spec(object_info), object_info)
+        (WORKFLOWS / name).write_text(json.dumps(ui, indent=2) + "\n")
+        print("wrote", WORKFLOWS / name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

