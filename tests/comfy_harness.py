@@ -185,3 +185,20 @@ def import_problems(log: str, link_name: str = comfyui_env.LINK_NAME) -> list[st
         if re.search(r"comfy_nodes|vist3a", line) and re.search(r"Error|Traceback|Cannot import", line):
             bad.append(line)
     return bad
+
+
+def api_graph(decoder="vist3a_stitched_export/", anysplat="(none)", steps=3):
+    """An API graph through the other loader paths: diffusers folder, our export, Load PLY, predicted cameras."""
+    return {
+        "1": {"class_type": "VIST3ALoadWan", "inputs": {"model": "Wan2.1-T2V-1.3B-Diffusers/", "text_encoder": "(from the diffusers folder)",
+                                                        "vae": "(from the diffusers folder)", "dtype": "fp32", "device": "cpu", "offload": "none"}},
+        "2": {"class_type": "VIST3ATextEncode", "inputs": {"wan": ["1", 0], "prompt": "a red car", "camera_template": True, "negative_prompt": "blurry"}},
+        "3": {"class_type": "VIST3ASample", "inputs": {"wan": ["1", 0], "positive": ["2", 0], "negative": ["2", 1], "seed": 7, "steps": steps,
+                                                       "cfg": 5.0, "shift": 5.0, "frames": 5, "width": 64, "height": 64}},
+        "4": {"class_type": "VIST3ALoadStitchedDecoder", "inputs": {"decoder": decoder, "anysplat": anysplat, "precision": "fp32", "device": "auto"}},
+        "5": {"class_type": "VIST3ADecodeSplats", "inputs": {"latent": ["3", 0], "vae": ["1", 0], "decoder": ["4", 0], "voxelize": "off", "min_opacity": 0.01}},
+        "6": {"class_type": "VIST3ASavePLY", "inputs": {"gaussians": ["5", 0], "filename_prefix": "tests/api", "sh_degree": "0", "also_splat": True, "also_spz": True}},
+        "7": {"class_type": "VIST3ARenderViews", "inputs": {"gaussians": ["5", 0], "cameras": ["5", 1], "mode": "predicted cameras", "views": 2,
+                                                            "width": 64, "height": 48, "fov": 50.0, "elevation": 15.0, "background": "black"}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }

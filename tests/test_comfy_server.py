@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_harness import FAST, NODE_IDS, ComfyServer, import_problems
+from comfy_harness import FAST, NODE_IDS, ComfyServer, api_graph, import_problems
 from comfy_workflows import SPECS, WORKFLOWS, build_ui
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -120,25 +120,8 @@ def test_shipped_workflow_runs(server, workflow):
     assert seen["images"] >= 1, seen
 
 
-def _api_graph(decoder="vist3a_stitched_export/", anysplat="(none)", steps=3):
-    """An API graph through the other loader paths: diffusers folder, our export, Load PLY, predicted cameras."""
-    return {
-        "1": {"class_type": "VIST3ALoadWan", "inputs": {"model": "Wan2.1-T2V-1.3B-Diffusers/", "text_encoder": "(from the diffusers folder)",
-                                                        "vae": "(from the diffusers folder)", "dtype": "fp32", "device": "cpu", "offload": "none"}},
-        "2": {"class_type": "VIST3ATextEncode", "inputs": {"wan": ["1", 0], "prompt": "a red car", "camera_template": True, "negative_prompt": "blurry"}},
-        "3": {"class_type": "VIST3ASample", "inputs": {"wan": ["1", 0], "positive": ["2", 0], "negative": ["2", 1], "seed": 7, "steps": steps,
-                                                       "cfg": 5.0, "shift": 5.0, "frames": 5, "width": 64, "height": 64}},
-        "4": {"class_type": "VIST3ALoadStitchedDecoder", "inputs": {"decoder": decoder, "anysplat": anysplat, "precision": "fp32", "device": "auto"}},
-        "5": {"class_type": "VIST3ADecodeSplats", "inputs": {"latent": ["3", 0], "vae": ["1", 0], "decoder": ["4", 0], "voxelize": "off", "min_opacity": 0.01}},
-        "6": {"class_type": "VIST3ASavePLY", "inputs": {"gaussians": ["5", 0], "filename_prefix": "tests/api", "sh_degree": "0", "also_splat": True, "also_spz": True}},
-        "7": {"class_type": "VIST3ARenderViews", "inputs": {"gaussians": ["5", 0], "cameras": ["5", 1], "mode": "predicted cameras", "views": 2,
-                                                            "width": 64, "height": 48, "fov": 50.0, "elevation": 15.0, "background": "black"}},
-        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
-    }
-
-
 def test_diffusers_folder_export_and_load_ply(server):
-    history, _ = server.run(_api_graph())
+    history, _ = server.run(api_graph())
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
     seen = _check_outputs(server, history)
     assert seen["ply"] == seen["spz"] == seen["splat"] == 1 and seen["images"] == 5  # one view per predicted camera
@@ -162,7 +145,7 @@ def _error(history) -> dict:
 
 def test_failing_prompt_then_good_prompt(server):
     # the official .pth without its AnySplat base: a one-sentence error naming what to do
-    history, _ = server.run(_api_graph(decoder="anysplat_stitched.pth", anysplat="(none)"))
+    history, _ = server.run(api_graph(decoder="anysplat_stitched.pth", anysplat="(none)"))
     assert history["status"]["status_str"] == "error"
     err = _error(history)
     assert err["node_type"] == "VIST3ALoadStitchedDecoder"
@@ -170,16 +153,16 @@ def test_failing_prompt_then_good_prompt(server):
     assert "\n" not in msg and "AnySplat" in msg and msg.endswith("."), msg
     # a file that is not in models/vist3a: refused (ComfyUI 0.3.75 does not check V3 combo values up
     # front, so the loader says it while running), naming the file and what to do
-    history, _ = server.run(_api_graph(decoder="nope.pth"))
+    history, _ = server.run(api_graph(decoder="nope.pth"))
     msg = _error(history)["exception_message"].strip()
     assert "nope.pth" in msg and "models/vist3a" in msg and "\n" not in msg, msg
     # the server is fine afterwards
-    history, _ = server.run(_api_graph(decoder="anysplat_stitched.pth", anysplat="anysplat/"))
+    history, _ = server.run(api_graph(decoder="anysplat_stitched.pth", anysplat="anysplat/"))
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
 
 
 def test_cancel_stops_sampling_promptly(server):
-    graph = _api_graph(steps=1000)
+    graph = api_graph(steps=1000)
     graph["3"]["inputs"]["seed"] = 12345  # not cached
 
     def sampling(msg):
@@ -198,12 +181,12 @@ def test_cancel_stops_sampling_promptly(server):
     assert stopped < 15, f"Cancel took {stopped:.1f} s"
     TIMINGS["cancel_s"] = round(stopped, 2)
     # and the next prompt runs normally
-    history, _ = server.run(_api_graph(steps=2))
+    history, _ = server.run(api_graph(steps=2))
     assert history["status"]["status_str"] == "success"
 
 
 def test_free_releases_cached_models(server):
     """POST /free drops ComfyUI's output cache, which held our loaded models; the next run reloads them."""
     assert server.post("/free", {"unload_models": True, "free_memory": True})[0] == 200
-    history, _ = server.run(_api_graph(steps=2))
+    history, _ = server.run(api_graph(steps=2))
     assert history["status"]["status_str"] == "success"
