@@ -69,12 +69,13 @@ class Aggregator(nn.Module):
         P = tokens.shape[1]
         pos = patch_positions(B * S, rows, cols, self.patch_start_idx, tokens.device)
         pos_global = pos.reshape(B, S * P, 2)
+        pos_len = max(rows, cols) + 1  # positions run 0..max(rows, cols); known without a device sync
         wanted = set(self.cfg.intermediate_layer_idx) | {self.cfg.aa_depth - 1}
         outputs = []
         for i, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
-            tokens = frame_block(tokens.reshape(B * S, P, C), pos=pos)
+            tokens = frame_block(tokens.reshape(B * S, P, C), pos=pos, pos_len=pos_len)
             frame_out = tokens.reshape(B, S, P, C)
-            tokens = global_block(tokens.reshape(B, S * P, C), pos=pos_global)
+            tokens = global_block(tokens.reshape(B, S * P, C), pos=pos_global, pos_len=pos_len)
             if i in wanted:
                 outputs.append(torch.cat((frame_out, tokens.reshape(B, S, P, C)), dim=-1))
         return outputs

@@ -59,10 +59,13 @@ class RotaryEmbedding2D(nn.Module):
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """x: [B, heads, N, head_dim]; pos: [B, N, 2] integer (row, col)."""
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """x: [B, heads, N, head_dim]; pos: [B, N, 2] integer (row, col).
+
+        `length` (> every position) lets callers that know the grid skip reading `pos.max()`, a host
+        sync per call on a GPU; the table rows do not depend on it."""
         dim = x.shape[-1] // 2
-        cos, sin = self._tables(dim, int(pos.max()) + 1, x.device, x.dtype)
+        cos, sin = self._tables(dim, length if length is not None else int(pos.max()) + 1, x.device, x.dtype)
         rows, cols = x.chunk(2, dim=-1)
         return torch.cat(
             (self._rotate_1d(rows, pos[..., 0], cos, sin), self._rotate_1d(cols, pos[..., 1], cos, sin)), dim=-1
@@ -80,12 +83,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rope = rope
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, pos_len: int | None = None) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None and pos is not None:
-            q, k = self.rope(q, pos), self.rope(k, pos)
+            q, k = self.rope(q, pos, pos_len), self.rope(k, pos, pos_len)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
@@ -111,6 +114,6 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale_init)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), pos=pos))
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, pos_len: int | None = None) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), pos=pos, pos_len=pos_len))
         return x + self.ls2(self.mlp(self.norm2(x)))
