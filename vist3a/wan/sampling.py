@@ -5,15 +5,26 @@ prompt cleaning and padding, same initial noise for the same generator, same upd
 match it; the differences are engineering: classifier-free guidance can run as one batched
 transformer call, the loop reports progress and honours cancellation without host syncs, and the
 output is the **raw** VAE latent (ComfyUI's ``LATENT`` convention), not the normalised one.
+
+Host syncs: diffusers' UniPC ``step`` moves scalar sigmas to the device and solves a small linear
+system there on every step, each a blocking device -> host round trip.  Every UniPC update is
+linear in the sample, its own state and the model output with coefficients that depend only on the
+schedule, so :func:`unipc_plan` reads those coefficients once off diffusers' own scheduler (run on
+symbolic basis vectors in float64) and the ``sync_free`` loop applies them as plain tensor
+arithmetic: same update, no syncs, agreement with the scheduler to ~1e-6 (fp32 rounding).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from ..errors import VIST3AError
+from ..perf import execution_device, no_host_sync
 from .loading import WanModels
 
 __all__ = [
@@ -24,6 +35,7 @@ __all__ = [
     "latent_shape",
     "encode_prompt",
     "sample_latents",
+    "unipc_plan",
     "decode_latents",
     "normalize_latents",
     "denormalize_latents",
@@ -112,9 +124,16 @@ def encode_prompt(models: WanModels, prompts: Union[str, Sequence[str]],
         [prompt_clean(p) for p in prompts], padding="max_length", max_length=max_sequence_length,
         truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
     )
-    device = next(models.text_encoder.parameters()).device
+    text_encoder = models.text_encoder
+    device = execution_device(text_encoder)
     ids, mask = text_inputs.input_ids.to(device), text_inputs.attention_mask.to(device)
-    hidden = models.text_encoder(ids, mask).last_hidden_state
+    embedding = getattr(getattr(text_encoder, "encoder", None), "embed_tokens", None) or text_encoder.get_input_embeddings()
+    if embedding.weight.device != device:
+        # An offloaded text encoder keeps its (2 GB) token table on the CPU: look up there, ship the rows.
+        embeds = embedding(text_inputs.input_ids.to(embedding.weight.device)).to(device)
+        hidden = text_encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    else:
+        hidden = text_encoder(ids, mask).last_hidden_state
     # Same as the pipeline's per-prompt truncate-and-zero-pad (right padding), without a host round trip.
     return torch.where(mask.unsqueeze(-1).bool(), hidden, torch.zeros((), dtype=hidden.dtype, device=device))
 
@@ -127,6 +146,73 @@ def _batch(embeds: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     if embeds.shape[0] == 1:
         return embeds.expand(batch, -1, -1)
     raise SamplingInputError(f"{name} has batch {embeds.shape[0]} but the prompt batch is {batch}")
+
+
+# One UniPC step as a linear map.  State slots: 0 = sample, 1 = last (corrected) sample, 2.. = the
+# scheduler's model outputs (x0 predictions), then one input slot for the model output (eps).  For
+# every output slot: None (not set yet) or the non-zero (input slot, coefficient) pairs.
+UniPCUpdate = tuple[Optional[tuple[tuple[int, float], ...]], ...]
+
+
+@functools.lru_cache(maxsize=32)
+def unipc_plan(steps: int, shift: float = DEFAULT_SHIFT) -> tuple[torch.Tensor, tuple[UniPCUpdate, ...]]:
+    """Timesteps and per-step update coefficients of the official UniPC scheduler (see the module doc).
+
+    diffusers' scheduler is run step by step on symbolic inputs: the sample, its state tensors and the
+    model output are unit vectors, so what comes out of ``step`` are the coefficients themselves
+    (float64).  A reference copy advances on dummies to give each step the right internal state
+    (order warm-up, corrector on/off, lower order at the end).
+    """
+    ref = make_scheduler(shift)
+    ref.set_timesteps(int(steps), device="cpu")
+    ref.set_begin_index(0)
+    ref.sigmas = ref.sigmas.double()
+    n_state = 2 + ref.config.solver_order
+    n_in = n_state + 1
+    basis = torch.eye(n_in, dtype=torch.float64)
+    dummy = torch.zeros(1, 1, dtype=torch.float64)
+    updates = []
+    for t in ref.timesteps:
+        probe = copy.deepcopy(ref)
+        if probe.last_sample is not None:
+            probe.last_sample = basis[1].view(1, n_in)
+        probe.model_outputs = [None if m is None else basis[2 + k].view(1, n_in) for k, m in enumerate(probe.model_outputs)]
+        x_next = probe.step(basis[n_state].view(1, n_in), t, basis[0].view(1, n_in), return_dict=False)[0]
+        outputs = [x_next, probe.last_sample, *probe.model_outputs]
+        updates.append(tuple(
+            None if o is None else tuple((j, float(c)) for j, c in enumerate(o.view(-1).tolist()) if c != 0.0)
+            for o in outputs
+        ))
+        ref.step(dummy, t, dummy, return_dict=False)
+    return ref.timesteps.clone(), tuple(updates)
+
+
+def _apply_update(update: UniPCUpdate, state: list, eps_terms: list[tuple[torch.Tensor, float]]) -> list:
+    """New state from ``update``; the model output is sum(w * tensor) over ``eps_terms`` (CFG folded in),
+    so guidance and the scheduler step are a few fused-by-nothing axpys in float32, no host reads."""
+    n_state = len(state)
+    new = []
+    for terms in update:
+        if terms is None:
+            new.append(None)
+            continue
+        if len(terms) == 1 and terms[0][1] == 1.0 and terms[0][0] < n_state:
+            new.append(state[terms[0][0]])  # a plain shift of the history
+            continue
+        expanded = []
+        for j, c in terms:
+            if j < n_state:
+                if state[j] is None:
+                    raise RuntimeError(f"UniPC plan reads state slot {j} before it is set")
+                expanded.append((state[j], c))
+            else:
+                expanded.extend((t, c * w) for t, w in eps_terms)
+        first, c0 = expanded[0]
+        acc = (first if first.dtype == torch.float32 else first.float()) * c0
+        for t, c in expanded[1:]:
+            acc.add_(t, alpha=c)
+        new.append(acc)
+    return new
 
 
 @torch.no_grad()
@@ -144,8 +230,10 @@ def sample_latents(
     seed: Optional[int],
     generator: Optional[torch.Generator] = None,
     batched_cfg: bool = True,
+    sync_free: bool = True,
     callback: Optional[Callable[[int, int], None]] = None,
     should_cancel: Optional[Callable[[], bool]] = None,
+    check_syncs: bool = False,
 ) -> torch.Tensor:
     """Denoise from noise to a **raw** Wan latent ``[B, 16, 1+(F-1)//4, H/8, W/8]`` (float32).
 
@@ -154,8 +242,11 @@ def sample_latents(
     ``randn_tensor(shape, generator)`` with ``generator = torch.Generator('cpu').manual_seed(seed)``
     unless one is passed, so ``WanPipeline(generator=torch.Generator('cpu').manual_seed(seed))``
     starts from the same noise on any device.  ``batched_cfg`` runs cond+uncond as one transformer
-    call.  Each step first asks ``should_cancel()`` (raising :class:`Cancelled`) and finally calls
-    ``callback(step, steps)``; nothing else in the loop waits for the device.
+    call.  ``sync_free`` applies the scheduler through :func:`unipc_plan` (no device -> host syncs in
+    the loop; the guidance and update are computed in float32); ``sync_free=False`` calls diffusers'
+    scheduler itself.  Each step first asks ``should_cancel()`` (raising :class:`Cancelled`) and
+    finally calls ``callback(step, steps)``.  ``check_syncs`` runs the loop under
+    :func:`vist3a.perf.no_host_sync` (raises :class:`vist3a.perf.HostSyncError` / a CUDA error on a sync).
     """
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -166,7 +257,7 @@ def sample_latents(
             raise SamplingInputError("sample_latents needs a seed (or a torch.Generator)")
         generator = torch.Generator("cpu").manual_seed(int(seed))
     transformer = models.transformer
-    device = next(transformer.parameters()).device
+    device = execution_device(transformer)
     dtype = transformer.dtype
     batch = prompt_embeds.shape[0]
     cond = _batch(prompt_embeds, batch, "prompt_embeds").to(device, dtype)
@@ -180,17 +271,38 @@ def sample_latents(
             )
         both = torch.cat([cond, uncond]) if batched_cfg else None
 
-    scheduler = make_scheduler(shift)
-    scheduler.set_timesteps(int(steps), device=device)
-    scheduler.set_begin_index(0)
-    timesteps = scheduler.timesteps
+    if sync_free:
+        timesteps_cpu, updates = unipc_plan(int(steps), float(shift))
+        timesteps = timesteps_cpu.to(device)
+        scheduler = None
+    else:
+        scheduler = make_scheduler(shift)
+        scheduler.set_timesteps(int(steps), device=device)
+        scheduler.set_begin_index(0)
+        timesteps = scheduler.timesteps
     shape = latent_shape(batch, num_frames, height, width, transformer.config.in_channels)
     latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    state = [latents] + [None] * (len(updates[0]) - 1) if sync_free else None
 
+    with no_host_sync(device) if check_syncs else contextlib.nullcontext():
+        latents = _denoise_loop(transformer, timesteps, latents, state, updates if sync_free else None, scheduler,
+                                dtype, batch, guided, batched_cfg, cfg, cond, uncond if guided else None,
+                                both if guided else None, callback, should_cancel)
+    if models.vae is not None:
+        return denormalize_latents(latents, models.vae)
+    from .loading import WAN_VAE_CONFIG
+
+    return denormalize_latents(latents, WAN_VAE_CONFIG)
+
+
+def _denoise_loop(transformer, timesteps, latents, state, updates, scheduler, dtype, batch, guided, batched_cfg, cfg,
+                  cond, uncond, both, callback, should_cancel):
+    sync_free = updates is not None
     total = len(timesteps)
-    for i, t in enumerate(timesteps):
+    for i in range(total):
         if should_cancel is not None and should_cancel():
             raise Cancelled(f"Wan sampling cancelled at step {i} of {total}")
+        t = timesteps[i]
         x = latents.to(dtype)
         if guided and batched_cfg:
             out = transformer(hidden_states=torch.cat([x, x]), timestep=t.expand(2 * batch),
@@ -202,27 +314,40 @@ def sample_latents(
             if guided:
                 noise_uncond = transformer(hidden_states=x, timestep=t.expand(batch), encoder_hidden_states=uncond,
                                            return_dict=False)[0]
-        noise = noise_uncond + cfg * (noise_cond - noise_uncond) if guided else noise_cond
-        latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        if sync_free:
+            eps_terms = [(noise_cond, float(cfg)), (noise_uncond, 1.0 - float(cfg))] if guided else [(noise_cond, 1.0)]
+            state = _apply_update(updates[i], state, eps_terms)
+            latents = state[0]
+        else:
+            noise = noise_uncond + cfg * (noise_cond - noise_uncond) if guided else noise_cond
+            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
         if callback is not None:
             callback(i + 1, total)
-
-    if models.vae is not None:
-        return denormalize_latents(latents, models.vae)
-    from .loading import WAN_VAE_CONFIG
-
-    return denormalize_latents(latents, WAN_VAE_CONFIG)
+    return latents
 
 
 @torch.no_grad()
-def decode_latents(models: WanModels, raw_latents: torch.Tensor) -> torch.Tensor:
-    """Raw Wan latents -> RGB frames ``[B, 3, F, H, W]`` in [-1, 1] (float32)."""
+def decode_latents(models: WanModels, raw_latents: torch.Tensor, *, tiled: Optional[bool] = None) -> torch.Tensor:
+    """Raw Wan latents -> RGB frames ``[B, 3, F, H, W]`` in [-1, 1] (float32).
+
+    The VAE runs in its own dtype (float32 by default; the fast path stores it in bf16, which is what
+    the official inference computes under its bf16 autocast).  ``tiled=True`` decodes in spatial
+    tiles (diffusers' ``enable_tiling``: far less memory, seams blended); ``None`` keeps the VAE's
+    current setting.
+    """
     models.require("vae", purpose="Decoding Wan latents to frames")
     vae = models.vae
     if raw_latents.ndim != 5 or raw_latents.shape[1] != vae.config.z_dim:
         raise SamplingInputError(
             f"expected Wan latents [B, {vae.config.z_dim}, T, H/8, W/8], got shape {tuple(raw_latents.shape)}"
         )
-    param = next(vae.parameters())
-    frames = vae.decode(raw_latents.to(param.device, param.dtype), return_dict=False)[0]
+    previous = getattr(vae, "use_tiling", False)
+    if tiled is not None and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling() if tiled else vae.disable_tiling()
+    try:
+        dtype = next(vae.parameters()).dtype
+        frames = vae.decode(raw_latents.to(execution_device(vae), dtype), return_dict=False)[0]
+    finally:
+        if tiled is not None and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling() if previous else vae.disable_tiling()
     return frames.float().clamp(-1.0, 1.0)
