@@ -183,6 +183,7 @@ def serve(port: int, tiny: bool = False) -> int:
 
 def write_example_video(path: Path, frames: int = 9, size: int = 96) -> Path:
     """A tiny synthetic orbit video (coloured boxes) for the images/video -> 3DGS workflow."""
+    install()  # PyAV comes with ComfyUI's requirements (its video loader reads the file); a no-op once installed
     import av
     import numpy as np
 
