@@ -399,7 +399,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from vist3a import perf
     from vist3a.pipeline import GenerateSettings, VIST3APipeline
-    from vist3a.tiny import context_size_for_latent
     from vist3a.wan.sampling import latent_shape, sample_latents
     from vist3a.wan.tiny import tiny_tokenizer
 
@@ -417,7 +416,7 @@ def main(argv=None) -> int:
     tcfg = transformer_config(args)
     dcfg = decoder_config(args)
     shape = latent_shape(1, args.frames, args.size, args.size, tcfg["in_channels"])
-    ctx_hw = context_size_for_latent(shape[-2:], dcfg)
+    ctx_hw = dcfg.context_size(shape[-2:])
     render_hw = (args.render_size, args.render_size) if args.render_size else ctx_hw
     lora = None if args.no_lora else random_lora(tcfg, args.seed)
     flops = perf.wan_transformer_flops(tcfg, shape, text_tokens=512)

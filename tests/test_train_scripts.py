@@ -115,7 +115,6 @@ def test_stitched_export_loads_in_both_formats(chain, tmp_path):
 
 def test_lora_export_loads_and_drives_generation(chain):
     from vist3a.decoders import load_stitched_decoder
-    from vist3a.tiny import context_size_for_latent
     from vist3a.wan import apply_vist3a_lora, decode_latents, encode_prompt, load_vist3a_lora, sample_latents
     from vist3a.wan.tiny import build_tiny_wan
 
@@ -132,7 +131,7 @@ def test_lora_export_loads_and_drives_generation(chain):
     z = sample_latents(wan, emb, None, num_frames=5, height=64, width=64, steps=2, cfg=1.0, seed=0)
     frames = decode_latents(wan, z)
     decoder = load_stitched_decoder(d / "export" / "stitched_decoder")
-    hw = context_size_for_latent(tuple(z.shape[-2:]), decoder.cfg)
+    hw = decoder.cfg.context_size(tuple(z.shape[-2:]))
     ctx = torch.nn.functional.interpolate(frames, size=(frames.shape[2], *hw), mode="trilinear", align_corners=True)
     with torch.no_grad():
         out = decoder.forward_with_latent(z, ctx)

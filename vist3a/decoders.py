@@ -56,13 +56,17 @@ def read_anysplat(path: str | Path) -> tuple[AnySplatConfig, dict, str]:
             raise CheckpointError(f"AnySplat folder '{p}' has no {WEIGHTS_FILE}; download lhjiang/anysplat into it.", path=str(p))
     else:
         weights, config = p, p.with_name("config.json")
-    cfg = AnySplatConfig()
-    if config.is_file():
-        try:
-            cfg = AnySplatConfig.from_official(json.loads(config.read_text()))
-        except (json.JSONDecodeError, ValueError) as exc:
-            raise CheckpointError(f"AnySplat config '{config}' cannot be used ({exc}); restore the released config.json.", path=str(config)) from None
-    return cfg, ck.read_safetensors(weights), str(weights)
+    return anysplat_config(config), ck.read_safetensors(weights), str(weights)
+
+
+def anysplat_config(config: Path) -> AnySplatConfig:
+    """The architecture a released `config.json` describes; the release defaults when there is none."""
+    if not config.is_file():
+        return AnySplatConfig()
+    try:
+        return AnySplatConfig.from_official(json.loads(config.read_text()))
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise CheckpointError(f"AnySplat config '{config}' cannot be used ({exc}); restore the released config.json.", path=str(config)) from None
 
 
 def load_anysplat(path: str | Path, *, device="cpu", dtype=torch.float32) -> AnySplat:

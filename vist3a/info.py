@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints as ck
+from .decoders import anysplat_config
 from .errors import CheckpointError
 from .models import AnySplat, AnySplatConfig, StitchConfig, StitchedDecoder
 
@@ -40,7 +41,7 @@ def describe(path: str | Path) -> list[str]:
     if kind == "anysplat":
         weights = p / "model.safetensors" if p.is_dir() else p
         config = weights.with_name("config.json")
-        cfg = AnySplatConfig.from_official(ck._read_json(config)) if config.is_file() else AnySplatConfig()
+        cfg = anysplat_config(config)
         shapes = ck.validate_state_dict(_header_shapes(weights), _meta_shapes(lambda: AnySplat(cfg)), source=str(weights),
                                         what="the AnySplat architecture", ignore_prefixes=("encoder.distill_",))
         lines += [f"valid AnySplat weights: {_params(shapes)}", f"config: sh_degree {cfg.sh_degree}, voxel_size {cfg.voxel_size}, "

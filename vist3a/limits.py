@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import VIST3AError
+from .models.config import StitchConfig
 
 MAX_FRAMES = 81  # Wan 2.1's longest video (and far beyond the 21-frame extended decoder)
 MAX_SIDE = 1280
@@ -33,13 +34,8 @@ class Estimate:
         return self.decoder_bytes / GIB
 
 
-def decoder_context(height: int, width: int, patch: int = 14) -> tuple[int, int]:
-    """Video size -> the stitched decoder's RGB context (512 -> 448)."""
-    return height // 16 * patch, width // 16 * patch
-
-
 def estimate(frames: int, height: int, width: int, *, embed_dim: int = 1024, features: int = 256, sh_degree: int = 4) -> Estimate:
-    ch, cw = decoder_context(height, width)
+    ch, cw = StitchConfig().context_size((height // 8, width // 8))  # video -> latent (/8) -> context (512 -> 448)
     pixels = frames * ch * cw
     chunk = min(frames, 8) * ch * cw
     d_sh = (sh_degree + 1) ** 2

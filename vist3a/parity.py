@@ -152,15 +152,11 @@ def run_model(model, inputs: dict) -> dict:
     model.eval()
     if "input/z" in inputs:
         out: SplatOutput = model.forward_with_latent(inputs["input/z"], inputs["input/context_image"], voxelize_output=False, capture=True)
-        z = inputs["input/z"]
-        T, h, w = z.shape[2:]
-        latent_up = torch.nn.functional.interpolate(z, size=[model.num_frames(T), h, w], mode="trilinear", align_corners=True)
     else:
         out = model(inputs["input/images"], voxelize_output=False, capture=True)
-        latent_up = None
     encoder: AnySplatEncoder = model.encoder
     B = out.depth.shape[0]
-    vox = encoder._gaussians(out.raw_gs, out.points, B, True)
+    vox = encoder.gaussians_from_raw(out.raw_gs, out.points, B, True)
     named = {
         "inter/patch_embed_norm_out": out.captures["patch_embed_norm_out"],
         "inter/gs_head_out": out.raw_gs,
@@ -177,7 +173,7 @@ def run_model(model, inputs: dict) -> dict:
         named[f"inter/agg_out_{i}"] = agg
     if "stitch_tokens" in out.captures:
         named["inter/stitch_tokens"] = out.captures["stitch_tokens"]
-        named["inter/latent_up"] = latent_up
+        named["inter/latent_up"] = out.captures["latent_up"]
     for prefix, gs in (("out", out.gaussians), ("vox", vox)):
         for f, t in _gaussians_dict(gs).items():
             named[f"{prefix}/gaussians/{f}"] = t

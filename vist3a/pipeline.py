@@ -95,10 +95,8 @@ def splats_from_latent(
     min_opacity: float = 0.0,
 ) -> list[Scene]:
     """Raw Wan latent [B, 16, T, h, w] + its decoded video [B, 3, F, H, W] in [-1, 1] -> scenes."""
-    from .tiny import context_size_for_latent
-
     device = next(decoder.parameters()).device
-    size = context_size_for_latent(latent.shape[-2:], decoder.cfg)
+    size = decoder.cfg.context_size(latent.shape[-2:])
     context = context_from_video(video.to(device), size)
     out = decoder.forward_with_latent(latent.to(device).float(), context, voxelize_output=voxelize)
     return scenes_from_output(out, (context.permute(0, 2, 1, 3, 4) + 1) / 2, min_opacity=min_opacity)

@@ -36,12 +36,6 @@ def build_tiny_decoder(seed: int = 0, cut_block: int = 2) -> StitchedDecoder:
     return model.eval()
 
 
-def context_size_for_latent(latent_hw: tuple[int, int], cfg: StitchConfig) -> tuple[int, int]:
-    """The RGB context (H, W) whose token grid equals the stitched latent's: 64x64 latent -> 448x448."""
-    patch = cfg.anysplat.patch_size
-    return (latent_hw[0] // cfg.stride[1] * patch, latent_hw[1] // cfg.stride[2] * patch)
-
-
 @torch.no_grad()
 def random_latent(frames: int = TINY_FRAMES, size: int = TINY_VIDEO_SIZE, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

@@ -60,9 +60,8 @@ class Rollout:
         self.rc = ctx.cfg.align.reward
         self.latent_shape = latent_shape  # [16, T, h, w]
         self.encode = encode
-        from vist3a.tiny import context_size_for_latent
 
-        self.context_hw = context_size_for_latent(tuple(latent_shape[2:]), decoder.cfg)
+        self.context_hw = decoder.cfg.context_size(tuple(latent_shape[2:]))
         self.render_size = int(self.rc.render_size or self.context_hw[0])
         self.voxelize = self.rc.voxelize
         self.autocast = autocast_context(ctx.device, ctx.bf16)

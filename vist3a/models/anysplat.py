@@ -87,7 +87,7 @@ class AnySplatEncoder(nn.Module):
             depth, depth_conf = self.depth_head(aggregated, images01, start)
             points = unproject_depth(depth, w2c, K)
             raw = self.gaussian_param_head(aggregated, images01, start)
-            gaussians = self._gaussians(raw, points, B, voxelize_output)
+            gaussians = self.gaussians_from_raw(raw, points, B, voxelize_output)
             scene_scale = points.flatten(2, 3).norm(dim=-1).mean().clip(min=1e-8)
             bottom = torch.tensor([0, 0, 0, 1], dtype=w2c.dtype, device=w2c.device).expand(B, S, 1, 4)
             c2w = torch.linalg.inv(torch.cat((w2c, bottom), dim=2))
@@ -105,7 +105,9 @@ class AnySplatEncoder(nn.Module):
             captures=captures,
         )
 
-    def _gaussians(self, raw: torch.Tensor, points: torch.Tensor, B: int, voxelize_output) -> list[RawGaussians]:
+    def gaussians_from_raw(self, raw: torch.Tensor, points: torch.Tensor, B: int, voxelize_output) -> list[RawGaussians]:
+        """Gaussian-head output + depth points -> per-scene Gaussians (voxel-fused if asked); the parity
+        tool calls it again on the same head outputs to get both variants from one run."""
         cfg = self.cfg
         do_voxelize = cfg.voxelize if voxelize_output is None else voxelize_output
         anchor, conf = raw[:, :, : cfg.raw_gs_dim], raw[:, :, cfg.raw_gs_dim]
@@ -143,6 +145,13 @@ class AnySplat(nn.Module):
         return self.encoder.decode(run_dino, B, S, images01, **kwargs)
 
 
+def upsample_latent(z: torch.Tensor, temporal: int = 4) -> torch.Tensor:
+    """Wan latent [B, C, T, h, w] -> [B, C, (T-1)*temporal+1, h, w]: trilinear, align_corners=True, as the
+    official decoder (and the layer search that fits its stitching conv) upsample time."""
+    T, h, w = z.shape[2:]
+    return F.interpolate(z, size=[(T - 1) * temporal + 1, h, w], mode="trilinear", align_corners=True)
+
+
 class StitchedDecoder(nn.Module):
     """Wan latent -> Conv3d stitching layer -> AnySplat from DINO block `cut` on -> Gaussians."""
 
@@ -163,11 +172,13 @@ class StitchedDecoder(nn.Module):
     def num_frames(self, latent_frames: int) -> int:
         return (latent_frames - 1) * self.cfg.temporal_upsample + 1
 
-    def stitch_tokens(self, z: torch.Tensor) -> torch.Tensor:
+    def stitch_tokens(self, z: torch.Tensor, captures: dict | None = None) -> torch.Tensor:
         """Raw Wan latent [B, 16, T, h, w] -> trilinear time upsampling -> conv -> [B, C, F, h/2, w/2]."""
-        T, h, w = z.shape[2:]
-        up = F.interpolate(z, size=[self.num_frames(T), h, w], mode="trilinear", align_corners=True)
-        return self.stitching_layer(up.to(self.stitching_layer.weight.dtype))
+        up = upsample_latent(z, self.cfg.temporal_upsample)
+        tokens = self.stitching_layer(up.to(self.stitching_layer.weight.dtype))
+        if captures is not None:
+            captures["latent_up"], captures["stitch_tokens"] = up, tokens
+        return tokens
 
     def forward_with_latent(self, z: torch.Tensor, context_image: torch.Tensor, **kwargs) -> SplatOutput:
         """z [B, 16, T, h, w] raw Wan-VAE latent; context_image [B, 3, F, H, W] in [-1, 1] (the decoded
@@ -177,19 +188,16 @@ class StitchedDecoder(nn.Module):
         a = self.cfg.anysplat
         B, _, S, H, W = context_image.shape
         images01 = (context_image.permute(0, 2, 1, 3, 4) + 1) / 2
-        capture = kwargs.get("capture", False)
-        tokens_holder = {}
+        tokens_holder: dict | None = {} if kwargs.get("capture", False) else None
 
         def run_dino():
-            tokens = self.stitch_tokens(z)
-            if capture:
-                tokens_holder["stitch_tokens"] = tokens
+            tokens = self.stitch_tokens(z, tokens_holder)
             x = tokens.permute(0, 2, 3, 4, 1).reshape(B * S, -1, tokens.shape[1])
             # The official stitched path passes (width, height) where the RGB path passes (rows, cols).
             return self.encoder.aggregator.patch_embed.forward_tokens(x, (W // a.patch_size, H // a.patch_size))
 
         out = self.encoder.decode(run_dino, B, S, images01, **kwargs)
-        out.captures.update(tokens_holder)
+        out.captures.update(tokens_holder or {})
         return out
 
     def check_inputs(self, z: torch.Tensor, context_image: torch.Tensor) -> None:

@@ -114,6 +114,11 @@ class StitchConfig:
     def location(self) -> str:
         return f"enc_blocks_{self.cut_block}"
 
+    def context_size(self, latent_hw) -> tuple[int, int]:
+        """The RGB context (H, W) whose token grid equals the stitched latent's: 64x64 latent -> 448x448."""
+        patch = self.anysplat.patch_size
+        return (int(latent_hw[0]) // self.stride[1] * patch, int(latent_hw[1]) // self.stride[2] * patch)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

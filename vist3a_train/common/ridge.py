@@ -23,15 +23,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from vist3a.models import upsample_latent  # the decoder's own, so the fit sees what it will see
+
 from . import distributed as D
 
 __all__ = ["upsample_latent", "unfold_conv3d", "RidgeStats", "solve_ridge"]
-
-
-def upsample_latent(z: torch.Tensor, temporal: int = 4) -> torch.Tensor:
-    """[B, C, T, h, w] -> [B, C, (T-1)*temporal+1, h, w], trilinear, align_corners=True (the decoder's)."""
-    T, h, w = z.shape[2:]
-    return F.interpolate(z, size=[(T - 1) * temporal + 1, h, w], mode="trilinear", align_corners=True)
 
 
 def unfold_conv3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
