@@ -15,12 +15,12 @@ PROMPT = "a cozy wooden cabin in a snowy pine forest"
 def find_real_weights(models: Path) -> dict | None:
     """{wan, decoder, anysplat, lora} when a complete 1.3B set is present, else None."""
     wan = next((p for p in sorted((models / "diffusers").glob("Wan2.1-T2V-1.3B*")) if (p / "model_index.json").is_file()), None)
-    decoder = next((p for p in (models / "vist3a" / "anysplat_stitched.pth",) if p.is_file()), None)
+    decoder = models / "vist3a" / "anysplat_stitched.pth"
     anysplat = next((p for p in (models / "vist3a" / "anysplat", models / "vist3a") if (p / "model.safetensors").is_file()), None)
     lora = models / "loras" / "vist3a_1.3b_lora_ema"
-    if wan and decoder and anysplat:
-        return {"wan": wan, "decoder": decoder, "anysplat": anysplat, "lora": lora if lora.is_dir() else None}
-    return None
+    if wan is None or anysplat is None or not decoder.is_file():
+        return None
+    return {"wan": wan, "decoder": decoder, "anysplat": anysplat, "lora": lora if lora.is_dir() else None}
 
 
 def run_demo(out: Path, models_dir: str | None = None) -> int:
