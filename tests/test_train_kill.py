@@ -19,11 +19,15 @@ from test_train_scripts import REPO, _env, _losses, _run, _torchrun
 pytestmark = pytest.mark.slow
 
 MAX_STEPS = 5
-ARGS = {
-    "stitch": ["--max-steps", str(MAX_STEPS), "--save-every", "1", "--set", "models.layer_search=none", "--set", "stitch.view_counts=[5]"],
-    "align": ["--max-steps", str(MAX_STEPS), "--save-every", "1"],
-}
+SCRIPTS = ("align", "stitch")
 TRIALS = 3
+
+
+def _args(script: str, decoder: Path) -> list[str]:
+    common = ["--max-steps", str(MAX_STEPS), "--save-every", "1"]
+    if script == "stitch":
+        return common + ["--set", "models.layer_search=none", "--set", "stitch.view_counts=[5]"]
+    return common + ["--set", f"models.decoder={decoder}"]  # align needs a stitched decoder
 
 
 def _descendants(root: int) -> list[int]:
@@ -59,31 +63,29 @@ def decoder_export(tmp_path_factory):
     from vist3a import decoders, tiny
 
     path = tmp_path_factory.mktemp("decoder") / "stitched_decoder"
-    decoders.save_stitched_export(tiny.build_tiny_decoder(), path)
-    ARGS["align"] += ["--set", f"models.decoder={path}"]  # align needs a stitched decoder
-    return path
+    return decoders.save_stitched_export(tiny.build_tiny_decoder(), path)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, decoder_export):
     runs = {}
-    for script, args in ARGS.items():
+    for script in SCRIPTS:
         out = tmp_path_factory.mktemp(f"ref_{script}")
-        _run(_torchrun(script, out, *args))
+        _run(_torchrun(script, out, *_args(script, decoder_export)))
         runs[script] = _losses(out, script)
         assert [s for s, _ in runs[script]] == list(range(1, MAX_STEPS + 1))
     return runs
 
 
-@pytest.mark.parametrize("script", sorted(ARGS))
-def test_sigkill_at_random_points_then_resume(script, uninterrupted, tmp_path):
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sigkill_at_random_points_then_resume(script, uninterrupted, decoder_export, tmp_path):
     from vist3a_train.common.checkpoint import CheckpointManager
 
     rng = random.Random(f"kill-{script}")
     report = []
     for trial in range(TRIALS):
         out = tmp_path / f"trial{trial}"
-        cmd = _torchrun(script, out, *ARGS[script])
+        cmd = _torchrun(script, out, *_args(script, decoder_export))
         log = out / "logs" / f"{script}.jsonl"
         proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
