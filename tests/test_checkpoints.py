@@ -12,7 +12,6 @@ import os
 import pickle
 import re
 import struct
-import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -484,10 +483,9 @@ def test_invalid_safetensors(tmp_path, case, match):
 def test_safetensors_huge_header_claim_fails_fast(tmp_path):
     p = tmp_path / "huge.safetensors"
     _raw_safetensors(p, {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, length=10**15)
-    t0 = time.perf_counter()
+    # Checked before anything is read: reading 1e15 bytes would raise MemoryError, not this error.
     with pytest.raises(CheckpointError, match="claims 1000000000000000 bytes"):
         read_safetensors(p)
-    assert time.perf_counter() - t0 < 0.5
     with pytest.raises(CheckpointError, match="limit"):
         read_safetensors_header(p, max_header_bytes=10)
 

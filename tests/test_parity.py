@@ -30,11 +30,20 @@ def fixture_run(request, fixtures_dir):
     return request.param, ref, named
 
 
+# Bound for "as close as fp32 on another CPU gets". Measured worst relative error per fixture
+# (bench/parity_spread.py, bench/results/parity_spread_*.json): 0 on the Intel Xeon (AMX) the fixtures
+# were first matched on; 4.6e-6 .. 6.0e-6 on AMD EPYC (AVX512) with 1 or 2 threads and with oneDNN/MKL
+# forced to AVX2/SSE4.1 kernels, always in the raw Gaussian-head density channel. 5e-5 keeps ~8x margin
+# over that spread, stays 2x inside the 1e-4 contract, and is 200x below the 1% perturbations that
+# the next test requires to fail.
+CROSS_CPU_BOUND = 5e-5
+
+
 def test_fixture_passes_tightly(fixture_run):
     name, ref, named = fixture_run
-    report = parity.compare(named, ref, tol=2e-5)
+    report = parity.compare(named, ref, tol=CROSS_CPU_BOUND)
     assert report.passed, [l for l in report.lines if not l.ok]
-    assert report.worst.rel < 1e-6
+    assert report.worst.rel < CROSS_CPU_BOUND
     assert len(report.lines) >= (35 if name == "stitched" else 30)
     assert not report.skipped
 
@@ -64,7 +73,7 @@ def test_every_compared_tensor_fails_when_perturbed_by_one_percent(fixture_run):
 def test_cli_passes_on_stitched_fixture_including_rule_b(fixtures_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "vist3a", "parity", str(fixtures_dir / "parity_stitched_small.safetensors")],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=1800,  # a hang guard: a loaded 2-core machine needs ~15 min
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "rule B: filled 1377 tensors, 1377 checksums verified" in proc.stdout
@@ -80,7 +89,7 @@ def test_cli_fails_on_a_perturbed_fixture(fixtures_dir, tmp_path):
     (tmp_path / "bad.json").write_text(src.with_suffix(".json").read_text())
     proc = subprocess.run(
         [sys.executable, "-m", "vist3a", "parity", str(tmp_path / "bad.safetensors")],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=1800,  # a hang guard: a loaded 2-core machine needs ~15 min
     )
     assert proc.returncode == 1
     last = proc.stdout.strip().splitlines()[-1]

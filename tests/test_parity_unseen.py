@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _cli(path):
-    return subprocess.run([sys.executable, "-m", "vist3a", "parity", str(path)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "vist3a", "parity", str(path)], capture_output=True, text=True, timeout=1800)  # hang guard
 
 
 def _stitched_inputs(t_vae, side, seed):
