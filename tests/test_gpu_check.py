@@ -36,15 +36,17 @@ def test_cpu_dry_run_writes_every_file_and_the_summary(tmp_path):
     for name in PARTS:
         assert summary["parts"][name]["status"].startswith("ok"), (name, summary["parts"][name])
         assert not res[name].get("partial"), name
-    assert summary["gsplat_build"]["status"] == "unavailable"  # no CUDA: the build probe says so and exits
+    assert summary["gsplat_build"]["status"] == "unavailable" and "CUDA is not available" in summary["gsplat_build"]["message"]
     # the same fields the GPU run is read by
     e13, e14 = res["e2e_1_3b"], res["e2e_14b"]
     assert e13["speedup"] > 0 and e13["peak_ratio"] > 0 and e13["mfu"] > 0 and e13["denoise_host_syncs"] == "none"
     assert e14["official"] is None and e14["settings"]["memory_cap_gib"] == 24 and e14["ours_peak_gib"] > 0
     assert res["decode"]["official"]["ms"]["median"] > 0 and res["decode"]["ours"]["gaussians"] > 0
-    assert res["render"]["torch"]["ms"]["median"] > 0 and "CUDA" in res["render"]["gsplat_unavailable"]
+    # no CUDA: the build probe reports gsplat unusable, so the render part and the tests leave gsplat alone
+    assert res["render"]["torch"]["ms"]["median"] > 0 and res["render"]["gsplat_unavailable"] == "gsplat build: unavailable"
     tests = res["gpu_tests"]
-    assert tests["counts"]["skipped"] == len(tests["tests"]) >= 6 and tests["counts"]["failed"] == 0
+    assert tests["counts"]["skipped"] == len(tests["tests"]) >= 5 and tests["counts"]["failed"] == 0
+    assert not any("gsplat" in name for name in tests["tests"]) and "deselected" in summary["parts"]["gpu_tests"]["note"]
     goals = {g["goal"]: g for g in summary["goals"]}
     assert len(goals) == 4 and all(isinstance(g["value"], float) and not g["judged"] for g in goals.values())
     screen = (out / "summary.md").read_text()
