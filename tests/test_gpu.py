@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # render_compare, gpu_check_deps (the one import point of perf helpers)
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: run bench/gpu_check.sh on the device")]
 
@@ -40,7 +41,6 @@ def tiny_pipe(**kw):
 
 def test_gsplat_backend_renders_the_torch_image(cuda):
     pytest.importorskip("gsplat")
-    sys.path.insert(0, str(ROOT / "bench"))
     from render_compare import agreement, cameras, random_scene, render
 
     from vist3a.render import gsplat_backend, select_backend
@@ -78,14 +78,14 @@ def test_cudnn_attention_is_chosen_and_runs(cuda):
     tr = pipe.wan.transformer
     x = torch.randn(2, 16, 2, 8, 8, device=cuda, dtype=torch.bfloat16)
     ctx = torch.randn(2, 512, 4096, device=cuda, dtype=torch.bfloat16) * 0.1
-    t = torch.tensor([500, 500], device=cuda)
+    t = torch.tensor([500.0, 500.0], device=cuda)
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         out = tr(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
         torch.cuda.synchronize()
     ops = {e.key for e in prof.key_averages()}
     assert "aten::_scaled_dot_product_cudnn_attention" in ops, sorted(o for o in ops if "attention" in o)
     # same numbers as PyTorch's default SDPA, within bf16 noise
-    tr.reset_attention_backend()
+    tr.set_attention_backend("native")
     with torch.no_grad():
         ref = tr(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
     assert rel(out, ref) <= BF16_TOL
@@ -109,7 +109,7 @@ def _streams_of(trace: dict, cat: str, name_part: str = "") -> set:
 def test_block_streamer_copies_on_a_side_stream(cuda, tmp_path):
     from torch.profiler import ProfilerActivity, profile
 
-    from vist3a.perf import BlockStreamer
+    from gpu_check_deps import BlockStreamer
 
     torch.manual_seed(0)
     blocks = nn.Sequential(*[nn.Sequential(nn.Linear(1024, 1024), nn.GELU()) for _ in range(6)]).to(cuda, torch.bfloat16)
