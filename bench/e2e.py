@@ -409,6 +409,7 @@ def write_partial(out: str, res: dict, official: dict, steps: int) -> None:
                 official_decode_ms=official["stages"]["vae"]["median"] * 1e3,
                 official_splat_decode_ms=official["stages"]["splats"]["median"] * 1e3)
     write_json(out, part)
+    print(f"official: figures written to {out} (partial until ours is measured)", flush=True)
 
 
 def main(argv=None) -> int:

@@ -70,7 +70,8 @@ def parts(dry: bool, out: Path, scratch: Path) -> list[Part]:
         toy = ["--device", "cpu", "--model", "tiny", "--frames", "5", "--size", "32", "--steps", "2", "--repeats", "1",
                "--warmup", "0", "--render-views", "0"]
         return [
-            Part("e2e_1_3b", e2e + toy + ["--out", j("e2e_1_3b.json")], 120, 0, "e2e_1_3b.json"),
+            # --interleave no: official first, then ours, as on a GPU (and its partial write on the way)
+            Part("e2e_1_3b", e2e + toy + ["--interleave", "no", "--out", j("e2e_1_3b.json")], 120, 0, "e2e_1_3b.json"),
             Part("e2e_14b", e2e + toy + ["--memory-cap-gib", "24", "--skip-official", "--out", j("e2e_14b.json")],
                  120, 0, "e2e_14b.json"),
             Part("decode", [py, str(BENCH / "decode.py"), "--device", "cpu", "--model", "tiny", "--frames", "5", "--size",
@@ -152,9 +153,12 @@ class Job:
                 continue
 
 
-def tail(path: Path, lines: int = 15) -> str:
+def tail(path: Path, lines: int = 15, start: int = 0) -> str:
+    """The last `lines` lines of `path` after byte `start` (one part's output in the shared log)."""
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
     return "\n".join(text.rstrip().splitlines()[-lines:])
@@ -419,6 +423,7 @@ def main(argv=None) -> int:
             write_summary(summary, out, tables)
             continue
         print(f"[{time.monotonic() - t_start:5.0f} s] {part.name}: limit {limit:.0f} s ...", flush=True)
+        log_start = log.stat().st_size if log.exists() else 0
         r = Job(part.name, part.argv, log, env).wait(timeout=limit)
         status = "ok" if r["rc"] == 0 else ("timed out" if r["timed_out"] else f"failed (rc {r['rc']})")
         if part.name == "gpu_tests":
@@ -439,7 +444,7 @@ def main(argv=None) -> int:
             tables.append(md.read_text())
             md.unlink()
         if r["rc"] != 0:
-            info["log_tail"] = tail(log, 25)
+            info["log_tail"] = tail(log, 25, start=log_start)
             tables.append(f"## {part.name}: {status}\n\n```\n{info['log_tail']}\n```")
         print(f"[{time.monotonic() - t_start:5.0f} s] {part.name}: {status} in {r['wall_s']:.0f} s", flush=True)
         summary["wall_s"] = time.monotonic() - t_start

@@ -49,6 +49,7 @@ def test_cpu_dry_run_writes_every_file_and_the_summary(tmp_path):
     assert not any("gsplat" in name for name in tests["tests"]) and "deselected" in summary["parts"]["gpu_tests"]["note"]
     goals = {g["goal"]: g for g in summary["goals"]}
     assert len(goals) == 4 and all(isinstance(g["value"], float) and not g["judged"] for g in goals.values())
+    assert "(partial until ours is measured)" in (out / "logs.txt").read_text()  # as on a GPU: official first
     screen = (out / "summary.md").read_text()
     assert screen.startswith("# GPU check (cpu-dry-run)") and "| **text -> 3DGS**" in screen  # e2e table folded in
     assert "speedup >= 2.2" in proc.stdout and "gpu tests:" in proc.stdout  # the one-screen summary is printed last
