@@ -26,7 +26,7 @@ def test_cpu_dry_run_writes_every_file_and_the_summary(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
     t0 = time.monotonic()
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu-dry-run", str(out)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=900)
+                          env=env, capture_output=True, text=True, timeout=1200)
     wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(gpu_check.EXPECTED)  # <= 8 files: the device's limit
