@@ -121,9 +121,11 @@ def markdown(res) -> str:
     for name in ("official", "ours"):
         r = res.get(name)
         if r:
+            syncs = "-" if r["host_syncs"] is None else r["host_syncs"]
             rows.append(f"| {name} | {fmt(r['ms']['median'])} | {fmt(r['ms']['spread'] * 100, 0, '%')} | "
-                        f"{fmt(r['peak_gib'], 2)} | {r['host_syncs'] if r['host_syncs'] is not None else '-'} | {r['gaussians']} |")
-    rows += ["", f"Speedup {fmt(res.get('speedup'), 2, 'x')}; max_rel_diff_depth {fmt(res.get('max_rel_diff_depth'), 4)}.", ""]
+                        f"{fmt(r['peak_gib'], 2)} | {syncs} | {r['gaussians']} |")
+    rows += ["", f"Speedup {fmt(res.get('speedup'), 2, 'x')}; "
+                 f"max_rel_diff_depth {fmt(res.get('max_rel_diff_depth'), 4)}.", ""]
     return "\n".join(rows)
 
 

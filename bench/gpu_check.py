@@ -278,13 +278,14 @@ def screen(summary: dict) -> str:
     lines += ["", "| goal | value | met |", "|---|---:|---|"]
     for g in summary["goals"]:
         verdict = "-" if g["met"] is None else ("met" if g["met"] else "NOT met")
-        lines.append(f"| {g['goal']} | {_f(g['value'], 3)} | {verdict}{' (dry run)' if dry and g['met'] is not None else ''} |")
+        note = " (dry run)" if dry and g["met"] is not None else ""
+        lines.append(f"| {g['goal']} | {_f(g['value'], 3)} | {verdict}{note} |")
     e, f14, d, r = fig["e2e_1_3b"], fig["e2e_14b"], fig["decode"], fig["render"]
     t = fig["gpu_tests"]
     lines += [
         "",
-        f"1.3B: official {_f(e['official_s'], 2)} s / ours {_f(e['ours_s'], 2)} s; CFG step {_f(e['official_transformer_step_ms'], 1)}"
-        f" / {_f(e['transformer_step_ms'], 1)} ms; MFU {_f(e['official_mfu'], 3)} / {_f(e['mfu'], 3)}; peak "
+        f"1.3B: official {_f(e['official_s'], 2)} s / ours {_f(e['ours_s'], 2)} s; "
+        f"CFG step {_f(e['official_transformer_step_ms'], 1)} / {_f(e['transformer_step_ms'], 1)} ms; MFU {_f(e['official_mfu'], 3)} / {_f(e['mfu'], 3)}; peak "
         f"{_f(e['official_peak_gib'])} / {_f(e['ours_peak_gib'])} GiB; VAE {_f(e['official_decode_ms'], 0)} / "
         f"{_f(e['decode_ms'], 0)} ms; splats {_f(e['official_splat_decode_ms'], 0)} / {_f(e['splat_decode_ms'], 0)} ms",
         f"      attention {e['attention']}, offload {e['offload']}, compile {_f(e['compile_s'], 0, ' s')}, "

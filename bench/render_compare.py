@@ -139,7 +139,7 @@ def markdown(res) -> str:
     if a:
         rows.append(f"Agreement: PSNR {fmt(a['psnr_db'], 1)} dB (>= {MIN_PSNR_DB:g}), RGB max/mean abs "
                     f"{fmt(a['rgb_max_abs'], 4)}/{fmt(a['rgb_mean_abs'], 5)}, alpha mean abs {fmt(a['alpha_mean_abs'], 5)} "
-                    f"(<= {MAX_MEAN_ALPHA_DIFF:g}): {'within tolerance' if a['within_tolerance'] else 'NOT within tolerance'}; "
+                    f"(<= {MAX_MEAN_ALPHA_DIFF:g}): {'' if a['within_tolerance'] else 'NOT '}within tolerance; "
                     f"gsplat speedup {fmt(res.get('speedup'), 1, 'x')}.")
     else:
         rows.append(f"gsplat: {res.get('gsplat_unavailable') or 'not measured'}.")
