@@ -394,7 +394,7 @@ def main(argv=None) -> int:
         r = build.wait(timeout=max(0.0, left))
         status = "ok" if r["rc"] == 0 else ("unavailable" if not r["timed_out"] else
                                             f"stopped: {stop}" if stop else "timed out")
-        b.update(r, status=status, message=tail(build.log, 3))
+        b.update(r, status=status, message=tail(build.log, 3)[-2000:])  # a failed build's error: logs.txt has all
         with open(log, "a", encoding="utf-8") as f:
             f.write(build.log.read_text(errors="replace"))
 
