@@ -41,16 +41,24 @@ def _clean(obj):
     return obj
 
 
-def write_results(path: str | Path, result: dict, markdown: str) -> tuple[Path, Path]:
-    """`path` (.json) and the same name with .md, each written to a temporary file and renamed."""
+def write_json(path: str | Path, result: dict) -> Path:
+    """`path` written to a temporary file and renamed (NaN/inf as null)."""
     from vist3a.atomic import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    md_path = path.with_suffix(".md")
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(_clean(result), f, indent=2)
         f.write("\n")
+    return path
+
+
+def write_results(path: str | Path, result: dict, markdown: str) -> tuple[Path, Path]:
+    """`path` (.json) and the same name with .md, each written to a temporary file and renamed."""
+    from vist3a.atomic import atomic_write
+
+    path = write_json(path, result)
+    md_path = path.with_suffix(".md")
     with atomic_write(md_path, "w", encoding="utf-8") as f:
         f.write(markdown)
     return path, md_path

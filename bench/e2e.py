@@ -34,7 +34,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import command_line, fmt, now, write_results
+from common import command_line, fmt, now, write_json, write_results
 
 PROMPT = "a cozy wooden cabin in a snowy pine forest"
 
@@ -395,6 +395,23 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def out_path(args, device) -> str:
+    return args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                    f"e2e_{'gpu' if device.type == 'cuda' else 'cpu'}{'_14b' if args.model == '14b' else ''}.json")
+
+
+def write_partial(out: str, res: dict, official: dict, steps: int) -> None:
+    """The official path's figures as soon as they exist (JSON only, marked partial); the full results replace them."""
+    part = dict(res, partial="official measured; ours not yet",
+                official={k: v for k, v in official.items() if k not in ("latent", "depth")},
+                official_s=official["total"]["median"], official_peak_gib=official["peak_gib"],
+                official_transformer_step_ms=official["stages"]["denoise"]["median"] / steps * 1e3,
+                official_decode_ms=official["stages"]["vae"]["median"] * 1e3,
+                official_splat_decode_ms=official["stages"]["splats"]["median"] * 1e3)
+    write_json(out, part)
+    print(f"official: figures written to {out} (partial until ours is measured)", flush=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from vist3a import perf
@@ -501,6 +518,7 @@ def main(argv=None) -> int:
         if not args.skip_official:
             official = measure({"official": build_official()}, warmup=args.warmup, repeats=args.repeats,
                                device=device, interleave=False)["official"]
+            write_partial(out_path(args, device), res, official, args.steps)  # a run cut short keeps these
             official_parts.pop("pipe"), official_parts.pop("dec")
             _free(device)
         ours = measure({"ours": build_ours()}, warmup=args.warmup, repeats=args.repeats, device=device,
@@ -567,9 +585,7 @@ def main(argv=None) -> int:
                         "ours_peak <= 0.7 official_peak": res["peak_ratio"] <= 0.7}
     if device.type == "cuda" and args.memory_cap_gib:
         res.setdefault("goals", {})[f"completes under {args.memory_cap_gib:g} GiB"] = ours["peak_gib"] <= args.memory_cap_gib
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"e2e_{'gpu' if device.type == 'cuda' else 'cpu'}{'_14b' if args.model == '14b' else ''}.json")
-    json_path, md_path = write_results(out, res, markdown(res))
+    json_path, md_path = write_results(out_path(args, device), res, markdown(res))
     print(markdown(res))
     print(f"wrote {json_path} and {md_path}")
     return 0

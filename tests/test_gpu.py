@@ -1,0 +1,171 @@
+"""CUDA-only paths of the fast pipeline: gsplat backend, cuDNN attention, block streaming on a side
+stream, no host syncs in the denoising loop.  Marked `gpu`; they skip without CUDA and run on the
+device through `bench/gpu_check.sh` (part `gpu_tests`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # render_compare, gpu_check_deps (the one import point of perf helpers)
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: run bench/gpu_check.sh on the device")]
+
+SMALL = dict(frames=5, height=64, width=64, steps=4, voxelize=False)
+BF16_TOL = 5e-2
+
+
+def rel(a, b) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    return torch.device("cuda")
+
+
+def tiny_pipe(**kw):
+    from vist3a.pipeline import VIST3APipeline
+
+    return VIST3APipeline.load(tiny=True, device="cuda", **kw)
+
+
+# ------------------------------------------------------------------------------------------ gsplat
+
+
+def test_gsplat_backend_renders_the_torch_image(cuda):
+    pytest.importorskip("gsplat")
+    from render_compare import agreement, cameras, random_scene, render
+
+    from vist3a.render import gsplat_backend, select_backend
+
+    assert gsplat_backend.unavailable_reason() is None, gsplat_backend.unavailable_reason()
+    assert select_backend("auto", cuda, torch.float32) == "gsplat"
+    scene = random_scene(20_000, 4, seed=3, device=cuda)
+    c2w, K = cameras(3, 128)
+    rgb_t, alpha_t = render(scene, c2w, K, 128, "torch")
+    rgb_g, alpha_g = render(scene, c2w, K, 128, "gsplat")
+    assert rgb_g.shape == rgb_t.shape == (3, 128, 128, 3) and alpha_g.shape == alpha_t.shape
+    assert float(alpha_g.mean()) > 0.05  # the scene is in view, not an empty image
+    a = agreement(rgb_t, alpha_t, rgb_g, alpha_g)
+    assert a["within_tolerance"], a
+    # the comparison can fail: another scene's render is far outside the tolerance
+    other = random_scene(20_000, 4, seed=4, device=cuda)
+    assert not agreement(*render(other, c2w, K, 128, "torch"), rgb_g, alpha_g)["within_tolerance"]
+
+
+# ------------------------------------------------------------------------------------ cuDNN attention
+
+
+def test_cudnn_attention_is_chosen_and_runs(cuda):
+    from torch.profiler import ProfilerActivity, profile
+
+    from vist3a.pipeline import GenerateSettings, _cudnn_attention_works
+
+    pipe = tiny_pipe()
+    if torch.cuda.get_device_capability(cuda) >= (9, 0):  # Hopper: cuDNN attention must be available
+        assert _cudnn_attention_works(cuda)
+    if not _cudnn_attention_works(cuda):
+        assert pipe.plan.attention is None
+        pytest.skip("cuDNN attention does not run on this GPU / build; SDPA is used")
+    assert pipe.plan.attention == "_native_cudnn"
+    tr = pipe.wan.transformer
+    x = torch.randn(2, 16, 2, 8, 8, device=cuda, dtype=torch.bfloat16)
+    ctx = torch.randn(2, 512, 4096, device=cuda, dtype=torch.bfloat16) * 0.1
+    t = torch.tensor([500.0, 500.0], device=cuda)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        out = tr(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
+        torch.cuda.synchronize()
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_cudnn_attention" in ops, sorted(o for o in ops if "attention" in o)
+    # same numbers as PyTorch's default SDPA, within bf16 noise
+    tr.set_attention_backend("native")
+    with torch.no_grad():
+        ref = tr(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
+    assert rel(out, ref) <= BF16_TOL
+    tr.set_attention_backend("_native_cudnn")
+    scene, latent = pipe.generate("a red car", GenerateSettings(**SMALL))
+    assert torch.isfinite(latent).all() and scene.gaussians.num > 0
+
+
+# ---------------------------------------------------------------------------------- block streaming
+
+
+def _streams_of(trace: dict, cat: str, name_part: str = "") -> set:
+    out = set()
+    for ev in trace.get("traceEvents", []):
+        if ev.get("cat") == cat and name_part in ev.get("name", ""):
+            stream = (ev.get("args") or {}).get("stream", ev.get("tid"))
+            out.add(stream)
+    return out
+
+
+def test_block_streamer_copies_on_a_side_stream(cuda, tmp_path):
+    from torch.profiler import ProfilerActivity, profile
+
+    from gpu_check_deps import BlockStreamer
+
+    torch.manual_seed(0)
+    blocks = nn.Sequential(*[nn.Sequential(nn.Linear(1024, 1024), nn.GELU()) for _ in range(6)]).to(cuda, torch.bfloat16)
+    x = torch.randn(256, 1024, device=cuda, dtype=torch.bfloat16)
+    with torch.no_grad():
+        expected = blocks(x)
+    streamer = BlockStreamer(list(blocks), cuda, prefetch=1, cyclic=True)
+    assert all(m.is_pinned() for ms in streamer.masters for m in ms)
+    assert streamer.copy_stream is not None and streamer.copy_stream != torch.cuda.current_stream(cuda)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        outs = [blocks(x) for _ in range(3)]
+        torch.cuda.synchronize()
+    for out in outs:
+        assert torch.equal(out, expected)
+    assert streamer.max_in_flight <= 2 and streamer.loads >= 3 * len(blocks)
+    trace_path = tmp_path / "trace.json"
+    prof.export_chrome_trace(str(trace_path))
+    trace = json.loads(trace_path.read_text())
+    copies = _streams_of(trace, "gpu_memcpy", "HtoD")
+    kernels = _streams_of(trace, "kernel")
+    assert copies and kernels, "the profiler saw no host->device copies or no kernels"
+    assert not copies & kernels, f"weight copies ran on the compute stream: copies {copies}, kernels {kernels}"
+    pinned = [ev["name"] for ev in trace["traceEvents"] if ev.get("cat") == "gpu_memcpy" and "HtoD" in ev.get("name", "")]
+    assert all("Pinned" in n for n in pinned), set(pinned)  # pageable copies would block the host
+    streamer.remove()
+
+
+def test_offload_modes_agree_on_cuda():
+    from vist3a.pipeline import GenerateSettings
+
+    s = GenerateSettings(**SMALL)
+    _, base = tiny_pipe(offload="none").generate("a red car", s)
+    for mode, cap in (("text_encoder", None), ("model", None), ("sequential", 1e-4)):
+        pipe = tiny_pipe(offload=mode, memory_cap_gib=cap)
+        assert pipe.plan.offload == mode
+        _, latent = pipe.generate("a red car", s)
+        assert rel(latent, base) <= 1e-3, mode
+        if mode == "sequential":
+            assert pipe.plan.streamed_blocks == len(pipe.wan.transformer.blocks)
+            assert pipe._streamers["transformer"].copy_stream is not None
+
+
+# --------------------------------------------------------------------------------------- host syncs
+
+
+@pytest.mark.parametrize("offload", ["none", "sequential"])
+def test_denoising_loop_makes_no_host_syncs(offload):
+    from vist3a.wan import sample_latents
+
+    pipe = tiny_pipe(offload=offload, memory_cap_gib=1e-4 if offload == "sequential" else None)
+    pos, neg = pipe.encode_prompt("a red car")
+    common = dict(num_frames=5, height=64, width=64, steps=4, cfg=7.5, seed=0, check_syncs=True)
+    with pipe.stage("denoise"):  # CUDA sync debug mode "error": any sync inside the loop raises
+        out = sample_latents(pipe.wan, pos, neg, sync_free=True, batched_cfg=True, **common)
+    assert torch.isfinite(out).all()
+    if offload == "none":  # the check is real: diffusers' UniPC step reads values on the host
+        with pytest.raises(RuntimeError), pipe.stage("denoise"):
+            sample_latents(pipe.wan, pos, neg, sync_free=False, batched_cfg=True, **common)
+    assert torch.cuda.get_sync_debug_mode() == 0  # restored
