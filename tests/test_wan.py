@@ -321,7 +321,7 @@ def test_bad_paths_give_clear_errors(files, tmp_path):
         load_vae_file(files["comfy"]["text_encoder"])
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"<html>not found</html>")
-    with pytest.raises(CheckpointError, match="junk.safetensors is not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match="junk.safetensors' is invalid"):
         load_transformer_file(junk)
     truncated = tmp_path / "truncated.safetensors"
     tensors = load_file(str(files["comfy"]["transformer"]))
