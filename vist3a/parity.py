@@ -20,15 +20,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from .errors import ParityError
 from .models import AnySplat, AnySplatConfig, SplatOutput, StitchConfig, StitchedDecoder
 from .models.anysplat import AnySplatEncoder
 
 DEFAULT_TOL = 1e-4
 GAUSSIAN_FIELDS = ("means", "covariances", "harmonics", "opacities", "scales", "rotations")
 
-
-class ParityError(ValueError):
-    """The fixture or its metadata cannot be used (not a comparison failure)."""
 
 
 # ---------------------------------------------------------------------------------------------- fill
