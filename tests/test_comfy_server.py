@@ -68,7 +68,7 @@ def test_shipped_workflows_are_current_and_listed_as_templates(server):
     info.setdefault("MarkdownNote", {"input": {"required": {}}, "output": [], "output_name": []})
     for name, spec in SPECS.items():
         committed = json.loads((WORKFLOWS / name).read_text())
-        assert committed == build_ui(spec(info), info), f"workflows/{name} is stale: python tests/comfy_workflows.py --port N"
+        assert committed == build_ui(spec(info), info), f"workflows/{name} is stale: python tools/comfy_workflows.py --port N"
     templates = server.get("/workflow_templates")
     ours = next(v for k, v in templates.items() if "VIST3A" in k)
     assert sorted(ours) == sorted(Path(n).stem for n in SPECS)

@@ -1,7 +1,7 @@
 """`python -m vist3a parity FIXTURE.safetensors`: numerical parity with the official VIST3A code.
 
 The fixture's sibling `.json` describes the run (`run_config`); weights are re-created with the
-deterministic fill rules of reference/PARITY.md, checked against the stored checksums, the model is
+deterministic fill rules of tests/fixtures/PARITY.md, checked against the stored checksums, the model is
 run on the stored inputs and every tensor whose name we recognise is compared with
 max|a-b| <= tol * max|ref|. Voxelised outputs are compared by count, stats and nearest-mean matched
 rows, because 1e-6 noise can move a point across a voxel boundary.

@@ -1,7 +1,7 @@
 """Key layout of AnySplat, the stitched decoder and the official ``anysplat_stitched.pth``.
 
 Why a module of its own: detection, validation and the LoRA merge all name the same prefixes, so
-they live in one place (see ``docs/reference/stitched_checkpoint_format.md``).
+they live in one place (see ``tests/fixtures/stitched_checkpoint_format.md``).
 """
 
 from __future__ import annotations

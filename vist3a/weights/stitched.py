@@ -1,6 +1,6 @@
 """The stitched decoder's weights: cut AnySplat, list the LoRA-wrapped layers, merge and write the official checkpoint.
 
-Key facts (see ``docs/reference/stitched_checkpoint_format.md``):
+Key facts (see ``tests/fixtures/stitched_checkpoint_format.md``):
 
 * The stitched decoder is AnySplat with the 14x14 patch conv removed and the first ``cut`` DINO
   blocks deleted; ``nn.ModuleList`` deletion renumbers the remaining blocks from 0.
