@@ -35,8 +35,19 @@ import torch
 import torch.nn.functional as F
 
 from common import command_line, fmt, now, write_results
-from measure import (PeakMemory, StageTimer, cpu_has_fast_bf16, describe_device, materialize_random_, mfu,
-                     peak_flops, summarize, versions, wan_fill_value, wan_transformer_flops)
+from measure import (
+    PeakMemory,
+    StageTimer,
+    cpu_has_fast_bf16,
+    describe_device,
+    materialize_random_,
+    mfu,
+    peak_flops,
+    summarize,
+    versions,
+    wan_fill_value,
+    wan_transformer_flops,
+)
 
 from vist3a.functional import to_gaussians
 from vist3a.offload import GIB, module_bytes
@@ -90,7 +101,7 @@ def parse_args(argv=None):
 
 
 def transformer_config(args) -> dict:
-    from vist3a.wan.loading import WAN_T2V_14B_TRANSFORMER_CONFIG, WAN_T2V_1_3B_TRANSFORMER_CONFIG
+    from vist3a.wan.loading import WAN_T2V_1_3B_TRANSFORMER_CONFIG, WAN_T2V_14B_TRANSFORMER_CONFIG
     from vist3a.wan.tiny import TINY_TRANSFORMER_CONFIG
 
     cfg = dict({"1.3b": WAN_T2V_1_3B_TRANSFORMER_CONFIG, "14b": WAN_T2V_14B_TRANSFORMER_CONFIG,

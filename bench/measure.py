@@ -29,9 +29,10 @@ import zlib
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Optional, Sequence, Union
 
-import common  # noqa: F401  (puts the repository root on sys.path, so `vist3a` imports from a checkout)
 import torch
 from torch import nn
+
+import common  # noqa: F401  (puts the repository root on sys.path, so `vist3a` imports from a checkout)
 
 from vist3a.sync import synchronize
 

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 

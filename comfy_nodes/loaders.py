@@ -121,8 +121,13 @@ class LoadWan(io.ComfyNode):
     @classmethod
     @C.friendly("Load Wan 2.1")
     def execute(cls, model, text_encoder, vae, dtype, device, offload) -> io.NodeOutput:
-        from vist3a.wan import (load_text_encoder_file, load_tokenizer, load_vae_file, load_wan_diffusers,
-                                load_wan_single_files)
+        from vist3a.wan import (
+            load_text_encoder_file,
+            load_tokenizer,
+            load_vae_file,
+            load_wan_diffusers,
+            load_wan_single_files,
+        )
         from vist3a.wan.loading import tokenizer_from_spm
 
         dev = C.pick_device(device)
@@ -245,6 +250,7 @@ class ApplyLoRAToModel(io.ComfyNode):
     def execute(cls, model, lora_name, strength) -> io.NodeOutput:
         import comfy.lora
         import comfy.utils
+
         from vist3a.wan import lora_to_comfy
         from vist3a.wan.loading import wan_size_name
 

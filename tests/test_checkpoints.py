@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from vist3a.errors import CheckpointError, VIST3AError
+from vist3a.tiny import write_tiny_stitched_pth
 from vist3a.weights import (
     MANIFEST_NAME,
     TOKEN_KEYS,
@@ -40,8 +42,6 @@ from vist3a.weights import (
     wrapped_modules,
     write_manifest,
 )
-from vist3a.tiny import write_tiny_stitched_pth
-from vist3a.errors import CheckpointError, VIST3AError
 
 FIX = Path(__file__).parent / "fixtures"
 FULL = json.loads((FIX / "anysplat_state_dict.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_harness import FAST, NODE_IDS, ComfyServer, api_graph, import_problems
+from comfy_harness import NODE_IDS, ComfyServer, api_graph, import_problems
 from comfy_workflows import SPECS, WORKFLOWS, build_ui
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -19,8 +19,9 @@ TIMINGS: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from comfyui_env import write_example_video
     from vist3a.tiny_release import write_tiny_release
+
+    from comfyui_env import write_example_video
 
     base = tmp_path_factory.mktemp("comfy")
     models = base / "models"

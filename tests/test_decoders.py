@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vist3a import weights as wt
-from vist3a.tiny import write_tiny_stitched_pth
 from vist3a import decoders, tiny
+from vist3a import weights as wt
 from vist3a.errors import CheckpointError
+from vist3a.tiny import write_tiny_stitched_pth
 
 
 def _write_official_anysplat(folder, model):

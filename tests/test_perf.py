@@ -33,6 +33,7 @@ from vist3a.wan.tiny import build_tiny_wan, save_tiny_vist3a_lora
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # the measurement helpers live with the benchmarks, imported as they import them
 import measure  # noqa: E402
+
 BF16_TOL = 5e-2
 FP32_TOL = 1e-5
 SMALL = dict(frames=5, height=64, width=64, steps=4, voxelize=False)

@@ -43,8 +43,8 @@ from vist3a.wan import (
 )
 from vist3a.wan.loading import (
     UMT5_XXL_CONFIG,
-    WAN_T2V_14B_TRANSFORMER_CONFIG,
     WAN_T2V_1_3B_TRANSFORMER_CONFIG,
+    WAN_T2V_14B_TRANSFORMER_CONFIG,
     WAN_VAE_CONFIG,
     _umt5_config_from_state_dict,
     dequantize_comfy_fp8,
@@ -54,8 +54,8 @@ from vist3a.wan.loading import (
 from vist3a.wan.lora import VIST3A_LORA_TARGETS, applied_loras
 from vist3a.wan.sampling import make_scheduler
 from vist3a.wan.tiny import (
-    TINY_SPM_PATH,
     _SPM_CORPUS,
+    TINY_SPM_PATH,
     build_tiny_wan,
     save_tiny_vist3a_lora,
     save_tiny_wan_comfy_single_files,

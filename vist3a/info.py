@@ -12,7 +12,9 @@ import torch
 from . import weights as wt
 from .decoders import anysplat_config
 from .errors import CheckpointError
+from .gaussians import load_ply
 from .models import AnySplat, AnySplatConfig, StitchConfig, StitchedDecoder
+from .wan import load_vist3a_lora
 
 
 def _meta_shapes(factory) -> dict:
@@ -89,15 +91,11 @@ def describe(path: str | Path) -> list[str]:
 
 
 def _describe_wan_lora(p: Path) -> list[str]:
-    from .wan import load_vist3a_lora
-
     lora = load_vist3a_lora(p)
     return [f"valid VIST3A Wan LoRA for Wan 2.1 {lora.size_name}: {len(lora.modules)} modules, r{lora.rank} alpha {lora.alpha:g}"]
 
 
 def _describe_ply(p: Path) -> list[str]:
-    from .gaussians import load_ply
-
     g = load_ply(p)
     lo, hi = g.means.min(0).values.tolist(), g.means.max(0).values.tolist()
     return [

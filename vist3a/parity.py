@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write
 from .errors import ParityError
 from .models import AnySplat, AnySplatConfig, SplatOutput, StitchConfig, StitchedDecoder
 from .models.anysplat import AnySplatEncoder
@@ -381,9 +382,7 @@ def write_fixture(path: str | Path, inputs: dict, run_config: dict, *, subset_st
     the DPT chunk of 8, other sizes and seed offsets); numerical parity itself comes only from
     fixtures made with the official code.
     """
-    from safetensors.torch import save_file
 
-    from .atomic import atomic_write
 
     path = Path(path)
     meta = {"run_config": dict(run_config)}

@@ -37,7 +37,15 @@ from .models import AnySplat, StitchedDecoder
 from .offload import GIB, resolve_offload
 from .placement import STAGE_COMPONENT, Placement, component_bytes
 from .sync import synchronize
-from .wan import NEGATIVE_PROMPT, apply_vist3a_lora, build_prompt, decode_latents, encode_prompt, load_wan, sample_latents
+from .wan import (
+    NEGATIVE_PROMPT,
+    apply_vist3a_lora,
+    build_prompt,
+    decode_latents,
+    encode_prompt,
+    load_wan,
+    sample_latents,
+)
 from .wan.loading import cast_module
 from .wan.lora import applied_loras, set_lora_strength
 from .wan.tiny import build_tiny_wan

@@ -25,6 +25,12 @@ from pathlib import Path
 from typing import Union
 
 import torch
+from safetensors.torch import load_file, save_file
+
+from . import weights as wt
+from .decoders import save_stitched_export
+from .tiny import build_tiny_anysplat, build_tiny_decoder, write_tiny_stitched_pth
+from .wan.tiny import build_tiny_wan, save_tiny_vist3a_lora, save_tiny_wan_comfy_single_files, save_tiny_wan_diffusers
 
 __all__ = ["TINY_RELEASE_FILES", "write_tiny_release"]
 
@@ -66,14 +72,6 @@ def write_tiny_release(models_dir: Union[str, Path], seed: int = 0, overwrite: b
 
     Existing files are kept unless ``overwrite``; the global RNG is left untouched.
     """
-    from safetensors.torch import load_file, save_file
-
-    from . import weights as wt
-    from .decoders import save_stitched_export
-    from .tiny import build_tiny_anysplat, build_tiny_decoder, write_tiny_stitched_pth
-    from .wan.tiny import (build_tiny_wan, save_tiny_vist3a_lora, save_tiny_wan_comfy_single_files,
-                           save_tiny_wan_diffusers)
-
     root = Path(models_dir)
     paths = {k: root / v for k, v in TINY_RELEASE_FILES.items()}
     if not overwrite and (root / _STAMP).is_file() and all(p.exists() for p in paths.values()):

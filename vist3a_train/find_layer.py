@@ -176,8 +176,8 @@ def write_result(ctx: Context, total: RidgeStats, sc, cuts: list[int], step: int
     D.barrier()
     if not ctx.dist.is_main:
         return
-    from vist3a.weights import save_safetensors_atomic
     from vist3a.atomic import atomic_write
+    from vist3a.weights import save_safetensors_atomic
 
     ridge = float(ctx.cfg.find_layer.ridge)
     C = total.XtY[layer_name(cuts[0])].shape[1]

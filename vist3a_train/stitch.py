@@ -41,7 +41,6 @@ from vist3a_train.common.models import build_student, enable_block_checkpointing
 from vist3a_train.common.script import Context, resume, run_main
 from vist3a_train.find_layer import check_sizes, encode_latents
 
-
 _FIELDS = ("depth", "depth_conf", "raw_gs", "extrinsics", "intrinsics", "pose_enc_list")
 _GAUSSIAN_FIELDS = ("means", "covariances", "harmonics", "opacities", "scales", "rotations")
 

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
-
 from safetensors import safe_open
 
 from ..errors import CheckpointError

@@ -26,7 +26,7 @@ import torch
 from ..errors import Cancelled, SamplingInputError
 from ..offload import execution_device
 from ..sync import no_host_sync
-from .loading import WanModels
+from .loading import WAN_VAE_CONFIG, WanModels
 
 __all__ = [
     "Cancelled",
@@ -285,8 +285,6 @@ def sample_latents(
                                 both if guided else None, callback, should_cancel)
     if models.vae is not None:
         return denormalize_latents(latents, models.vae)
-    from .loading import WAN_VAE_CONFIG
-
     return denormalize_latents(latents, WAN_VAE_CONFIG)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from safetensors.torch import save_file
 
 from .loading import UMT5_XXL_CONFIG, WAN_VAE_CONFIG, WanModels, cast_module, tokenizer_from_spm
 from .lora import VIST3A_LORA_TARGETS
@@ -268,7 +269,6 @@ def save_tiny_wan_comfy_single_files(directory: Union[str, Path], models: Option
     Returns ``{"transformer": ..., "vae": ..., "text_encoder": ...}``.  ``text_encoder_format`` is
     ``"fp8_scaled"`` (quantised Linears + ``scale_weight`` + ``scaled_fp8`` marker) or ``"plain"``.
     """
-    from safetensors.torch import save_file
 
     if text_encoder_format not in ("fp8_scaled", "plain"):
         raise ValueError(f"text_encoder_format must be 'fp8_scaled' or 'plain', got {text_encoder_format!r}")
@@ -316,7 +316,6 @@ def save_tiny_vist3a_lora(directory: Union[str, Path], transformer, seed: int = 
     Unlike a freshly initialised PEFT adapter, ``lora_B`` is random too, so applying it changes
     the outputs and tests can see it.
     """
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path, atomic_write
 from ..errors import CheckpointError
@@ -98,7 +99,6 @@ _ST_ITEMSIZE = {
 
 class TensorInfo(NamedTuple):
     """One safetensors header entry; offsets are relative to the start of the data section."""
-
     dtype: str
     shape: tuple[int, ...]
     begin: int
@@ -107,7 +107,6 @@ class TensorInfo(NamedTuple):
 
 class SafetensorsHeader(NamedTuple):
     """The validated header: tensors in header order, the ``__metadata__`` strings, data offset."""
-
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
     data_start: int
@@ -203,8 +202,6 @@ def read_safetensors_header(
 def read_safetensors(path: PathLike, *, max_header_bytes: int = 100 * MB) -> dict[str, torch.Tensor]:
     """Validate the header first (cheap, no allocation), then load every tensor on the CPU."""
     read_safetensors_header(path, max_header_bytes=max_header_bytes)
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:
@@ -243,8 +240,6 @@ def save_safetensors_atomic(
     tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: Optional[Mapping[str, str]] = None
 ) -> Path:
     """Write a safetensors file so a crash never leaves a half-written model file behind."""
-    from safetensors.torch import save_file
-
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
