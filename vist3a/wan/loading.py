@@ -14,6 +14,9 @@ Two layouts exist in the wild and both must work offline:
 ``diffusers``' ``from_single_file`` is not used: it wants the config from the hub or from a
 folder, while a ComfyUI install has neither; building the model from an inferred config and
 assigning the converted tensors is the same operation without the network.
+
+diffusers / transformers / accelerate / sentencepiece are imported inside the loaders on purpose:
+they take seconds to import, and detection, ``info`` and the nodes' file lists must not pay for them.
 """
 
 from __future__ import annotations
