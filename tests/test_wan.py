@@ -54,7 +54,6 @@ from vist3a.wan.loading import (
 from vist3a.wan.lora import VIST3A_LORA_TARGETS, applied_loras
 from vist3a.wan.sampling import make_scheduler
 from vist3a.wan.tiny import (
-    _SPM_CORPUS,
     TINY_SPM_PATH,
     build_tiny_wan,
     save_tiny_vist3a_lora,
@@ -142,9 +141,11 @@ def test_official_prompt_wording():
 
 def test_tokenizer_from_spm_matches_sentencepiece_with_nfkc():
     sentencepiece = pytest.importorskip("sentencepiece")
+    from make_tiny_spm import SPM_CORPUS  # tools/, on sys.path via conftest
+
     buf = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(_SPM_CORPUS.splitlines()), model_writer=buf, vocab_size=200, model_type="unigram",
+        sentence_iterator=iter(SPM_CORPUS.splitlines()), model_writer=buf, vocab_size=200, model_type="unigram",
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc", num_threads=1,
         hard_vocab_limit=False, character_coverage=1.0, minloglevel=2, control_symbols=["<ctrl>"],
     )

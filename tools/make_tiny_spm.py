@@ -16,7 +16,7 @@ import sentencepiece
 from vist3a.wan.tiny import TINY_SPM_PATH
 
 # Training text for the tiny sentencepiece model: the words our prompts actually use.
-_SPM_CORPUS = """\
+SPM_CORPUS = """\
 The camera rotates around the scene, maintaining constant distance. The orbiting trajectory captures 3D structure and consistency.
 Background blur, Blurred background, Blurred scene, Artifacts, not aesthetic, not realistic, rendered noise, low quality movement.
 low quality video, low quality image, deformed, disfigured, distorted, extra limbs, cloned face, skinny, glitchy, double torso.
@@ -37,7 +37,7 @@ def train_tiny_spm(path: Union[str, Path] = TINY_SPM_PATH, vocab_size: int = 256
     """
     buf = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(_SPM_CORPUS.splitlines()), model_writer=buf, vocab_size=vocab_size,
+        sentence_iterator=iter(SPM_CORPUS.splitlines()), model_writer=buf, vocab_size=vocab_size,
         model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="identity",
         character_coverage=1.0, hard_vocab_limit=False, num_threads=1, minloglevel=2,
     )

@@ -239,8 +239,22 @@ def merge_stitched_checkpoint(
     _check_top_level(ckpt, source)
     modules = {m.name: m for m in wrapped_modules(stitched_sd)}
     n_blocks = dino_block_count(stitched_sd)
+    parts = _lora_parts(ckpt["lora"], modules, n_blocks, source=source)
+    if strict:
+        _check_every_module_has_factors(modules, parts, n_blocks, source=source)
+    out = dict(stitched_sd)
+    for name, p in parts.items():
+        _merge_module(out, stitched_sd, modules[name], p, lora_scale, source=source)
+    _replace_stitching_layer_and_tokens(out, stitched_sd, ckpt, source=source)
+    return out
+
+
+def _lora_parts(
+    lora: Mapping[Any, Any], modules: Mapping[str, WrappedModule], n_blocks: int, *, source: str
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``ckpt["lora"]`` grouped per wrapped module (name -> lora_A / lora_B / bias); unknown keys are refused."""
     parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in ckpt["lora"].items():
+    for key, value in lora.items():
         if not isinstance(key, str):
             raise CheckpointError(
                 f"Stitched checkpoint '{source}' has a non-string LoRA key {key!r}; re-download it.",
@@ -283,46 +297,60 @@ def merge_stitched_checkpoint(
                 key=key,
             )
         parts.setdefault(name, {})[part] = value
+    return parts
 
-    if strict:
-        absent = [n for n in modules if n not in parts]
-        if absent:
-            more = f" (and {len(absent) - 1} more modules)" if len(absent) > 1 else ""
+
+def _check_every_module_has_factors(
+    modules: Mapping[str, WrappedModule], parts: Mapping[str, Any], n_blocks: int, *, source: str
+) -> None:
+    """Every layer the official code wraps must have factors (otherwise: a wrong base or another cut)."""
+    absent = [n for n in modules if n not in parts]
+    if absent:
+        more = f" (and {len(absent) - 1} more modules)" if len(absent) > 1 else ""
+        raise CheckpointError(
+            f"Stitched checkpoint '{source}' has no LoRA factors for '{absent[0]}'{more}, which the "
+            f"official code wraps in this decoder ({n_blocks} DINO blocks after the cut); use the "
+            "AnySplat base and cut this checkpoint was trained with.",
+            path=source,
+            key=f"{absent[0]}.lora_A",
+        )
+
+
+def _merge_module(
+    out: dict, stitched_sd: Mapping[str, torch.Tensor], m: WrappedModule, p: Mapping[str, torch.Tensor],
+    lora_scale: float, *, source: str,
+) -> None:
+    """``W + (B @ A).view(W.shape) * lora_scale`` in float32, and the trained bias, into ``out``."""
+    name = m.name
+    for half in ("lora_A", "lora_B"):
+        if half not in p:
             raise CheckpointError(
-                f"Stitched checkpoint '{source}' has no LoRA factors for '{absent[0]}'{more}, which the "
-                f"official code wraps in this decoder ({n_blocks} DINO blocks after the cut); use the "
-                "AnySplat base and cut this checkpoint was trained with.",
+                f"Stitched checkpoint '{source}' has no '{name}.{half}' although it has the other "
+                "half of that module's LoRA; the file is incomplete, so re-download it.",
                 path=source,
-                key=f"{absent[0]}.lora_A",
+                key=f"{name}.{half}",
             )
-
-    out = dict(stitched_sd)
-    for name, p in parts.items():
-        m = modules[name]
-        for half in ("lora_A", "lora_B"):
-            if half not in p:
-                raise CheckpointError(
-                    f"Stitched checkpoint '{source}' has no '{name}.{half}' although it has the other "
-                    "half of that module's LoRA; the file is incomplete, so re-download it.",
-                    path=source,
-                    key=f"{name}.{half}",
-                )
-        _check_factors(m, p["lora_A"], p["lora_B"], source=source)
-        weight = stitched_sd[f"{name}.weight"]
-        delta = p["lora_B"].detach().to("cpu", torch.float32) @ p["lora_A"].detach().to("cpu", torch.float32)
-        out[f"{name}.weight"] = weight.detach().to("cpu").float() + delta.reshape(weight.shape) * lora_scale
-        if "bias" in p:
-            if not m.has_bias:
-                raise CheckpointError(
-                    f"Stitched checkpoint '{source}' has '{name}.bias' but that layer of the decoder has "
-                    "no bias; use the AnySplat base this checkpoint was trained with.",
-                    path=source,
-                    key=f"{name}.bias",
-                )
-            _replacement(
-                out, stitched_sd, f"{name}.bias", p["bias"], source=source, ckpt_key=f"lora/{name}.bias"
+    _check_factors(m, p["lora_A"], p["lora_B"], source=source)
+    weight = stitched_sd[f"{name}.weight"]
+    delta = p["lora_B"].detach().to("cpu", torch.float32) @ p["lora_A"].detach().to("cpu", torch.float32)
+    out[f"{name}.weight"] = weight.detach().to("cpu").float() + delta.reshape(weight.shape) * lora_scale
+    if "bias" in p:
+        if not m.has_bias:
+            raise CheckpointError(
+                f"Stitched checkpoint '{source}' has '{name}.bias' but that layer of the decoder has "
+                "no bias; use the AnySplat base this checkpoint was trained with.",
+                path=source,
+                key=f"{name}.bias",
             )
+        _replacement(
+            out, stitched_sd, f"{name}.bias", p["bias"], source=source, ckpt_key=f"lora/{name}.bias"
+        )
 
+
+def _replace_stitching_layer_and_tokens(
+    out: dict, stitched_sd: Mapping[str, torch.Tensor], ckpt: Mapping[str, Any], *, source: str
+) -> None:
+    """The trained Conv3d stitching layer and the three trained tokens replace the base's."""
     sl = ckpt["stitching_layer"]
     if tuple(sl["weight"].shape[:1]) != tuple(sl["bias"].shape) or sl["weight"].dim() != 5:
         raise CheckpointError(
@@ -345,7 +373,6 @@ def merge_stitched_checkpoint(
                 key=key,
             )
         _replacement(out, stitched_sd, key, ckpt[ckpt_key], source=source, ckpt_key=ckpt_key)
-    return out
 
 
 def _cpu_copy(t: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
