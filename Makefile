@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 ARCH := $(shell uname -m)
-# torch + torchvision pairs that install from the local wheel cache here (see README: Installing).
+# torch + torchvision pairs the suite is tested with (aarch64: the GH200 training machines).
 ifeq ($(ARCH),aarch64)
 TORCH_PINS := torch==2.9.1 torchvision==0.24.1
 else
@@ -40,7 +40,7 @@ clean-venv:
 PORT ?= 8188
 .PHONY: serve comfyui-install
 comfyui-install: $(STAMP)
-	$(PY) tests/comfyui_env.py install
+	$(PY) tools/comfyui_env.py install
 
 serve: $(STAMP)
-	$(PY) tests/comfyui_env.py serve --port $(PORT) $(if $(TINY),--tiny,)
+	$(PY) tools/comfyui_env.py serve --port $(PORT) $(if $(TINY),--tiny,)

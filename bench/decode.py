@@ -62,7 +62,7 @@ def build(args, device):
 
 
 def decode_official(dec, latent, video):
-    from vist3a.pipeline import to_gaussians
+    from vist3a.functional import to_gaussians
 
     ctx = dec.cfg.context_size(latent.shape[-2:])
     dev = latent.device.type
@@ -73,7 +73,7 @@ def decode_official(dec, latent, video):
 
 
 def decode_ours(dec, latent, video):
-    from vist3a.pipeline import splats_from_latent
+    from vist3a.functional import splats_from_latent
 
     scene = splats_from_latent(dec, latent, video)[0]
     return scene.gaussians, scene.depth

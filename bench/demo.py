@@ -20,6 +20,11 @@ from pathlib import Path
 import torch
 
 from common import command_line, fmt, now, write_results
+from measure import describe_device, summarize, versions
+
+from vist3a.demo import PROMPT
+from vist3a.outputs import save_scene_outputs
+from vist3a.pipeline import GenerateSettings, VIST3APipeline
 
 
 def parse_args(argv=None):
@@ -37,9 +42,6 @@ STAGES = ("load", "text", "denoise", "vae", "splats", "save")
 
 
 def run_once(fast: bool, steps: int) -> dict:
-    from vist3a.cli import save_scene_outputs
-    from vist3a.demo import PROMPT
-    from vist3a.pipeline import GenerateSettings, VIST3APipeline
 
     t0 = time.perf_counter()
     pipe = VIST3APipeline.load(tiny=True, device="cpu", fast=fast)
@@ -57,7 +59,6 @@ def run_once(fast: bool, steps: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vist3a import perf
 
     torch.set_num_threads(args.threads)
     variants = {"fast": True, "reference": False}
@@ -68,15 +69,15 @@ def main(argv=None) -> int:
             print(f"  {name}: {'warm-up' if i < args.warmup else 'run'} {r['total']:.3f} s", flush=True)
             if i >= args.warmup:
                 runs[name].append(r)
-    res = {"schema": 1, "created": now(), "device": perf.describe_device("cpu"), "device_kind": "cpu",
+    res = {"schema": 1, "created": now(), "device": describe_device("cpu"), "device_kind": "cpu",
            "command": command_line(), "settings": {"frames": 5, "size": 64, "steps": args.steps, "repeats": args.repeats,
                                                    "warmup": args.warmup, "threads": torch.get_num_threads()}}
     for name, rs in runs.items():
-        res[name] = {"total": perf.summarize([r["total"] for r in rs]),
-                     "stages": {k: perf.summarize([r[k] for r in rs]) for k in STAGES},
+        res[name] = {"total": summarize([r["total"] for r in rs]),
+                     "stages": {k: summarize([r[k] for r in rs]) for k in STAGES},
                      "gaussians": rs[-1]["gaussians"]}
     res["speedup"] = res["reference"]["total"]["median"] / res["fast"]["total"]["median"]
-    res["versions"] = perf.versions()
+    res["versions"] = versions()
     lines = [f"# `make demo` path on the CPU ({res['device']})", "", f"Command: `{res['command']}`", "",
              f"Tiny random models, 5 frames, 64x64, {args.steps} steps; {args.repeats} runs interleaved (median, min), "
              f"{args.warmup} warm-up excluded. fast = the pipeline's defaults; reference = `fast=False`.", "",

@@ -35,6 +35,23 @@ import torch
 import torch.nn.functional as F
 
 from common import command_line, fmt, now, write_json, write_results
+from measure import (
+    PeakMemory,
+    StageTimer,
+    cpu_has_fast_bf16,
+    describe_device,
+    materialize_random_,
+    mfu,
+    peak_flops,
+    summarize,
+    versions,
+    wan_fill_value,
+    wan_transformer_flops,
+)
+
+from vist3a.functional import to_gaussians
+from vist3a.offload import GIB, module_bytes
+from vist3a.sync import synchronize
 
 PROMPT = "a cozy wooden cabin in a snowy pine forest"
 
@@ -84,7 +101,7 @@ def parse_args(argv=None):
 
 
 def transformer_config(args) -> dict:
-    from vist3a.wan.loading import WAN_T2V_14B_TRANSFORMER_CONFIG, WAN_T2V_1_3B_TRANSFORMER_CONFIG
+    from vist3a.wan.loading import WAN_T2V_1_3B_TRANSFORMER_CONFIG, WAN_T2V_14B_TRANSFORMER_CONFIG
     from vist3a.wan.tiny import TINY_TRANSFORMER_CONFIG
 
     cfg = dict({"1.3b": WAN_T2V_1_3B_TRANSFORMER_CONFIG, "14b": WAN_T2V_14B_TRANSFORMER_CONFIG,
@@ -140,12 +157,11 @@ def official_te_dtype(device) -> torch.dtype:
 
 
 def build_wan(args, tokenizer, *, dtype, device, official: bool):
-    """Transformer, VAE and UMT5 with deterministic random weights (see vist3a.perf.wan_fill_value)."""
+    """Transformer, VAE and UMT5 with deterministic random weights (see bench/measure.py: wan_fill_value)."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from vist3a.perf import materialize_random_, wan_fill_value
     from vist3a.wan.loading import WanModels
 
     fill_device = "cuda" if args.device == "cuda" else "cpu"
@@ -169,7 +185,6 @@ def build_decoder(args, device):
 
     from vist3a.models import StitchedDecoder
     from vist3a.parity import fill_value
-    from vist3a.perf import materialize_random_
 
     cfg = decoder_config(args)
     with init_empty_weights():
@@ -219,8 +234,6 @@ def _free(device):
 
 def run_official(pipe, decoder, args, device, ctx_hw, render_hw, views=8):
     """One text -> 3DGS run exactly as inference_t23d.py does it; returns (stage seconds, total, latent, extra)."""
-    from vist3a.pipeline import to_gaussians
-    from vist3a.perf import StageTimer, synchronize
     from vist3a.render import render_orbit
     from vist3a.wan import NEGATIVE_PROMPT, build_prompt
 
@@ -258,7 +271,6 @@ def run_official(pipe, decoder, args, device, ctx_hw, render_hw, views=8):
 
 
 def run_ours(pipe, settings, device, render_hw, views=8):
-    from vist3a.perf import StageTimer, synchronize
     from vist3a.render import render_orbit
 
     synchronize(device)
@@ -278,7 +290,6 @@ def run_ours(pipe, settings, device, render_hw, views=8):
 def measure(runs: dict, *, warmup: int, repeats: int, device, interleave: bool) -> dict:
     """Run each path `warmup` times (excluded) then `repeats` times; with `interleave` the paths alternate
     run by run (A B A B ...), otherwise each path completes before the next starts."""
-    from vist3a.perf import PeakMemory, summarize
 
     order = list(runs)
     rec = {name: {"first": [], "stages": [], "totals": [], "peaks": [], "last": None} for name in order}
@@ -414,7 +425,6 @@ def write_partial(out: str, res: dict, official: dict, steps: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vist3a import perf
     from vist3a.pipeline import GenerateSettings, VIST3APipeline
     from vist3a.wan.sampling import latent_shape, sample_latents
     from vist3a.wan.tiny import tiny_tokenizer
@@ -427,7 +437,7 @@ def main(argv=None) -> int:
         raise SystemExit("--device cuda but no CUDA device is available")
     precision = args.precision
     if precision == "auto":
-        precision = "bf16" if (device.type == "cuda" or perf.cpu_has_fast_bf16()) else "fp32"
+        precision = "bf16" if (device.type == "cuda" or cpu_has_fast_bf16()) else "fp32"
     ours_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     tokenizer = tiny_tokenizer()  # no hub access: a small UMT5-style sentencepiece vocabulary (ids < 256)
     tcfg = transformer_config(args)
@@ -436,10 +446,10 @@ def main(argv=None) -> int:
     ctx_hw = dcfg.context_size(shape[-2:])
     render_hw = (args.render_size, args.render_size) if args.render_size else ctx_hw
     lora = None if args.no_lora else random_lora(tcfg, args.seed)
-    flops = perf.wan_transformer_flops(tcfg, shape, text_tokens=512)
+    flops = wan_transformer_flops(tcfg, shape, text_tokens=512)
     flops_step = 2 * flops.total  # CFG: cond + uncond
 
-    res: dict = {"schema": 1, "created": now(), "device": perf.describe_device(device), "device_kind": device.type,
+    res: dict = {"schema": 1, "created": now(), "device": describe_device(device), "device_kind": device.type,
                  "command": command_line(), "prompt": PROMPT}
     res["settings"] = {k: getattr(args, k) for k in ("model", "size", "frames", "steps", "cfg", "shift", "seed", "repeats",
                                                      "warmup", "compile", "memory_cap_gib", "offload", "attention")}
@@ -477,8 +487,8 @@ def main(argv=None) -> int:
                            transformer=wan16.transformer, scheduler=make_scheduler(args.shift))
         pipe.set_progress_bar_config(disable=True)
         official_parts.update(pipe=pipe, dec=dec, build_s=time.perf_counter() - t0,
-                              weights_gib=sum(perf.module_bytes(m) for m in (wan16.transformer, wan16.text_encoder,
-                                                                             wan16.vae, dec)) / perf.GIB)
+                              weights_gib=sum(module_bytes(m) for m in (wan16.transformer, wan16.text_encoder,
+                                                                             wan16.vae, dec)) / GIB)
         print(f"official: built in {official_parts['build_s']:.1f} s", flush=True)
         return lambda: run_official(pipe, dec, args, device, ctx_hw, render_hw, args.render_views)
 
@@ -494,12 +504,12 @@ def main(argv=None) -> int:
         dec = build_decoder(args, host)
         if args.memory_cap_gib and device.type == "cuda":
             total_mem = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * perf.GIB / total_mem), device)
+            torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * GIB / total_mem), device)
         pipe = VIST3APipeline(wan, dec, device=device, described={"wan": f"random {args.model}"})
         plan = pipe.optimize(fast=True, precision=precision, compile=args.compile, offload=args.offload,
                              memory_cap_gib=args.memory_cap_gib, attention=args.attention)
         pipe.sync_timings = True
-        weights = sum(perf.module_bytes(m) for m in (wan.transformer, wan.text_encoder, wan.vae, dec)) / perf.GIB
+        weights = sum(module_bytes(m) for m in (wan.transformer, wan.text_encoder, wan.vae, dec)) / GIB
         ours_parts.update(pipe=pipe, plan=plan.to_dict(), build_s=time.perf_counter() - t0, weights_gib=weights)
         print(f"ours: built in {ours_parts['build_s']:.1f} s, plan {plan.to_dict()}", flush=True)
         settings = GenerateSettings(frames=args.frames, height=args.size, width=args.size, steps=args.steps,
@@ -529,7 +539,6 @@ def main(argv=None) -> int:
     pipe = ours_parts["pipe"]
     ours.update(build_s=ours_parts["build_s"], weights_gib=ours_parts["weights_gib"], plan=ours_parts["plan"])
     print(f"ours: {ours['total']['median']:.3f} s (median)", flush=True)
-    plan = pipe.plan
 
     syncs = "not checked"
     if not args.no_sync_check:
@@ -543,8 +552,8 @@ def main(argv=None) -> int:
             syncs = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
     # ------------------------------------------------------------------ figures
-    peak, peak_src = perf.peak_flops(device, ours_dtype)
-    peak_off, _ = perf.peak_flops(device, torch.bfloat16) if official else (None, None)
+    peak, peak_src = peak_flops(device, ours_dtype)
+    peak_off, _ = peak_flops(device, torch.bfloat16) if official else (None, None)
     step_s = ours["stages"]["denoise"]["median"] / args.steps
     off_step_s = official["stages"]["denoise"]["median"] / args.steps if official else None
     res["official"] = None if official is None else {k: v for k, v in official.items() if k not in ("latent", "depth")}
@@ -567,8 +576,8 @@ def main(argv=None) -> int:
         transformer_step_ms=step_s * 1e3,
         official_transformer_step_ms=off_step_s * 1e3 if off_step_s else None,
         peak_tflops=(peak or 0) / 1e12, peak_source=peak_src,
-        mfu=perf.mfu(flops_step, step_s, peak),
-        official_mfu=perf.mfu(flops_step, off_step_s, peak_off) if off_step_s else None,
+        mfu=mfu(flops_step, step_s, peak),
+        official_mfu=mfu(flops_step, off_step_s, peak_off) if off_step_s else None,
         decode_ms=ours["stages"]["vae"]["median"] * 1e3,
         official_decode_ms=official["stages"]["vae"]["median"] * 1e3 if official else None,
         splat_decode_ms=ours["stages"]["splats"]["median"] * 1e3,
@@ -578,7 +587,7 @@ def main(argv=None) -> int:
         denoise_host_syncs=syncs,
         compile_s=(ours["first_run_s"] - ours["total_with_render"]["median"]) if (args.compile and ours["first_run_s"])
         else None,
-        versions=perf.versions(),
+        versions=versions(),
     )
     if device.type == "cuda" and official:
         res["goals"] = {"speedup >= 2.2": res["speedup"] >= 2.2, "mfu >= 0.55": (res["mfu"] or 0) >= 0.55,

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -88,7 +88,7 @@ def resolve_diffusers_folder(name: str) -> str:
 def vist3a_entries() -> list[str]:
     """What models/vist3a holds: weight files, and folders that are one model (AnySplat folder with
     model.safetensors + config.json, or one of our exports with a manifest), shown with a trailing '/'."""
-    from vist3a.checkpoints import MANIFEST_NAME
+    from vist3a.weights import MANIFEST_NAME
 
     found = []
     for base in _folder_paths(VIST3A_FOLDER):

@@ -159,7 +159,7 @@ class DecodeSplats(io.ComfyNode):
     @classmethod
     @C.friendly("Decode Splats")
     def execute(cls, latent, vae, decoder, voxelize, min_opacity) -> io.NodeOutput:
-        from vist3a.pipeline import splats_from_latent
+        from vist3a.functional import splats_from_latent
         from vist3a.wan import decode_latents
 
         z = latent.get("samples") if isinstance(latent, dict) else None
@@ -227,7 +227,7 @@ class ImagesToSplats(io.ComfyNode):
     @classmethod
     @C.friendly("Images to Splats")
     def execute(cls, anysplat, images, max_views, size, resize, voxelize, min_opacity) -> io.NodeOutput:
-        from vist3a.pipeline import splats_from_images
+        from vist3a.functional import splats_from_images
 
         if not isinstance(anysplat, C.ModelHandle):
             raise C.NodeError("The 'anysplat' input must come from Load AnySplat (VIST3A).")

@@ -14,6 +14,8 @@ import torch
 import comfy.model_management as mm
 from comfy_api.latest import io
 
+from vist3a.offload import stream_transformer_blocks
+
 from . import common as C
 
 log = logging.getLogger("vist3a")
@@ -84,32 +86,6 @@ def _load_lora_cached(path: str):
     return _lora_cache[key]
 
 
-def _install_block_swap(transformer: torch.nn.Module, device: torch.device) -> None:
-    """Keep the transformer blocks in RAM and move each to `device` only for its own forward."""
-    if getattr(transformer, "_vist3a_block_swap", False):
-        return
-    blocks = transformer.blocks
-    for name, child in transformer.named_children():
-        if name != "blocks":
-            child.to(device)
-    for p_name, param in transformer.named_parameters(recurse=False):
-        param.data = param.data.to(device)
-    for b_name, buf in transformer.named_buffers(recurse=False):
-        setattr(transformer, b_name, buf.to(device))
-
-    def pre(module, args, kwargs):
-        module.to(device, non_blocking=True)
-
-    def post(module, args, kwargs, output):
-        module.to("cpu")
-        return output
-
-    for block in blocks:
-        block.register_forward_pre_hook(pre, with_kwargs=True)
-        block.register_forward_hook(post, with_kwargs=True)
-    transformer._vist3a_block_swap = True
-
-
 class LoadWan(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -145,8 +121,13 @@ class LoadWan(io.ComfyNode):
     @classmethod
     @C.friendly("Load Wan 2.1")
     def execute(cls, model, text_encoder, vae, dtype, device, offload) -> io.NodeOutput:
-        from vist3a.wan import (load_text_encoder_file, load_tokenizer, load_vae_file, load_wan_diffusers,
-                                load_wan_single_files)
+        from vist3a.wan import (
+            load_text_encoder_file,
+            load_tokenizer,
+            load_vae_file,
+            load_wan_diffusers,
+            load_wan_single_files,
+        )
         from vist3a.wan.loading import tokenizer_from_spm
 
         dev = C.pick_device(device)
@@ -188,7 +169,7 @@ class LoadWan(io.ComfyNode):
                     if module is None:
                         continue
                     if name == "transformer" and offload == "blocks":
-                        _install_block_swap(module, dev)
+                        stream_transformer_blocks(module, dev)
                     else:
                         handle.patchers[name] = C.make_patcher(module, dev)
             return handle
@@ -269,6 +250,7 @@ class ApplyLoRAToModel(io.ComfyNode):
     def execute(cls, model, lora_name, strength) -> io.NodeOutput:
         import comfy.lora
         import comfy.utils
+
         from vist3a.wan import lora_to_comfy
         from vist3a.wan.loading import wan_size_name
 

@@ -46,7 +46,12 @@ class RenderViews(io.ComfyNode):
     @classmethod
     @C.friendly("Render Views")
     def execute(cls, gaussians, mode, views, width, height, fov, elevation, background, cameras=None) -> io.NodeOutput:
-        from vist3a.render import cameras_from_normalized_intrinsics, intrinsics_from_fov, orbit_cameras, render_gaussians, scene_bounds
+        from vist3a.render import (
+            cameras_from_normalized_intrinsics,
+            orbit_cameras,
+            render_gaussians,
+            scene_bounds,
+        )
 
         scenes = C.check_gaussians(gaussians)
         cams = C.check_cameras(cameras)

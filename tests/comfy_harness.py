@@ -1,4 +1,4 @@
-"""A real ComfyUI server for the tests: installed into .cache/comfyui (see comfyui_env.py), started on
+"""A real ComfyUI server for the tests: installed into .cache/comfyui (see tools/comfyui_env.py), started on
 a free port with tiny weights in a temporary models folder, driven over HTTP/websocket."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import comfyui_env  # noqa: E402
 from comfy_workflows import ui_to_api  # noqa: E402
 

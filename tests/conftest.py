@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(int(os.environ.get("VIST3A_TEST_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# tools/ (ComfyUI install/serve, workflow generation) is not a test folder but the ComfyUI tests drive it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 
 @pytest.fixture(scope="session")

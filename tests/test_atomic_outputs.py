@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vist3a import atomic, cli, decoders, tiny
-from vist3a.gaussians import Gaussians, load_ply, save_ply, save_splat
+from vist3a.gaussians import Gaussians, save_ply, save_splat
 from vist3a.render.media import save_orbit_video, save_png_grid
 
 

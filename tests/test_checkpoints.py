@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from vist3a.checkpoints import (
+from vist3a.errors import CheckpointError, VIST3AError
+from vist3a.tiny import write_tiny_stitched_pth
+from vist3a.weights import (
     MANIFEST_NAME,
     TOKEN_KEYS,
     expected_lora_keys,
@@ -38,9 +40,7 @@ from vist3a.checkpoints import (
     validate_state_dict,
     wrapped_modules,
     write_manifest,
-    write_tiny_stitched_pth,
 )
-from vist3a.errors import CheckpointError, VIST3AError
 
 FIX = Path(__file__).parent / "fixtures"
 FULL = json.loads((FIX / "anysplat_state_dict.json").read_text())
@@ -578,6 +578,41 @@ def test_sniff_each_kind(tmp_path, base, ckpt_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         sniff(tmp_path / "nope")
 
+
+
+def test_one_wan_classifier_for_sniff_and_loaders(tmp_path):
+    """sniff() and the Wan loaders share classify_wan: same kind, and the loaders' refusals are named."""
+    from vist3a.wan import sniff_wan_path
+
+    cases = {
+        "i2v": ({"patch_embedding.weight": (24, 36, 1, 2, 2), "blocks.0.self_attn.q.weight": (24, 24),
+                 "img_emb.proj.0.weight": (8, 8)}, "transformer_i2v", "original"),
+        "diff_i2v": ({"patch_embedding.weight": (24, 36, 1, 2, 2), "blocks.0.attn1.to_q.weight": (24, 24),
+                      "scale_shift_table": (1, 2, 24),
+                      "condition_embedder.image_embedder.ff.net.0.proj.weight": (8, 8)}, "transformer_i2v", "diffusers"),
+        "vace": ({"patch_embedding.weight": (24, 16, 1, 2, 2), "blocks.0.self_attn.q.weight": (24, 24),
+                  "vace_patch_embedding.weight": (24, 96, 1, 2, 2)}, "transformer_vace", "original"),
+        "vae22": ({"encoder.conv1.weight": (8, 12, 3, 3, 3), "decoder.conv1.weight": (8, 48, 3, 3, 3),
+                   "decoder.upsamples.0.upsamples.0.residual.2.weight": (8, 8, 3, 3, 3)}, "vae_wan22", "original"),
+        "vae_diffusers": ({"encoder.conv_in.weight": (8, 3, 3, 3, 3), "decoder.conv_in.weight": (8, 16, 3, 3, 3),
+                           "post_quant_conv.weight": (16, 16, 1, 1, 1)}, "vae", "diffusers"),
+        "umt5_wan_keys": ({"token_embedding.weight": (10, 8), "blocks.0.attn.q.weight": (8, 8)},
+                          "text_encoder_wan", "original"),
+    }
+    for name, (shapes, kind, key_format) in cases.items():
+        path = _save(tmp_path / f"{name}.safetensors", shapes)
+        det = sniff(path)
+        info = sniff_wan_path(path)
+        assert (det.kind, det.subkind) == ("wan_single_file", kind), name
+        assert (info.kind, info.key_format, info.detail) == (kind, key_format, det.detail), name
+
+
+def test_checkpoints_alias_reexports_weights():
+    import vist3a.checkpoints as old
+    import vist3a.weights as new
+
+    assert set(old.__all__) == set(new.__all__)
+    assert all(getattr(old, name) is getattr(new, name) for name in new.__all__)
 
 def test_manifest_validation(tmp_path):
     with pytest.raises(CheckpointError, match="format"):

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from comfy_harness import FAST, REPO, ComfyServer
-from comfyui_env import NEW_FRONTEND
 from comfy_workflows import WORKFLOWS, ui_to_api
+from comfyui_env import NEW_FRONTEND
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.browser, pytest.mark.slow]
 
@@ -91,8 +91,9 @@ def _write_showcase_ply(path: Path) -> Path:
 @pytest.fixture(scope="module", params=["pinned", NEW_FRONTEND])
 def browser_server(request, tmp_path_factory):
     """The frontend ComfyUI 0.3.75 pins (1.32.x, README screenshots) and a current one (--front-end-root)."""
-    from comfyui_env import install_frontend, write_example_video
     from vist3a.tiny_release import write_tiny_release
+
+    from comfyui_env import install_frontend, write_example_video
 
     chromium = _ensure_chromium()
     _ensure_playwright()

@@ -91,8 +91,8 @@ def test_spz_round_trip(tmp_path):
 
 
 def test_tiny_release_layout(tmp_path):
-    from vist3a.checkpoints import sniff
     from vist3a.tiny_release import TINY_RELEASE_FILES, write_tiny_release
+    from vist3a.weights import sniff
 
     paths = write_tiny_release(tmp_path)
     assert set(paths) == set(TINY_RELEASE_FILES)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_harness import FAST, NODE_IDS, ComfyServer, api_graph, import_problems
+from comfy_harness import NODE_IDS, ComfyServer, api_graph, import_problems
 from comfy_workflows import SPECS, WORKFLOWS, build_ui
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -19,8 +19,9 @@ TIMINGS: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from comfyui_env import write_example_video
     from vist3a.tiny_release import write_tiny_release
+
+    from comfyui_env import write_example_video
 
     base = tmp_path_factory.mktemp("comfy")
     models = base / "models"
@@ -68,7 +69,7 @@ def test_shipped_workflows_are_current_and_listed_as_templates(server):
     info.setdefault("MarkdownNote", {"input": {"required": {}}, "output": [], "output_name": []})
     for name, spec in SPECS.items():
         committed = json.loads((WORKFLOWS / name).read_text())
-        assert committed == build_ui(spec(info), info), f"workflows/{name} is stale: python tests/comfy_workflows.py --port N"
+        assert committed == build_ui(spec(info), info), f"workflows/{name} is stale: python tools/comfy_workflows.py --port N"
     templates = server.get("/workflow_templates")
     ours = next(v for k, v in templates.items() if "VIST3A" in k)
     assert sorted(ours) == sorted(Path(n).stem for n in SPECS)

@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vist3a import checkpoints as ck
 from vist3a import decoders, tiny
+from vist3a import weights as wt
 from vist3a.errors import CheckpointError
+from vist3a.tiny import write_tiny_stitched_pth
 
 
 def _write_official_anysplat(folder, model):
@@ -55,11 +56,11 @@ def test_official_anysplat_folder_loads_strictly(tmp_path, tiny_models):
 def test_official_stitched_pth_on_anysplat_base_equals_the_merge(tmp_path, tiny_models, inputs):
     anysplat, decoder = tiny_models
     base_folder = _write_official_anysplat(tmp_path / "anysplat", anysplat)
-    base = ck.stitched_from_anysplat(anysplat.state_dict(), 2)
+    base = wt.stitched_from_anysplat(anysplat.state_dict(), 2)
     base.update({k: v for k, v in decoder.state_dict().items() if k.startswith("stitching_layer.")})
-    ck.write_tiny_stitched_pth(tmp_path / "anysplat_stitched.pth", base, rank=4, seed=5)
+    write_tiny_stitched_pth(tmp_path / "anysplat_stitched.pth", base, rank=4, seed=5)
     loaded = decoders.load_stitched_decoder(tmp_path / "anysplat_stitched.pth", base_folder)
-    expected = ck.merge_stitched_checkpoint(base, torch.load(tmp_path / "anysplat_stitched.pth", weights_only=True), source="t")
+    expected = wt.merge_stitched_checkpoint(base, torch.load(tmp_path / "anysplat_stitched.pth", weights_only=True), source="t")
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, expected[k].float()), k
     # the LoRA deltas really changed the weights
@@ -83,7 +84,7 @@ def test_anysplat_export_round_trips(tmp_path, tiny_models):
 
 def test_stitched_pth_without_base_is_explained(tmp_path, tiny_models):
     _, decoder = tiny_models
-    ck.write_tiny_stitched_pth(tmp_path / "s.pth", decoder.state_dict(), rank=2)
+    write_tiny_stitched_pth(tmp_path / "s.pth", decoder.state_dict(), rank=2)
     with pytest.raises(CheckpointError, match="AnySplat base"):
         decoders.load_stitched_decoder(tmp_path / "s.pth")
 

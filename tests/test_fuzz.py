@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as safetensors_bytes
 
-from vist3a import checkpoints as ck
+from vist3a import weights as wt
 from vist3a.errors import VIST3AError
 from vist3a.gaussians import Gaussians, PlyError, load_ply, save_ply
 
@@ -88,21 +88,21 @@ def test_safetensors_reader(tmp_path, seeds, seed):
     path = tmp_path / "fuzz.safetensors"
     path.write_bytes(mutate(seeds["safetensors"], seed))
     try:
-        tensors = ck.read_safetensors(path)
+        tensors = wt.read_safetensors(path)
     except VIST3AError as exc:
         assert "fuzz.safetensors" in str(exc)
     else:
         assert all(isinstance(t, torch.Tensor) for t in tensors.values())
-    assert ck.sniff(path).kind in {"unknown", "anysplat", "stitched_export", "wan_single_file", "wan_lora_peft"}
+    assert wt.sniff(path).kind in {"unknown", "anysplat", "stitched_export", "wan_single_file", "wan_lora_peft"}
 
 
 def test_damaged_zip_probe_regression(tmp_path, seeds):
     """Seed 19285 once made zipfile.is_zipfile itself raise BadZipFile inside sniff()."""
     path = tmp_path / "fuzz.pth"
     path.write_bytes(mutate(seeds["pth"], 19285))
-    ck.sniff(path)
+    wt.sniff(path)
     with pytest.raises(VIST3AError, match="fuzz.pth"):
-        ck.safe_torch_load(path, mmap=True)
+        wt.safe_torch_load(path, mmap=True)
 
 
 @FUZZ
@@ -111,7 +111,7 @@ def test_pth_reader(tmp_path, seeds, seed):
     path = tmp_path / "fuzz.pth"
     path.write_bytes(mutate(seeds["pth"], seed))
     try:
-        ck.safe_torch_load(path)
+        wt.safe_torch_load(path)
     except VIST3AError as exc:
         assert "fuzz.pth" in str(exc)
-    ck.sniff(path)  # never raises for an existing file
+    wt.sniff(path)  # never raises for an existing file

@@ -23,13 +23,17 @@ import pytest
 import torch
 from torch import nn
 
-from vist3a import perf
+from vist3a import offload, sync
+from vist3a.errors import HostSyncError
 from vist3a.pipeline import GenerateSettings, VIST3APipeline
 from vist3a.wan import encode_prompt, sample_latents
 from vist3a.wan.sampling import make_scheduler, unipc_plan
 from vist3a.wan.tiny import build_tiny_wan, save_tiny_vist3a_lora
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # the measurement helpers live with the benchmarks, imported as they import them
+import measure  # noqa: E402
+
 BF16_TOL = 5e-2
 FP32_TOL = 1e-5
 SMALL = dict(frames=5, height=64, width=64, steps=4, voxelize=False)
@@ -75,7 +79,7 @@ def test_flop_count_matches_torch_flop_counter(batch, latent_thw, text):
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(hidden_states=x, timestep=torch.full((batch,), 500.0), encoder_hidden_states=torch.randn(batch, text, 96),
               return_dict=False)
-    ours = perf.wan_transformer_flops(cfg, x.shape, text_tokens=text)
+    ours = measure.wan_transformer_flops(cfg, x.shape, text_tokens=text)
     assert counter.get_total_flops() == pytest.approx(ours.total, rel=1e-12)
 
 
@@ -83,16 +87,16 @@ def test_flop_count_of_the_released_1_3b_step():
     """The figure MFU is computed from: one CFG step (2 forwards) of the 1.3B at 13 frames, 512^2."""
     from vist3a.wan.loading import WAN_T2V_1_3B_TRANSFORMER_CONFIG, WAN_T2V_14B_TRANSFORMER_CONFIG
 
-    f = perf.wan_transformer_flops(WAN_T2V_1_3B_TRANSFORMER_CONFIG, (1, 16, 4, 64, 64))
+    f = measure.wan_transformer_flops(WAN_T2V_1_3B_TRANSFORMER_CONFIG, (1, 16, 4, 64, 64))
     assert f.tokens == 4096 and f.text_tokens == 512
     n, d, L, ffn = 4096, 1536, 512, 8960
     by_hand = 30 * (2 * n * d * d * 4 + 4 * n * n * d + 2 * n * d * d * 2 + 4 * L * d * d + 4 * n * L * d + 4 * n * d * ffn)
     assert f.total == pytest.approx(by_hand, rel=0.01)  # the embedders and head add < 1%
     assert 2 * f.total / 1e12 == pytest.approx(27.8, abs=0.2)  # TFLOP per CFG step
-    f14 = perf.wan_transformer_flops(WAN_T2V_14B_TRANSFORMER_CONFIG, (1, 16, 4, 64, 64))
+    f14 = measure.wan_transformer_flops(WAN_T2V_14B_TRANSFORMER_CONFIG, (1, 16, 4, 64, 64))
     assert 2 * f14.total / 1e12 == pytest.approx(231.2, abs=0.5)
     # MFU: 27.8 TFLOP in 50 ms on an H100 SXM (989.4 TFLOP/s bf16 dense) is 0.56
-    assert perf.mfu(2 * f.total, 0.050, 989.4e12) == pytest.approx(0.562, abs=0.005)
+    assert measure.mfu(2 * f.total, 0.050, 989.4e12) == pytest.approx(0.562, abs=0.005)
 
 
 @pytest.mark.parametrize("name, key, tflops", [
@@ -101,15 +105,15 @@ def test_flop_count_of_the_released_1_3b_step():
     ("NVIDIA A100-SXM4-80GB", "A100", 312.0), ("NVIDIA GeForce RTX 4090", "RTX 4090", 165.2),
 ])
 def test_peak_table(name, key, tflops):
-    assert perf._peak_key(name) == key
-    assert perf.PEAK_TFLOPS[key]["bf16"] == tflops
-    assert perf._peak_key("Some Future GPU") is None
+    assert measure._peak_key(name) == key
+    assert measure.PEAK_TFLOPS[key]["bf16"] == tflops
+    assert measure._peak_key("Some Future GPU") is None
 
 
 def test_measured_peak_on_cpu():
-    rate, source = perf.peak_flops("cpu", torch.float32)
+    rate, source = measure.peak_flops("cpu", torch.float32)
     assert rate > 0 and math.isfinite(rate) and source.startswith("measured")  # a figure, not a speed bound
-    assert perf.mfu(1e9, 1.0, None) is None
+    assert measure.mfu(1e9, 1.0, None) is None
 
 
 # ---------------------------------------------------------------------------------- sync-free sampler
@@ -140,9 +144,9 @@ def test_sync_free_loop_has_no_host_syncs_and_the_check_is_real(tiny):
     out = sample_latents(tiny, embeds[:1], embeds[1:], sync_free=True, **common)
     assert torch.isfinite(out).all()
     # diffusers' UniPC solves a linear system on the device each step (a sync on a GPU): caught
-    with pytest.raises(perf.HostSyncError, match="linalg_solve"):
+    with pytest.raises(HostSyncError, match="linalg_solve"):
         sample_latents(tiny, embeds[:1], embeds[1:], sync_free=False, **common)
-    with pytest.raises(perf.HostSyncError), perf.no_host_sync("cpu"):
+    with pytest.raises(HostSyncError), sync.no_host_sync("cpu"):
         float(out.sum())
     float(out.sum())  # restored afterwards
 
@@ -215,21 +219,21 @@ def test_offload_modes_give_identical_results(reference):
         scene, latent = pipe.generate("a red car", s)
         assert torch.equal(latent, latent0), mode
         assert torch.equal(scene.gaussians.means, scene0.gaussians.means), mode
-        te_stream = pipe._streamers["text_encoder"]
+        te_stream = pipe.placement.streamers["text_encoder"]
         assert te_stream.loads == len(pipe.wan.text_encoder.encoder.block) and te_stream.max_in_flight <= 2
         if mode == "sequential":
             assert pipe.plan.streamed_blocks == len(pipe.wan.transformer.blocks)  # a tiny budget streams them all
-            st = pipe._streamers["transformer"]
+            st = pipe.placement.streamers["transformer"]
             assert st.max_in_flight <= 2 and st.loads >= s.steps * len(pipe.wan.transformer.blocks)
             # between stages every streamed weight is its CPU master again (no device copy kept)
             for ts, ms in zip(st.tensors, st.masters):
                 assert all(t.data_ptr() == m.data_ptr() for t, m in zip(ts, ms))
         if mode in ("model", "sequential"):
-            off = pipe._stage_offloaders["decoder"]
+            off = pipe.placement.stage_offloaders["decoder"]
             assert off.transfers == 1 and not off.onloaded
     # re-planning undoes the previous placement
     pipe.optimize(offload="none")
-    assert not pipe._streamers and not pipe._stage_offloaders
+    assert not pipe.placement.streamers and not pipe.placement.stage_offloaders
     _, latent = pipe.generate("a red car", s)
     assert torch.equal(latent, latent0)
 
@@ -240,7 +244,7 @@ def test_block_streamer_prefetches_and_bounds_memory():
     x = torch.randn(3, 8)
     with torch.no_grad():
         expected = blocks(x)
-        streamer = perf.BlockStreamer(list(blocks), "cpu", prefetch=1, cyclic=True)
+        streamer = offload.BlockStreamer(list(blocks), "cpu", prefetch=1, cyclic=True)
         seen = []
         for b in blocks:
             b.register_forward_pre_hook(lambda m, a: seen.append(len(streamer._in_flight)))
@@ -256,28 +260,61 @@ def test_block_streamer_prefetches_and_bounds_memory():
         assert torch.equal(blocks(x), expected)
 
 
+
+def _stream_check(device: str) -> None:
+    tr = build_tiny_wan(seed=1).transformer
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(hidden_states=torch.randn(1, 16, 2, 4, 4, generator=g), timestep=torch.full((1,), 500.0),
+                  encoder_hidden_states=torch.randn(1, 512, 4096, generator=g), return_dict=False)
+    with torch.no_grad():
+        expected = tr(**inputs)[0]
+        streamer = offload.stream_transformer_blocks(tr, device)
+        assert offload.stream_transformer_blocks(tr, device) is streamer  # idempotent
+        assert offload.execution_device(tr) == torch.device(device)
+        assert all(p.device == torch.device(device) for p in tr.patch_embedding.parameters())
+        got = [tr(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()})[0] for _ in range(2)]
+    n = len(tr.blocks)
+    assert streamer.loads == 2 * n + 1 and streamer.max_in_flight <= 2  # block 0 of pass 2 was prefetched by pass 1
+    assert all(b.weight.device.type == "cpu" for b in tr.blocks[0].modules() if isinstance(b, nn.Linear))
+    for out in got:
+        if device == "cpu":
+            assert torch.equal(out, expected)
+        else:  # another device's kernels: rounding only
+            assert rel(out.cpu(), expected) < FP32_TOL * 10
+
+
+def test_stream_transformer_blocks_is_exact_on_cpu():
+    """The ComfyUI loader's "blocks" offload (vist3a.offload.stream_transformer_blocks) changes no numbers."""
+    _stream_check("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_stream_transformer_blocks_on_cuda():
+    _stream_check("cuda")
+
 def test_offload_planning():
-    gib = perf.GIB
-    assert perf.spread_indices(40, 13) == sorted(set(perf.spread_indices(40, 13)))
-    idx = perf.spread_indices(40, 13)
+    gib = offload.GIB
+    assert offload.spread_indices(40, 13) == sorted(set(offload.spread_indices(40, 13)))
+    idx = offload.spread_indices(40, 13)
     assert len(idx) == 13 and max(b - a for a, b in zip(idx, idx[1:])) <= 4
-    assert perf.spread_indices(4, 0) == [] and perf.spread_indices(4, 9) == [0, 1, 2, 3]
+    assert offload.spread_indices(4, 0) == [] and offload.spread_indices(4, 9) == [0, 1, 2, 3]
     blocks = [0.7 * gib] * 40
-    assert perf.plan_resident_blocks(blocks, 100 * gib) == 40
-    assert perf.plan_resident_blocks(blocks, 18 * gib) == 23  # 18 GiB minus 2 blocks in flight
-    assert perf.plan_resident_blocks(blocks, 0.5 * gib) == 0
+    assert offload.plan_resident_blocks(blocks, 100 * gib) == 40
+    assert offload.plan_resident_blocks(blocks, 18 * gib) == 23  # 18 GiB minus 2 blocks in flight
+    assert offload.plan_resident_blocks(blocks, 0.5 * gib) == 0
     sizes_13 = {"text_encoder": 11.4 * gib, "text_encoder_block": 0.4 * gib, "transformer": 2.7 * gib, "vae": 0.25 * gib,
                 "decoder": 2.5 * gib}
     sizes_14 = {**sizes_13, "transformer": 28.6 * gib}
-    resolve = lambda sizes, budget: perf.resolve_offload("auto", "cuda", sizes=sizes, budget_bytes=budget * gib,  # noqa: E731
+    resolve = lambda sizes, budget: offload.resolve_offload("auto", "cuda", sizes=sizes, budget_bytes=budget * gib,  # noqa: E731
                                                          reserve_bytes=6 * gib)
     assert resolve(sizes_13, 80) == "text_encoder"
     assert resolve(sizes_14, 80) == "text_encoder"
     assert resolve(sizes_14, 36) == "model"
     assert resolve(sizes_14, 24) == "sequential"
-    assert perf.resolve_offload("auto", "cpu", sizes=sizes_14, budget_bytes=None, reserve_bytes=0) == "none"
+    assert offload.resolve_offload("auto", "cpu", sizes=sizes_14, budget_bytes=None, reserve_bytes=0) == "none"
     with pytest.raises(ValueError, match="offload must be one of"):
-        perf.resolve_offload("disk", "cpu", sizes={}, budget_bytes=None, reserve_bytes=0)
+        offload.resolve_offload("disk", "cpu", sizes={}, budget_bytes=None, reserve_bytes=0)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -292,7 +329,7 @@ def test_random_materialisation_is_deterministic_and_keeps_ties():
     def make(seed, dtype):
         with init_empty_weights():
             m = UMT5EncoderModel(cfg)
-        return perf.materialize_random_(m, lambda n, s: perf.wan_fill_value(n, s, seed), device="cpu",
+        return measure.materialize_random_(m, lambda n, s: measure.wan_fill_value(n, s, seed), device="cpu",
                                         dtype_for=lambda n: torch.float32 if ".wo." in n else dtype)
 
     a, b, c = make(0, torch.bfloat16), make(0, torch.bfloat16), make(1, torch.bfloat16)
@@ -309,7 +346,7 @@ def test_random_materialisation_is_deterministic_and_keeps_ties():
 
 
 def test_timer_memory_and_summary():
-    timer = perf.StageTimer("cpu")
+    timer = measure.StageTimer("cpu")
     with timer("a"):
         pass
     with timer("a"):
@@ -318,16 +355,17 @@ def test_timer_memory_and_summary():
     # CPU peaks are process RSS, so measure in a fresh process: late in a full test run this one holds
     # freed pages that a new 256 MB tensor can reuse without the RSS growing.
     script = (
-        "import torch\nfrom vist3a import perf\n"
-        "with perf.PeakMemory('cpu', interval=0.001) as pm:\n"
+        "import sys\nimport torch\n"
+        f"sys.path.insert(0, {str(ROOT / 'bench')!r})\nimport measure\n"
+        "with measure.PeakMemory('cpu', interval=0.001) as pm:\n"
         "    big = torch.ones(64, 1024, 1024)\n    big += 1\n"
         "print(pm.peak_bytes - pm.base_bytes)"
     )
     grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()[-1])
     assert grown >= 200 * 1024**2
-    s = perf.summarize([3.0, 1.0, 2.0])
+    s = measure.summarize([3.0, 1.0, 2.0])
     assert s["median"] == 2.0 and s["min"] == 1.0 and s["max"] == 3.0 and s["spread"] == 1.0 and s["n"] == 3
-    v = perf.versions()
+    v = measure.versions()
     assert v["torch"] == torch.__version__ and "diffusers" in v
 
 

@@ -17,6 +17,7 @@ from vist3a.gaussians import Gaussians, rgb_to_sh0
 from vist3a.render import (
     cameras_from_normalized_intrinsics,
     look_at,
+    media,
     orbit_cameras,
     rasterize,
     render_gaussians,
@@ -25,7 +26,6 @@ from vist3a.render import (
     select_backend,
     world_to_camera,
 )
-from vist3a.render import media
 from vist3a.render.torch_backend import sh_basis
 
 # ---------------------------------------------------------------- independent reference (float64)

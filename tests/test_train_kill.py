@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_train_scripts import REPO, _env, _losses, _run, _torchrun
 
 pytestmark = pytest.mark.slow

@@ -87,17 +87,17 @@ def test_find_layer_result(chain):
 
 
 def test_stitched_export_loads_in_both_formats(chain, tmp_path):
-    from vist3a import checkpoints as ck
+    from vist3a import weights as wt
     from vist3a.decoders import load_stitched_decoder
 
     d, logs = chain
     folder = d / "export" / "stitched_decoder"
-    manifest = ck.read_manifest(folder)
+    manifest = wt.read_manifest(folder)
     assert manifest["format"] == "vist3a.stitched" and manifest["files"]["checkpoint"] == "anysplat_stitched.pth"
     merged = load_stitched_decoder(folder)
-    pth = ck.safe_torch_load(folder / "anysplat_stitched.pth")
-    assert list(pth) == list(ck.STITCHED_PTH_TOP_KEYS)
-    expected = ck.expected_lora_keys(merged.state_dict(), rank=64)
+    pth = wt.safe_torch_load(folder / "anysplat_stitched.pth")
+    assert list(pth) == list(wt.STITCHED_PTH_TOP_KEYS)
+    expected = wt.expected_lora_keys(merged.state_dict(), rank=64)
     assert list(pth["lora"]) == list(expected) and all(tuple(pth["lora"][k].shape) == s for k, s in expected.items())
     assert all(pth["lora"][k].dtype == torch.float32 for k in pth["lora"] if "lora_" in k)
     # the official .pth alone (no manifest) on top of the AnySplat base gives the same decoder
@@ -109,7 +109,7 @@ def test_stitched_export_loads_in_both_formats(chain, tmp_path):
     # the fine-tune changed it: LoRA deltas and trained biases/tokens differ from the tiny base decoder
     from vist3a.tiny import build_tiny_anysplat
 
-    base = ck.stitched_from_anysplat(build_tiny_anysplat(0).state_dict(), 2)
+    base = wt.stitched_from_anysplat(build_tiny_anysplat(0).state_dict(), 2)
     assert sum(not torch.equal(a[k], base[k]) for k in base) > 100
 
 

@@ -15,8 +15,17 @@ import pytest
 import torch
 
 from vist3a_train.common.config import ConfigError, load_config
-from vist3a_train.common.data import (DL3DV, RE10K, DatasetError, DL3DVCaptioned, PromptDataset, ScanNet,
-                                      StreamDataset, SyntheticMultiView, build_dataset)
+from vist3a_train.common.data import (
+    DL3DV,
+    RE10K,
+    DatasetError,
+    DL3DVCaptioned,
+    PromptDataset,
+    ScanNet,
+    StreamDataset,
+    SyntheticMultiView,
+    build_dataset,
+)
 from vist3a_train.common.data.base import StepBatchSampler, pick_views
 from vist3a_train.common.ema import EMA
 from vist3a_train.common.engine import LRSchedule

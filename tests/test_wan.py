@@ -43,8 +43,8 @@ from vist3a.wan import (
 )
 from vist3a.wan.loading import (
     UMT5_XXL_CONFIG,
-    WAN_T2V_14B_TRANSFORMER_CONFIG,
     WAN_T2V_1_3B_TRANSFORMER_CONFIG,
+    WAN_T2V_14B_TRANSFORMER_CONFIG,
     WAN_VAE_CONFIG,
     _umt5_config_from_state_dict,
     dequantize_comfy_fp8,
@@ -55,7 +55,6 @@ from vist3a.wan.lora import VIST3A_LORA_TARGETS, applied_loras
 from vist3a.wan.sampling import make_scheduler
 from vist3a.wan.tiny import (
     TINY_SPM_PATH,
-    _SPM_CORPUS,
     build_tiny_wan,
     save_tiny_vist3a_lora,
     save_tiny_wan_comfy_single_files,
@@ -142,9 +141,11 @@ def test_official_prompt_wording():
 
 def test_tokenizer_from_spm_matches_sentencepiece_with_nfkc():
     sentencepiece = pytest.importorskip("sentencepiece")
+    from make_tiny_spm import SPM_CORPUS  # tools/, on sys.path via conftest
+
     buf = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(_SPM_CORPUS.splitlines()), model_writer=buf, vocab_size=200, model_type="unigram",
+        sentence_iterator=iter(SPM_CORPUS.splitlines()), model_writer=buf, vocab_size=200, model_type="unigram",
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc", num_threads=1,
         hard_vocab_limit=False, character_coverage=1.0, minloglevel=2, control_symbols=["<ctrl>"],
     )
@@ -321,7 +322,7 @@ def test_bad_paths_give_clear_errors(files, tmp_path):
         load_vae_file(files["comfy"]["text_encoder"])
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"<html>not found</html>")
-    with pytest.raises(CheckpointError, match="junk.safetensors is not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match="junk.safetensors' is invalid"):
         load_transformer_file(junk)
     truncated = tmp_path / "truncated.safetensors"
     tensors = load_file(str(files["comfy"]["transformer"]))

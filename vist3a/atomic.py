@@ -7,6 +7,7 @@ Everything the project saves (PLY, .splat, previews, videos) goes through here, 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -107,8 +108,6 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     For outputs made of several files (exports, training checkpoints): a reader sees the old folder
     or the complete new one. An existing folder is moved aside first and deleted after the swap.
     """
-    import shutil
-
     target = _target(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:

@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import UsageError, VIST3AError
+
+# The subcommands import their implementation inside the handler on purpose: `--help` and argument
+# errors must answer without importing torch, diffusers or the models (seconds at start-up).
+
 EXIT_BAD_INPUT = 2
 
-
-class UsageError(ValueError):
-    """Input the user can fix; printed as one line."""
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -54,27 +56,6 @@ def _progress_bar():
             bar.close()
 
     return report
-
-
-def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None, views: Path | None, size: int = 256) -> list[Path]:
-    """PLY + (optionally) rendered views: predicted cameras grid, orbit grid and orbit animation."""
-    from .gaussians import save_ply
-    from .render import render_gaussians, render_orbit
-    from .render.cameras import cameras_from_normalized_intrinsics
-    from .render.media import save_orbit_video, save_png_grid
-
-    written = [save_ply(scene.gaussians, ply, sh_degree=sh_degree)]
-    if views is not None:
-        views.mkdir(parents=True, exist_ok=True)
-        H, W = scene.image_size
-        c2w, K = cameras_from_normalized_intrinsics(scene.c2w, scene.intrinsics, W, H)
-        rgb, _, _ = render_gaussians(scene.gaussians, c2w, K, W, H, background=1.0)
-        written.append(save_png_grid(rgb, views / "predicted_views.png"))
-        written.append(save_png_grid(scene.frames, views / "context_frames.png"))
-        orbit, _, _ = render_orbit(scene.gaussians, n=8, width=size, height=size)
-        written.append(save_png_grid(orbit, views / "orbit.png"))
-        written.append(save_orbit_video(orbit, views / "orbit.webp"))
-    return written
 
 
 def _cuda() -> bool:
@@ -117,6 +98,8 @@ def _generate(args) -> int:
     t1 = time.perf_counter()
     scene, _ = pipe.generate(args.prompt, settings, progress=_progress_bar())
     t2 = time.perf_counter()
+    from .outputs import save_scene_outputs
+
     written = save_scene_outputs(scene, out, sh_degree=args.sh_degree, views=Path(args.views) if args.views else None)
     print(f"{scene.gaussians.num} Gaussians; load {t1 - t0:.1f} s, generate {t2 - t1:.1f} s")
     for path in written:
@@ -225,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import VIST3AError
 
     try:
         return args.func(args)

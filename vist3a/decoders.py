@@ -1,6 +1,6 @@
 """Build ready-to-run AnySplat / stitched decoders from files (released or exported by our training).
 
-Every path goes through `checkpoints.sniff` and `validate_state_dict` before any tensor is loaded
+Every path goes through `weights.sniff` and `validate_state_dict` before any tensor is loaded
 into a model, so a wrong file fails with one sentence instead of a torch traceback. Models are
 built on the meta device and filled with `assign=True`: the weights are never allocated twice.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints as ck
+from . import weights as wt
 from .atomic import atomic_dir
 from .errors import CheckpointError
 from .models import AnySplat, AnySplatConfig, StitchConfig, StitchedDecoder
@@ -29,7 +29,7 @@ def _expected(factory) -> dict[str, torch.Size]:
 
 
 def _materialise(factory, state: dict, source: str, what: str, device, dtype):
-    state = ck.validate_state_dict(state, _expected(factory), source=source, what=what, ignore_prefixes=("encoder.distill_",))
+    state = wt.validate_state_dict(state, _expected(factory), source=source, what=what, ignore_prefixes=("encoder.distill_",))
     with torch.device("meta"):
         model = factory()
     model.load_state_dict(state, strict=True, assign=True)
@@ -45,18 +45,18 @@ def read_anysplat(path: str | Path) -> tuple[AnySplatConfig, dict, str]:
     if not p.exists():
         raise CheckpointError(f"AnySplat weights '{p}' do not exist; give the folder with model.safetensors and config.json.", path=str(p))
     if p.is_dir():
-        manifest = p / ck.MANIFEST_NAME
+        manifest = p / wt.MANIFEST_NAME
         if manifest.is_file():
-            m = ck.read_manifest(p)
+            m = wt.read_manifest(p)
             if m["format"] != ANYSPLAT_FORMAT:
                 raise CheckpointError(f"'{p}' is a {m['format']} export, not AnySplat weights; pass it as the decoder instead.", path=str(p))
-            return AnySplatConfig.from_dict(m["architecture"]), ck.read_safetensors(p / m["files"]["weights"]), str(p)
+            return AnySplatConfig.from_dict(m["architecture"]), wt.read_safetensors(p / m["files"]["weights"]), str(p)
         weights, config = p / WEIGHTS_FILE, p / "config.json"
         if not weights.is_file():
             raise CheckpointError(f"AnySplat folder '{p}' has no {WEIGHTS_FILE}; download lhjiang/anysplat into it.", path=str(p))
     else:
         weights, config = p, p.with_name("config.json")
-    return anysplat_config(config), ck.read_safetensors(weights), str(weights)
+    return anysplat_config(config), wt.read_safetensors(weights), str(weights)
 
 
 def anysplat_config(config: Path) -> AnySplatConfig:
@@ -78,8 +78,8 @@ def save_anysplat_export(model: AnySplat, folder: str | Path, **extra) -> Path:
     """Weights + manifest, written as one unit (a failure leaves no export folder behind)."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        ck.save_safetensors_atomic(_cpu_state(model), tmp / WEIGHTS_FILE)
-        ck.write_manifest(tmp, ck.make_manifest(ANYSPLAT_FORMAT, architecture=model.cfg.to_dict(), files={"weights": WEIGHTS_FILE}, **extra))
+        wt.save_safetensors_atomic(_cpu_state(model), tmp / WEIGHTS_FILE)
+        wt.write_manifest(tmp, wt.make_manifest(ANYSPLAT_FORMAT, architecture=model.cfg.to_dict(), files={"weights": WEIGHTS_FILE}, **extra))
     return folder
 
 
@@ -95,7 +95,7 @@ def load_stitched_decoder(
 ) -> StitchedDecoder:
     """An official `anysplat_stitched*.pth` on top of the AnySplat weights, or one of our exports."""
     p = Path(path)
-    detected = ck.sniff(p)
+    detected = wt.sniff(p)
     if detected.kind == "stitched_pth":
         if anysplat is None:
             raise CheckpointError(
@@ -105,17 +105,17 @@ def load_stitched_decoder(
             )
         anysplat_cfg, full, base_source = read_anysplat(anysplat)
         cfg = StitchConfig(anysplat=anysplat_cfg)
-        base = ck.stitched_from_anysplat(full, cfg.cut_block, source=base_source)
+        base = wt.stitched_from_anysplat(full, cfg.cut_block, source=base_source)
         base.update({k: torch.zeros(v) for k, v in _expected(lambda: StitchedDecoder(cfg)).items() if k.startswith("stitching_layer.")})
-        state = ck.merge_stitched_checkpoint(base, ck.safe_torch_load(p), source=str(p))
+        state = wt.merge_stitched_checkpoint(base, wt.safe_torch_load(p), source=str(p))
         return _materialise(lambda: StitchedDecoder(cfg), state, str(p), "the stitched decoder", device, dtype)
     if detected.kind == "stitched_export":
-        manifest = ck.read_manifest(p if p.is_dir() else p.parent)
+        manifest = wt.read_manifest(p if p.is_dir() else p.parent)
         if manifest["format"] != STITCHED_FORMAT:
             raise CheckpointError(f"'{p}' is a {manifest['format']} export, not a stitched decoder.", path=str(p))
         folder = p if p.is_dir() else p.parent
         cfg = StitchConfig.from_dict(manifest["architecture"])
-        state = ck.read_safetensors(folder / manifest["files"]["weights"])
+        state = wt.read_safetensors(folder / manifest["files"]["weights"])
         return _materialise(lambda: StitchedDecoder(cfg), state, str(folder), "the stitched decoder", device, dtype)
     raise CheckpointError(
         f"'{p}' is not a stitched decoder (detected: {detected.kind}, {detected.detail}); give "
@@ -130,11 +130,11 @@ def save_stitched_export(decoder: StitchedDecoder, folder: str | Path, *, offici
     folder = Path(folder)
     files = {"weights": WEIGHTS_FILE}
     with atomic_dir(folder) as tmp:
-        ck.save_safetensors_atomic(_cpu_state(decoder), tmp / WEIGHTS_FILE)
+        wt.save_safetensors_atomic(_cpu_state(decoder), tmp / WEIGHTS_FILE)
         if official_pth is not None:
-            ck.save_torch_atomic(official_pth, tmp / "anysplat_stitched.pth")
+            wt.save_torch_atomic(official_pth, tmp / "anysplat_stitched.pth")
             files["checkpoint"] = "anysplat_stitched.pth"
-        ck.write_manifest(tmp, ck.make_manifest(STITCHED_FORMAT, architecture=decoder.cfg.to_dict(), files=files, **extra))
+        wt.write_manifest(tmp, wt.make_manifest(STITCHED_FORMAT, architecture=decoder.cfg.to_dict(), files=files, **extra))
     return folder
 
 

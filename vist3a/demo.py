@@ -9,6 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .outputs import save_scene_outputs
+from .pipeline import GenerateSettings, VIST3APipeline
+
 PROMPT = "a cozy wooden cabin in a snowy pine forest"
 
 
@@ -24,9 +27,6 @@ def find_real_weights(models: Path) -> dict | None:
 
 
 def run_demo(out: Path, models_dir: str | None = None) -> int:
-    from .cli import save_scene_outputs
-    from .pipeline import GenerateSettings, VIST3APipeline
-
     models = Path(models_dir) if models_dir else Path(__file__).resolve().parents[1] / "models"
     real = find_real_weights(models)
     t0 = time.perf_counter()

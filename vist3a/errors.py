@@ -2,7 +2,22 @@
 
 Every error the user can act on derives from :class:`VIST3AError`, so front ends (nodes, CLI) can
 show its message verbatim instead of a traceback. Messages are written as ONE sentence that names
-the file, the key, what was expected vs. found, and what to do about it.
+the file, the key, what was expected vs. found, and what to do about it. All of them live here (the
+modules that raise them re-export their own, e.g. ``vist3a.gaussians.PlyError``), so the hierarchy
+is visible in one place:
+
+    VIST3AError
+    ├── CheckpointError (ValueError)     weights files: missing, unsafe, wrong architecture
+    ├── PlyError (ValueError)            3DGS .ply files
+    ├── SpzError (ValueError)            .spz files
+    ├── ResourceError (ValueError)       a job that does not fit the limits / the memory
+    ├── SamplingInputError (ValueError)  frame count, size, steps the Wan model cannot produce
+    ├── UsageError (ValueError)          CLI arguments
+    ├── ParityError (ValueError)         parity fixture or its metadata unusable
+    └── Cancelled                        the user cancelled a long operation
+
+:class:`HostSyncError` is not a user error but a broken invariant (a device sync inside a loop that
+must not sync), so it is a plain ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -10,7 +25,18 @@ from __future__ import annotations
 from os import PathLike
 from typing import Optional, Union
 
-__all__ = ["VIST3AError", "CheckpointError"]
+__all__ = [
+    "VIST3AError",
+    "CheckpointError",
+    "PlyError",
+    "SpzError",
+    "ResourceError",
+    "SamplingInputError",
+    "UsageError",
+    "ParityError",
+    "Cancelled",
+    "HostSyncError",
+]
 
 
 class VIST3AError(Exception):
@@ -35,3 +61,35 @@ class CheckpointError(VIST3AError, ValueError):
         super().__init__(message)
         self.path = None if path is None else str(path)
         self.key = key
+
+
+class PlyError(VIST3AError, ValueError):
+    """A PLY file cannot be read as 3D Gaussian splats; the message names the file and the problem."""
+
+
+class SpzError(VIST3AError, ValueError):
+    """A file that is not a readable ``.spz`` splat."""
+
+
+class ResourceError(VIST3AError, ValueError):
+    """The requested job does not fit the limits or the memory available."""
+
+
+class SamplingInputError(VIST3AError, ValueError):
+    """Frame count, size or step settings that the Wan model cannot produce."""
+
+
+class UsageError(VIST3AError, ValueError):
+    """Command-line input the user can fix; printed as one line."""
+
+
+class ParityError(VIST3AError, ValueError):
+    """The parity fixture or its metadata cannot be used (not a comparison failure)."""
+
+
+class Cancelled(VIST3AError):
+    """The user cancelled a long operation (ComfyUI's Cancel button, Ctrl-C in the CLI)."""
+
+
+class HostSyncError(RuntimeError):
+    """A device -> host synchronisation happened where none is allowed (e.g. inside the denoising loop)."""

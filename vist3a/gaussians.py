@@ -30,7 +30,7 @@ import torch
 from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError
 
 from .atomic import atomic_save_bytes, atomic_write
-from .errors import VIST3AError
+from .errors import PlyError
 
 __all__ = [
     "SH_C0",
@@ -50,9 +50,6 @@ SH_C0 = 0.28209479177387814
 
 PathLike = Union[str, os.PathLike]
 
-
-class PlyError(VIST3AError, ValueError):
-    """A PLY file cannot be read as 3D Gaussian splats; the message names the file and the problem."""
 
 
 def xyzw_to_wxyz(q: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints as ck
+from . import weights as wt
 from .decoders import anysplat_config
 from .errors import CheckpointError
+from .gaussians import load_ply
 from .models import AnySplat, AnySplatConfig, StitchConfig, StitchedDecoder
+from .wan import load_vist3a_lora
 
 
 def _meta_shapes(factory) -> dict:
@@ -21,7 +23,7 @@ def _meta_shapes(factory) -> dict:
 
 
 def _header_shapes(path: Path) -> dict:
-    return {k: tuple(v.shape) for k, v in ck.read_safetensors_header(path).tensors.items()}
+    return {k: tuple(v.shape) for k, v in wt.read_safetensors_header(path).tensors.items()}
 
 
 def _params(shapes: dict) -> str:
@@ -35,50 +37,50 @@ def describe(path: str | Path) -> list[str]:
         raise CheckpointError(f"'{p}' does not exist.", path=str(p))
     if p.suffix.lower() == ".ply":
         return _describe_ply(p)
-    detected = ck.sniff(p)
+    detected = wt.sniff(p)
     kind = detected.kind
     lines = [f"{p}: {kind} ({detected.detail})"]
     if kind == "anysplat":
         weights = p / "model.safetensors" if p.is_dir() else p
         config = weights.with_name("config.json")
         cfg = anysplat_config(config)
-        shapes = ck.validate_state_dict(_header_shapes(weights), _meta_shapes(lambda: AnySplat(cfg)), source=str(weights),
+        shapes = wt.validate_state_dict(_header_shapes(weights), _meta_shapes(lambda: AnySplat(cfg)), source=str(weights),
                                         what="the AnySplat architecture", ignore_prefixes=("encoder.distill_",))
         lines += [f"valid AnySplat weights: {_params(shapes)}", f"config: sh_degree {cfg.sh_degree}, voxel_size {cfg.voxel_size}, "
                   f"voxelize {cfg.voxelize}{'' if config.is_file() else ' (no config.json beside it: release defaults)'}"]
     elif kind == "stitched_pth":
-        ckpt = ck.safe_torch_load(p)
+        ckpt = wt.safe_torch_load(p)
         full = _meta_shapes(lambda: StitchedDecoder(StitchConfig()))
-        expected = ck.expected_lora_keys({k: v for k, v in full.items() if not k.startswith("stitching_layer.")})
+        expected = wt.expected_lora_keys({k: v for k, v in full.items() if not k.startswith("stitching_layer.")})
         lora = {k: tuple(v.shape) for k, v in ckpt["lora"].items() if not k.startswith("encoder.distill_")}
-        ck.validate_state_dict(lora, expected, source=str(p), what="the official stitched decoder (cut enc_blocks_2, LoRA r64)",
+        wt.validate_state_dict(lora, expected, source=str(p), what="the official stitched decoder (cut enc_blocks_2, LoRA r64)",
                                allow_missing=[k for k in expected if k.endswith(".bias")])
         lines += [f"valid official stitched decoder: {len(lora)} LoRA tensors (r64, merged at scale 0.5), "
                   f"stitching conv {list(ckpt['stitching_layer']['weight'].shape)}",
                   "needs the AnySplat base weights (lhjiang/anysplat) to load"]
     elif kind == "stitched_export":
-        manifest = ck.read_manifest(p if p.is_dir() else p.parent)
+        manifest = wt.read_manifest(p if p.is_dir() else p.parent)
         lines.append(f"export: {manifest['format']} v{manifest['version']}, files {manifest['files']}")
         folder = p if p.is_dir() else p.parent
         if manifest["format"] == "vist3a.stitched":
             cfg = StitchConfig.from_dict(manifest["architecture"])
-            shapes = ck.validate_state_dict(_header_shapes(folder / manifest["files"]["weights"]),
+            shapes = wt.validate_state_dict(_header_shapes(folder / manifest["files"]["weights"]),
                                             _meta_shapes(lambda: StitchedDecoder(cfg)), source=str(folder), what="its manifest's architecture")
             lines.append(f"valid stitched decoder (cut {cfg.location}, embed {cfg.anysplat.embed_dim}): {_params(shapes)}")
         elif manifest["format"] == "vist3a.anysplat":
             cfg = AnySplatConfig.from_dict(manifest["architecture"])
-            shapes = ck.validate_state_dict(_header_shapes(folder / manifest["files"]["weights"]),
+            shapes = wt.validate_state_dict(_header_shapes(folder / manifest["files"]["weights"]),
                                             _meta_shapes(lambda: AnySplat(cfg)), source=str(folder), what="its manifest's architecture")
             lines.append(f"valid AnySplat (embed {cfg.embed_dim}): {_params(shapes)}")
         elif manifest["format"] == "vist3a.wan_lora":
             lines += _describe_wan_lora(folder)
     elif kind == "wan_lora_peft":
         lines += _describe_wan_lora(p)
-    elif kind in ("wan_diffusers", "wan_single_file"):
-        from .wan import sniff_wan_path
-
-        info = sniff_wan_path(p)
-        lines.append(f"Wan 2.1 {info.kind}: {info.detail}")
+    elif kind == "wan_single_file":
+        usable = detected.subkind in ("transformer", "vae", "text_encoder")
+        lines.append(f"Wan 2.1 {detected.subkind}: {'loadable' if usable else 'not loadable'} by the VIST3A Wan loaders")
+    elif kind == "wan_diffusers":
+        lines.append("Wan 2.1 diffusers pipeline folder: load it with the Wan loader (diffusers layout)")
     else:
         raise CheckpointError(
             f"'{p}' is not a file this project reads ({detected.detail}); expected AnySplat weights, anysplat_stitched.pth, "
@@ -89,15 +91,11 @@ def describe(path: str | Path) -> list[str]:
 
 
 def _describe_wan_lora(p: Path) -> list[str]:
-    from .wan import load_vist3a_lora
-
     lora = load_vist3a_lora(p)
     return [f"valid VIST3A Wan LoRA for Wan 2.1 {lora.size_name}: {len(lora.modules)} modules, r{lora.rank} alpha {lora.alpha:g}"]
 
 
 def _describe_ply(p: Path) -> list[str]:
-    from .gaussians import load_ply
-
     g = load_ply(p)
     lo, hi = g.means.min(0).values.tolist(), g.means.max(0).values.tolist()
     return [

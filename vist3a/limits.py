@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import VIST3AError
+from .errors import ResourceError
 from .models.config import StitchConfig
 
 MAX_FRAMES = 81  # Wan 2.1's longest video (and far beyond the 21-frame extended decoder)
@@ -19,9 +19,6 @@ MAX_SIDE = 1280
 GAUSSIAN_BYTES = 4 * (3 + 9 + 75 + 1 + 3 + 4 + 3)  # means, cov, SH deg 4, opacity, scales, rot, + voxel pts
 GIB = 1024**3
 
-
-class ResourceError(VIST3AError, ValueError):
-    """The requested job does not fit the limits or the memory available."""
 
 
 @dataclass(frozen=True)

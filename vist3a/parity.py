@@ -1,7 +1,7 @@
 """`python -m vist3a parity FIXTURE.safetensors`: numerical parity with the official VIST3A code.
 
 The fixture's sibling `.json` describes the run (`run_config`); weights are re-created with the
-deterministic fill rules of reference/PARITY.md, checked against the stored checksums, the model is
+deterministic fill rules of tests/fixtures/PARITY.md, checked against the stored checksums, the model is
 run on the stored inputs and every tensor whose name we recognise is compared with
 max|a-b| <= tol * max|ref|. Voxelised outputs are compared by count, stats and nearest-mean matched
 rows, because 1e-6 noise can move a point across a voxel boundary.
@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write
+from .errors import ParityError
 from .models import AnySplat, AnySplatConfig, SplatOutput, StitchConfig, StitchedDecoder
 from .models.anysplat import AnySplatEncoder
 
 DEFAULT_TOL = 1e-4
 GAUSSIAN_FIELDS = ("means", "covariances", "harmonics", "opacities", "scales", "rotations")
 
-
-class ParityError(ValueError):
-    """The fixture or its metadata cannot be used (not a comparison failure)."""
 
 
 # ---------------------------------------------------------------------------------------------- fill
@@ -383,9 +382,7 @@ def write_fixture(path: str | Path, inputs: dict, run_config: dict, *, subset_st
     the DPT chunk of 8, other sizes and seed offsets); numerical parity itself comes only from
     fixtures made with the official code.
     """
-    from safetensors.torch import save_file
 
-    from .atomic import atomic_write
 
     path = Path(path)
     meta = {"run_config": dict(run_config)}

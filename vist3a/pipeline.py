@@ -1,8 +1,8 @@
-"""Text -> Wan latent -> Gaussians (+ cameras, depth). Used by the CLI, the ComfyUI nodes and training eval.
+"""Text -> Wan latent -> Gaussians (+ cameras, depth): `VIST3APipeline`, used by the CLI, `make demo` and bench.
 
-The pieces are separate functions so callers can mix sources: the ComfyUI "Decode Splats" node hands
-us a latent from any sampler and frames decoded by ComfyUI's own VAE; the CLI runs everything here.
-Models are loaded once into a `VIST3APipeline` and reused across calls.
+Models are loaded once into a `VIST3APipeline` and reused across calls. The per-piece functions that
+callers mix with other sources (the ComfyUI nodes, training eval) are in `vist3a.functional`; where
+the weights live during each stage is planned by `vist3a.placement` on top of `vist3a.offload`.
 
 Speed and memory (`VIST3APipeline.optimize`, applied by `load`): bf16 weights where the official
 inference computes in bf16 anyway (transformer, text encoder, VAE, the decoder's transformer) with
@@ -23,106 +23,32 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .gaussians import Gaussians
-from .models import AnySplat, SplatOutput, StitchedDecoder
-from .models.gaussian_adapter import RawGaussians
-
-ProgressFn = Callable[[str, int, int], None]  # (stage, step, total)
-CancelFn = Callable[[], bool]
-
-
-@dataclass
-class Scene:
-    """One reconstructed scene: Gaussians plus the cameras/depth the decoder predicted for each frame."""
-
-    gaussians: Gaussians
-    c2w: torch.Tensor  # [S, 4, 4] camera-to-world, OpenCV axes
-    intrinsics: torch.Tensor  # [S, 3, 3] normalised by image width/height
-    depth: torch.Tensor  # [S, H, W]
-    frames: torch.Tensor  # [S, H, W, 3] in [0, 1]: the RGB context the decoder saw
-    info: dict = field(default_factory=dict)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return int(self.frames.shape[1]), int(self.frames.shape[2])
-
-
-def to_gaussians(raw: RawGaussians) -> Gaussians:
-    return Gaussians.from_xyzw(raw.means, raw.scales, raw.rotations, raw.opacities, raw.harmonics, raw.covariances)
-
-
-def scenes_from_output(out: SplatOutput, images01: torch.Tensor, *, min_opacity: float = 0.0) -> list[Scene]:
-    """Split a batched decoder output into per-scene results; prune faint Gaussians if asked."""
-    scenes = []
-    for b, raw in enumerate(out.gaussians):
-        g = to_gaussians(raw)
-        n_before = g.num
-        if min_opacity > 0:
-            g = g.prune(min_opacity=min_opacity)
-        scenes.append(
-            Scene(
-                gaussians=g,
-                c2w=out.extrinsics[b],
-                intrinsics=out.intrinsics[b],
-                depth=out.depth[b, ..., 0],
-                frames=images01[b].permute(0, 2, 3, 1).clamp(0, 1),
-                info={"gaussians_before_pruning": n_before, "scene_scale": float(out.scene_scale)},
-            )
-        )
-    return scenes
-
-
-def context_from_video(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Decoded video [B, 3, F, H, W] in [-1, 1] -> the decoder context at `size`, resized exactly as the
-    official inference does (trilinear, align_corners=False, frame count kept)."""
-    if tuple(video.shape[-2:]) == tuple(size):
-        return video
-    return F.interpolate(video.float(), size=(video.shape[2], *size), mode="trilinear", align_corners=False)
-
-
-@torch.no_grad()
-def splats_from_latent(
-    decoder: StitchedDecoder,
-    latent: torch.Tensor,
-    video: torch.Tensor,
-    *,
-    voxelize: bool | None = None,
-    min_opacity: float = 0.0,
-) -> list[Scene]:
-    """Raw Wan latent [B, 16, T, h, w] + its decoded video [B, 3, F, H, W] in [-1, 1] -> scenes."""
-    device = next(decoder.parameters()).device
-    size = decoder.cfg.context_size(latent.shape[-2:])
-    context = context_from_video(video.to(device), size)
-    out = decoder.forward_with_latent(latent.to(device).float(), context, voxelize_output=voxelize)
-    return scenes_from_output(out, (context.permute(0, 2, 1, 3, 4) + 1) / 2, min_opacity=min_opacity)
-
-
-@torch.no_grad()
-def splats_from_images(anysplat: AnySplat, images01: torch.Tensor, *, voxelize: bool | None = None, min_opacity: float = 0.0) -> list[Scene]:
-    """Images [S, H, W, 3] or [B, S, 3, H, W] in [0, 1] -> scenes (plain AnySplat). Sizes that are not
-    multiples of 14 are resized down to the nearest multiple (aspect ratio kept within a patch)."""
-    if images01.dim() == 4:
-        images01 = images01.permute(0, 3, 1, 2).unsqueeze(0)
-    if images01.dim() != 5 or images01.shape[2] != 3:
-        raise ValueError(f"images must be [S, H, W, 3] or [B, S, 3, H, W], got {list(images01.shape)}")
-    if images01.shape[1] < 2:
-        raise ValueError("AnySplat needs at least 2 views (frames) of the scene; give a video or several images")
-    patch = anysplat.cfg.patch_size
-    H, W = images01.shape[-2:]
-    Hn, Wn = max(patch, H // patch * patch), max(patch, W // patch * patch)
-    device = next(anysplat.parameters()).device
-    x = images01.to(device).float()
-    if (Hn, Wn) != (H, W):
-        B, S = x.shape[:2]
-        x = F.interpolate(x.flatten(0, 1), size=(Hn, Wn), mode="bilinear", align_corners=False, antialias=True)
-        x = x.reshape(B, S, 3, Hn, Wn)
-    out = anysplat(x.clamp(0, 1), voxelize_output=voxelize)
-    return scenes_from_output(out, x, min_opacity=min_opacity)
+from . import decoders
+from . import tiny as tiny_models
+from .errors import Cancelled
+from .functional import CancelFn, ProgressFn, Scene, splats_from_latent
+from .models import AnySplat, StitchedDecoder
+from .offload import GIB, resolve_offload
+from .placement import STAGE_COMPONENT, Placement, component_bytes
+from .sync import synchronize
+from .wan import (
+    NEGATIVE_PROMPT,
+    apply_vist3a_lora,
+    build_prompt,
+    decode_latents,
+    encode_prompt,
+    load_wan,
+    sample_latents,
+)
+from .wan.loading import cast_module
+from .wan.lora import applied_loras, set_lora_strength
+from .wan.tiny import build_tiny_wan
 
 
 @dataclass
@@ -145,7 +71,6 @@ class GenerateSettings:
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
-STAGE_COMPONENT = {"text": "text_encoder", "denoise": "transformer", "vae": "vae", "splats": "decoder"}
 DEFAULT_RESERVE_GIB = 6.0  # activations + workspace of the official 13 x 512^2 run, kept free when planning offload
 TILED_VAE_BELOW_GIB = 16.0  # with less memory than this the VAE decodes in tiles
 
@@ -179,8 +104,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def _cudnn_attention_works(device: torch.device) -> bool:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     try:
         q = torch.randn(1, 2, 128, 128, device=device, dtype=torch.bfloat16)
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
@@ -207,9 +130,7 @@ class VIST3APipeline:
         self.plan: PerfPlan | None = None
         self.last_timings: dict[str, float] = {}
         self.sync_timings = False
-        self._stage_offloaders: dict = {}  # component -> ModuleOffloader, on the device only during its stage
-        self._fixed_offloaders: list = []  # always-onloaded parts of partly offloaded modules
-        self._streamers: dict = {}  # component -> BlockStreamer
+        self.placement = Placement()  # offloaders and block streamers of the current plan
         self._compiled: list = []  # (module, original forward)
 
     # ---------------------------------------------------------------------------------- building
@@ -240,11 +161,6 @@ class VIST3APipeline:
         `fast`, `precision`, `compile`, `offload`, `memory_cap_gib`, `attention`: see `optimize`. With
         offloading possible the weights are read into CPU memory first and placed by `optimize`.
         """
-        from . import decoders
-        from . import tiny as tiny_models
-        from .wan import apply_vist3a_lora, load_wan
-        from .wan.tiny import build_tiny_wan
-
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         on_gpu = device.type == "cuda"
         prec = resolve_precision(precision, device)
@@ -308,9 +224,6 @@ class VIST3APipeline:
           generation is slow); a string is taken as the compile mode (e.g. "max-autotune-no-cudagraphs").
         Calling it again first undoes the previous placement and compilation.
         """
-        from . import decoders, perf
-        from .wan.lora import applied_loras, set_lora_strength
-
         self._undo_placement()
         device = self.device
         on_gpu = device.type == "cuda"
@@ -319,8 +232,6 @@ class VIST3APipeline:
         tr, te, vae = wan.transformer, wan.text_encoder, wan.vae
 
         # 1. precision
-        from .wan.loading import cast_module
-
         wdtype = torch.bfloat16 if prec == "bf16" else torch.float32
         if tr is not None:
             cast_module(tr, wdtype, getattr(type(tr), "_keep_in_fp32_modules", None) or ())
@@ -353,11 +264,10 @@ class VIST3APipeline:
                 tr.reset_attention_backend()
 
         # 4. placement
-        sizes = self._component_bytes()
-        budget = memory_cap_gib * perf.GIB if memory_cap_gib else None
-        mode = perf.resolve_offload(offload, device, sizes=sizes, budget_bytes=budget,
-                                    reserve_bytes=reserve_gib * perf.GIB)
-        streamed = self._place(mode, budget, reserve_gib * perf.GIB)
+        sizes = component_bytes(wan, self.decoder)
+        budget = memory_cap_gib * GIB if memory_cap_gib else None
+        mode = resolve_offload(offload, device, sizes=sizes, budget_bytes=budget, reserve_bytes=reserve_gib * GIB)
+        streamed = self.placement.apply(mode, wan, self.decoder, device, budget, reserve_gib * GIB)
 
         # 5. compilation (each block's forward, not the module: offload hooks stay outside the graph)
         if compile and tr is not None:
@@ -368,92 +278,18 @@ class VIST3APipeline:
 
         if vae_tiling is None:  # GPU memory budgets only; a CPU decodes whole frames
             total = (budget or torch.cuda.get_device_properties(device).total_memory) if on_gpu else None
-            vae_tiling = bool(total is not None and total < TILED_VAE_BELOW_GIB * perf.GIB)
+            vae_tiling = bool(total is not None and total < TILED_VAE_BELOW_GIB * GIB)
         self.plan = PerfPlan(fast=fast, precision=prec, offload=mode, compile=compile, attention=backend,
                              vae_tiling=vae_tiling, lora_merged=merged, streamed_blocks=streamed,
                              memory_cap_gib=memory_cap_gib,
-                             sizes_gib={k: round(v / perf.GIB, 3) for k, v in sizes.items()})
+                             sizes_gib={k: round(v / GIB, 3) for k, v in sizes.items()})
         return self.plan
-
-    def _component_bytes(self) -> dict:
-        from .perf import module_bytes
-
-        wan, out = self.wan, {}
-        if wan.text_encoder is not None:
-            emb = wan.text_encoder.get_input_embeddings().weight
-            out["text_encoder"] = module_bytes(wan.text_encoder) - emb.numel() * emb.element_size()
-            blocks = getattr(getattr(wan.text_encoder, "encoder", None), "block", None)
-            if blocks is not None and len(blocks):
-                out["text_encoder_block"] = max(module_bytes(b) for b in blocks)
-        for name, module in (("transformer", wan.transformer), ("vae", wan.vae), ("decoder", self.decoder)):
-            if module is not None:
-                out[name] = module_bytes(module)
-        return out
-
-    def _place(self, mode: str, budget: float | None, reserve: float) -> int:
-        """Put the models where `mode` says; returns the number of streamed transformer blocks."""
-        from . import perf
-
-        device, wan = self.device, self.wan
-        tr, te, vae, dec = wan.transformer, wan.text_encoder, wan.vae, self.decoder
-        resident = {"none": [te, tr, vae, dec], "text_encoder": [tr, vae, dec]}.get(mode, [])
-        for module in resident:
-            if module is not None:
-                module.to(device)
-        if mode == "none":
-            return 0
-        if te is not None:
-            # The token table (2 GB for UMT5-XXL) stays on the CPU: encode_prompt looks up there, only rows travel.
-            tables = {id(m): m for m in (te.get_input_embeddings(),
-                                         getattr(getattr(te, "encoder", None), "embed_tokens", None)) if m is not None}
-            for table in tables.values():
-                table.to("cpu")
-            emb_weights = [m.weight for m in tables.values()]
-            blocks = getattr(getattr(te, "encoder", None), "block", None)
-            if blocks is not None and len(blocks):
-                skip = [t for b in blocks for t in list(b.parameters()) + list(b.buffers())] + emb_weights
-                fixed = perf.ModuleOffloader(te, device, skip=skip)
-                fixed.onload()
-                self._fixed_offloaders.append(fixed)
-                self._streamers["text_encoder"] = perf.BlockStreamer(blocks, device, prefetch=1, cyclic=False)
-            else:
-                self._stage_offloaders["text_encoder"] = perf.ModuleOffloader(te, device, skip=emb_weights)
-        if mode == "text_encoder":
-            return 0
-        for name, module in (("vae", vae), ("decoder", dec)):
-            if module is not None:
-                self._stage_offloaders[name] = perf.ModuleOffloader(module, device)
-        if tr is None:
-            return 0
-        if mode == "model":
-            self._stage_offloaders["transformer"] = perf.ModuleOffloader(tr, device)
-            return 0
-        # sequential: the blocks that do not fit the budget stream, spread between resident ones
-        blocks = list(tr.blocks)
-        block_bytes = [perf.module_bytes(b) for b in blocks]
-        total = budget if budget is not None else (
-            torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else float("inf"))
-        rest = perf.module_bytes(tr) - sum(block_bytes)
-        keep = perf.plan_resident_blocks(block_bytes, total - reserve - rest, prefetch=1)
-        stream_idx = perf.spread_indices(len(blocks), len(blocks) - keep)
-        streamed = [blocks[i] for i in stream_idx]
-        skip = [t for b in streamed for t in list(b.parameters()) + list(b.buffers())]
-        self._stage_offloaders["transformer"] = perf.ModuleOffloader(tr, device, skip=skip)
-        if streamed:
-            self._streamers["transformer"] = perf.BlockStreamer(streamed, device, prefetch=1, cyclic=True)
-        return len(streamed)
 
     def _undo_placement(self) -> None:
         for block, forward in self._compiled:
             block.forward = forward
         self._compiled.clear()
-        for streamer in self._streamers.values():
-            streamer.remove()
-        for off in list(self._stage_offloaders.values()) + self._fixed_offloaders:
-            off.remove()
-        self._streamers.clear()
-        self._stage_offloaders.clear()
-        self._fixed_offloaders.clear()
+        self.placement.remove()
 
     def _fast(self, s: "GenerateSettings | None" = None) -> bool:
         if s is not None and s.fast is not None:
@@ -464,10 +300,8 @@ class VIST3APipeline:
     def stage(self, name: str) -> Iterator[None]:
         """Context for one stage ("text", "denoise", "vae", "splats"): onload what it needs (per the
         placement plan), time it into `last_timings`, offload after."""
-        from .perf import synchronize
-
         component = STAGE_COMPONENT[name]
-        off = self._stage_offloaders.get(component)
+        off = self.placement.stage_offloaders.get(component)
         if self.sync_timings:
             synchronize(self.device)
         t0 = time.perf_counter()
@@ -476,7 +310,7 @@ class VIST3APipeline:
         try:
             yield
         finally:
-            streamer = self._streamers.get(component)
+            streamer = self.placement.streamers.get(component)
             if streamer is not None:
                 streamer.release()
             if off is not None:
@@ -488,8 +322,6 @@ class VIST3APipeline:
     # ---------------------------------------------------------------------------------- stages
     def encode_prompt(self, prompt: str, negative_prompt: str | None = None, camera_template: bool = True,
                       fast: bool | None = None):
-        from .wan import NEGATIVE_PROMPT, build_prompt, encode_prompt
-
         texts = [build_prompt(prompt, camera_template=camera_template),
                  NEGATIVE_PROMPT if negative_prompt is None else negative_prompt]
         with self.stage("text"):
@@ -499,8 +331,6 @@ class VIST3APipeline:
             return encode_prompt(self.wan, texts[0]), encode_prompt(self.wan, texts[1])
 
     def sample(self, pos, neg, s: GenerateSettings, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None) -> torch.Tensor:
-        from .wan import sample_latents
-
         fast = self._fast(s)
         with self.stage("denoise"):
             return sample_latents(
@@ -511,8 +341,6 @@ class VIST3APipeline:
             )
 
     def decode_video(self, latent: torch.Tensor) -> torch.Tensor:
-        from .wan import decode_latents
-
         with self.stage("vae"):
             return decode_latents(self.wan, latent, tiled=self.plan.vae_tiling if self.plan is not None else None)
 
@@ -534,8 +362,6 @@ class VIST3APipeline:
         video = self.decode_video(latent)
         report("vae", 1, 1)
         if should_cancel and should_cancel():
-            from .wan import Cancelled
-
             raise Cancelled("generation cancelled before decoding splats")
         report("splats", 0, 1)
         scene = self.decode_splats(latent, video, s)[0]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_save_bytes
-from .errors import VIST3AError
+from .errors import SpzError
 from .gaussians import Gaussians
 
 __all__ = ["SPZ_MAGIC", "SPZ_VERSION", "SpzError", "save_spz", "load_spz", "spz_bytes"]
@@ -42,9 +42,6 @@ _HEADER = struct.Struct("<IIIBBBB")
 
 PathLike = Union[str, os.PathLike]
 
-
-class SpzError(VIST3AError, ValueError):
-    """A file that is not a readable ``.spz`` splat."""
 
 
 def _u8(x: np.ndarray) -> np.ndarray:

@@ -25,6 +25,12 @@ from pathlib import Path
 from typing import Union
 
 import torch
+from safetensors.torch import load_file, save_file
+
+from . import weights as wt
+from .decoders import save_stitched_export
+from .tiny import build_tiny_anysplat, build_tiny_decoder, write_tiny_stitched_pth
+from .wan.tiny import build_tiny_wan, save_tiny_vist3a_lora, save_tiny_wan_comfy_single_files, save_tiny_wan_diffusers
 
 __all__ = ["TINY_RELEASE_FILES", "write_tiny_release"]
 
@@ -66,14 +72,6 @@ def write_tiny_release(models_dir: Union[str, Path], seed: int = 0, overwrite: b
 
     Existing files are kept unless ``overwrite``; the global RNG is left untouched.
     """
-    from safetensors.torch import load_file, save_file
-
-    from . import checkpoints as ck
-    from .decoders import save_stitched_export
-    from .tiny import build_tiny_anysplat, build_tiny_decoder
-    from .wan.tiny import (build_tiny_wan, save_tiny_vist3a_lora, save_tiny_wan_comfy_single_files,
-                           save_tiny_wan_diffusers)
-
     root = Path(models_dir)
     paths = {k: root / v for k, v in TINY_RELEASE_FILES.items()}
     if not overwrite and (root / _STAMP).is_file() and all(p.exists() for p in paths.values()):
@@ -101,11 +99,11 @@ def write_tiny_release(models_dir: Union[str, Path], seed: int = 0, overwrite: b
         anysplat = build_tiny_anysplat(seed=seed)
         paths["anysplat"].mkdir(parents=True, exist_ok=True)
         anysplat_sd = {k: v.detach().contiguous() for k, v in anysplat.state_dict().items()}
-        ck.save_safetensors_atomic(anysplat_sd, paths["anysplat"] / "model.safetensors")
+        wt.save_safetensors_atomic(anysplat_sd, paths["anysplat"] / "model.safetensors")
         (paths["anysplat"] / "config.json").write_text(json.dumps(_anysplat_config_json(anysplat.cfg), indent=2))
         decoder = build_tiny_decoder(seed=seed)
-        stitched = ck.stitched_from_anysplat(anysplat_sd, decoder.cfg.cut_block)
-        ck.write_tiny_stitched_pth(paths["stitched_pth"], stitched, rank=4, seed=seed + 21)
+        stitched = wt.stitched_from_anysplat(anysplat_sd, decoder.cfg.cut_block)
+        write_tiny_stitched_pth(paths["stitched_pth"], stitched, rank=4, seed=seed + 21)
         save_stitched_export(decoder, paths["stitched_export"], created_by="vist3a.tiny_release")
     (root / _STAMP).write_text("tiny random weights written by vist3a.tiny_release; not real models\n")
     return paths

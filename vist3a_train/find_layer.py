@@ -138,7 +138,7 @@ def body(ctx: Context) -> None:
 
         def writers(tmp: Path) -> None:
             if ctx.dist.is_main:
-                from vist3a.checkpoints import save_safetensors_atomic
+                from vist3a.weights import save_safetensors_atomic
 
                 save_safetensors_atomic({k: v.cpu() for k, v in total.tensors().items()}, tmp / STATS_FILE)
 
@@ -176,8 +176,8 @@ def write_result(ctx: Context, total: RidgeStats, sc, cuts: list[int], step: int
     D.barrier()
     if not ctx.dist.is_main:
         return
-    from vist3a.checkpoints import save_safetensors_atomic
     from vist3a.atomic import atomic_write
+    from vist3a.weights import save_safetensors_atomic
 
     ridge = float(ctx.cfg.find_layer.ridge)
     C = total.XtY[layer_name(cuts[0])].shape[1]

@@ -41,7 +41,6 @@ from vist3a_train.common.models import build_student, enable_block_checkpointing
 from vist3a_train.common.script import Context, resume, run_main
 from vist3a_train.find_layer import check_sizes, encode_latents
 
-
 _FIELDS = ("depth", "depth_conf", "raw_gs", "extrinsics", "intrinsics", "pose_enc_list")
 _GAUSSIAN_FIELDS = ("means", "covariances", "harmonics", "opacities", "scales", "rotations")
 
@@ -143,14 +142,14 @@ def body(ctx: Context) -> None:
 
 
 def export(ctx: Context, engine: TrainEngine, teacher, cut: int, step: int) -> None:
-    from vist3a import checkpoints as ck
+    from vist3a import weights as wt
     from vist3a.models import StitchConfig
 
     full = engine.full_trainable_state()  # collective
     if ctx.dist.is_main:
         sc = ctx.cfg.stitch
         trained = {k[len("decoder."):]: v.cpu() for k, v in full.items()}
-        base = ck.stitched_from_anysplat({k: v.detach().float().cpu() for k, v in teacher.state_dict().items()}, cut)
+        base = wt.stitched_from_anysplat({k: v.detach().float().cpu() for k, v in teacher.state_dict().items()}, cut)
         folder = ctx.out_dir / "export" / STITCHED_EXPORT
         export_stitched(folder, base_state=base, trained=trained, cfg=StitchConfig(cut_block=cut, anysplat=teacher.cfg),
                         lora_rank=int(sc.lora_rank), lora_alpha=float(sc.lora_alpha), extra={"step": step})

@@ -14,6 +14,9 @@ Two layouts exist in the wild and both must work offline:
 ``diffusers``' ``from_single_file`` is not used: it wants the config from the hub or from a
 folder, while a ComfyUI install has neither; building the model from an inferred config and
 assigning the converted tensors is the same operation without the network.
+
+diffusers / transformers / accelerate / sentencepiece are imported inside the loaders on purpose:
+they take seconds to import, and detection, ``info`` and the nodes' file lists must not pay for them.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
+from safetensors import safe_open
 
 from ..errors import CheckpointError
+from ..weights.detect import classify_wan
+from ..weights.readers import read_pth_state_dict, read_safetensors_header
 
 __all__ = [
     "WanModels",
@@ -194,7 +200,7 @@ class WanPathInfo:
     """What a user-supplied path is, as far as the Wan loaders are concerned."""
 
     path: Path
-    kind: str  # diffusers_folder | lora_folder | tokenizer | transformer | vae | text_encoder | unknown
+    kind: str  # diffusers_folder | lora_folder | tokenizer | unknown | a WanFile kind (transformer, vae, ...)
     key_format: Optional[str] = None  # "original" (Wan/ComfyUI names) | "diffusers"
     detail: str = ""
 
@@ -211,21 +217,13 @@ def _require_exists(path: PathLike, what: str, hint: str) -> Path:
     return path
 
 
-def _file_keys_and_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes without reading the tensors (safetensors header / mmap'ed .pth)."""
+def _file_tensors(path: Path) -> Mapping[str, Any]:
+    """Tensor names -> shape/dtype without reading the data (safetensors header / mmap'ed .pth)."""
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        except Exception as exc:  # truncated download, HTML error page saved as .safetensors, ...
-            raise CheckpointError(
-                f"{path} is not a readable safetensors file ({exc}); re-download it", path=path
-            ) from exc
+        return read_safetensors_header(path).tensors
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
-        return {k: tuple(v.shape) for k, v in _load_torch_file(path).items()}
+        return read_pth_state_dict(path, mmap=True)
     if suffix == ".gguf":
         raise CheckpointError(
             f"{path} is a GGUF-quantised file, which the VIST3A loaders do not read; use the fp16/bf16 or "
@@ -237,30 +235,12 @@ def _file_keys_and_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     )
 
 
-def _load_torch_file(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path} could not be loaded without executing pickled code ({type(exc).__name__}); VIST3A refuses "
-            f"such files for safety, so convert it to .safetensors or use the safetensors release",
-            path=path,
-        ) from exc
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not hold a flat dict of tensors", path=path)
-    return dict(obj)
-
-
 def read_state_dict(path: PathLike, keys: Optional[Iterable[str]] = None) -> dict[str, torch.Tensor]:
     """Read all tensors (or only ``keys``) of a .safetensors / weights-only .pth file onto the CPU."""
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
-        sd = _load_torch_file(path)
+        sd = read_pth_state_dict(path, mmap=True)
         return sd if keys is None else {k: sd[k] for k in keys}
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         names = list(f.keys()) if keys is None else list(keys)
         return {k: f.get_tensor(k) for k in names}
@@ -272,32 +252,6 @@ def _strip_prefix(keys: Iterable[str], marker: str) -> Optional[str]:
         if k.endswith(marker):
             return k[: -len(marker)]
     return None
-
-
-def _classify_keys(keys: Mapping[str, tuple[int, ...]]) -> tuple[str, Optional[str], str]:
-    """(kind, key_format, detail) from the tensor names of one file."""
-    names = set(keys)
-    prefix = _strip_prefix(names, "head.modulation")
-    if prefix is not None and f"{prefix}patch_embedding.weight" in names:
-        if f"{prefix}img_emb.proj.0.weight" in names:
-            return "transformer_i2v", "original", "Wan image-to-video diffusion model"
-        if f"{prefix}vace_patch_embedding.weight" in names:
-            return "transformer_vace", "original", "Wan VACE diffusion model"
-        return "transformer", "original", "Wan diffusion model (original/ComfyUI key names)"
-    if "scale_shift_table" in names and "condition_embedder.time_embedder.linear_1.weight" in names:
-        if "condition_embedder.image_embedder.ff.net.0.proj.weight" in names:
-            return "transformer_i2v", "diffusers", "Wan image-to-video diffusion model"
-        return "transformer", "diffusers", "Wan diffusion model (diffusers key names)"
-    if "decoder.upsamples.0.upsamples.0.residual.2.weight" in names:
-        return "vae_wan22", "original", "Wan 2.2 VAE"
-    if "decoder.middle.0.residual.0.gamma" in names:
-        return "vae", "original", "Wan VAE (original/ComfyUI key names)"
-    if "decoder.mid_block.resnets.0.norm1.gamma" in names and "post_quant_conv.weight" in names:
-        return "vae", "diffusers", "Wan VAE (diffusers key names)"
-    te_prefix = _strip_prefix(names, "encoder.final_layer_norm.weight")
-    if te_prefix is not None and f"{te_prefix}encoder.block.0.layer.0.SelfAttention.q.weight" in names:
-        return "text_encoder", "original", "T5/UMT5 text encoder"
-    return "unknown", None, "not a Wan 2.1 component"
 
 
 def sniff_wan_path(path: PathLike) -> WanPathInfo:
@@ -319,8 +273,10 @@ def sniff_wan_path(path: PathLike) -> WanPathInfo:
         return WanPathInfo(path, "unknown", None, "a folder without model_index.json or config.json")
     if path.suffix.lower() == ".model":
         return WanPathInfo(path, "tokenizer", None, "sentencepiece model")
-    kind, key_format, detail = _classify_keys(_file_keys_and_shapes(path))
-    return WanPathInfo(path, kind, key_format, detail)
+    found = classify_wan(_file_tensors(path))
+    if found is None:
+        return WanPathInfo(path, "unknown", None, "not a Wan 2.1 component")
+    return WanPathInfo(path, found.kind, found.key_format, found.detail)
 
 
 def _wrong_kind_message(info: WanPathInfo, wanted: str, hint: str) -> str:
@@ -331,6 +287,7 @@ def _wrong_kind_message(info: WanPathInfo, wanted: str, hint: str) -> str:
         "vae": "a Wan VAE",
         "vae_wan22": "the Wan 2.2 VAE (VIST3A needs the Wan 2.1 VAE, wan_2.1_vae.safetensors)",
         "text_encoder": "a T5/UMT5 text encoder",
+        "text_encoder_wan": "a UMT5 text encoder with the original Wan key names (use ComfyUI's umt5_xxl_*.safetensors)",
         "diffusers_folder": "a diffusers pipeline folder",
         "lora_folder": "a LoRA folder",
         "tokenizer": "a tokenizer",
@@ -711,7 +668,7 @@ def load_tokenizer(path: PathLike):
     if path.suffix.lower() == ".model":
         return tokenizer_from_spm(path, source=str(path))
     if path.suffix.lower() == ".safetensors":
-        sd = read_state_dict(path, keys=[k for k in _file_keys_and_shapes(path) if k == _SPIECE_KEY])
+        sd = read_state_dict(path, keys=[k for k in _file_tensors(path) if k == _SPIECE_KEY])
         if _SPIECE_KEY in sd:
             return tokenizer_from_spm(bytes(sd[_SPIECE_KEY].to(torch.uint8).numpy().tobytes()), source=str(path))
     raise CheckpointError(

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Union
 
 import torch
+from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_path
 from ..errors import CheckpointError
 from .loading import wan_size_name
 
@@ -55,7 +57,6 @@ _STATE_ATTR = "_vist3a_loras"  # {adapter_name: {"lora": WanLoRA, "strength": fl
 @dataclass
 class WanLoRA:
     """A loaded VIST3A Wan LoRA: tensors under diffusers module names (``blocks.0.attn1.to_q.lora_A.weight``)."""
-
     path: Path
     state_dict: dict[str, torch.Tensor]
     rank: int
@@ -85,8 +86,6 @@ def _module_order(name: str) -> tuple:
 
 def load_vist3a_lora(path: Union[str, Path]) -> WanLoRA:
     """Read and validate a VIST3A Wan LoRA folder (or its ``adapter_model.safetensors``)."""
-    from safetensors.torch import load_file
-
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(
@@ -298,9 +297,7 @@ def lora_to_comfy(lora: Union[WanLoRA, str, Path]) -> dict[str, torch.Tensor]:
 
 def save_comfy_lora(lora: Union[WanLoRA, str, Path], path: Union[str, Path]) -> Path:
     """Write :func:`lora_to_comfy` as a safetensors file ComfyUI's LoraLoaderModelOnly reads."""
-    from safetensors.torch import save_file
 
-    from ..atomic import atomic_path
 
     path = Path(path)
     tensors = {k: v.contiguous() for k, v in lora_to_comfy(lora).items()}

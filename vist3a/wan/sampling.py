@@ -23,9 +23,10 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from ..errors import VIST3AError
-from ..perf import execution_device, no_host_sync
-from .loading import WanModels
+from ..errors import Cancelled, SamplingInputError
+from ..offload import execution_device
+from ..sync import no_host_sync
+from .loading import WAN_VAE_CONFIG, WanModels
 
 __all__ = [
     "Cancelled",
@@ -50,12 +51,6 @@ DEFAULT_SHIFT = 5.0
 MAX_SEQUENCE_LENGTH = 512
 
 
-class Cancelled(VIST3AError):
-    """The user cancelled a long operation (ComfyUI's Cancel button, Ctrl-C in the CLI)."""
-
-
-class SamplingInputError(VIST3AError, ValueError):
-    """Frame count, size or step settings that the Wan model cannot produce."""
 
 
 def make_scheduler(shift: float = DEFAULT_SHIFT):
@@ -246,7 +241,7 @@ def sample_latents(
     the loop; the guidance and update are computed in float32); ``sync_free=False`` calls diffusers'
     scheduler itself.  Each step first asks ``should_cancel()`` (raising :class:`Cancelled`) and
     finally calls ``callback(step, steps)``.  ``check_syncs`` runs the loop under
-    :func:`vist3a.perf.no_host_sync` (raises :class:`vist3a.perf.HostSyncError` / a CUDA error on a sync).
+    :func:`vist3a.sync.no_host_sync` (raises :class:`vist3a.errors.HostSyncError` / a CUDA error on a sync).
     """
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -290,8 +285,6 @@ def sample_latents(
                                 both if guided else None, callback, should_cancel)
     if models.vae is not None:
         return denormalize_latents(latents, models.vae)
-    from .loading import WAN_VAE_CONFIG
-
     return denormalize_latents(latents, WAN_VAE_CONFIG)
 
 

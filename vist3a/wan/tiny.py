@@ -18,12 +18,12 @@ The tiny shapes deviate from diffusers' own test configs on purpose:
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from safetensors.torch import save_file
 
 from .loading import UMT5_XXL_CONFIG, WAN_VAE_CONFIG, WanModels, cast_module, tokenizer_from_spm
 from .lora import VIST3A_LORA_TARGETS
@@ -34,7 +34,6 @@ __all__ = [
     "TINY_UMT5_CONFIG",
     "TINY_SPM_PATH",
     "tiny_tokenizer",
-    "train_tiny_spm",
     "build_tiny_wan",
     "save_tiny_wan_diffusers",
     "save_tiny_wan_comfy_single_files",
@@ -69,43 +68,11 @@ TINY_UMT5_CONFIG: dict[str, Any] = {
 TINY_SPM_PATH = Path(__file__).parent / "tokenizer_data" / "tiny_umt5_spiece.model"
 
 
-# Training text for the tiny sentencepiece model: the words our prompts actually use.
-_SPM_CORPUS = """\
-The camera rotates around the scene, maintaining constant distance. The orbiting trajectory captures 3D structure and consistency.
-Background blur, Blurred background, Blurred scene, Artifacts, not aesthetic, not realistic, rendered noise, low quality movement.
-low quality video, low quality image, deformed, disfigured, distorted, extra limbs, cloned face, skinny, glitchy, double torso.
-extra arms, extra hands, mangled fingers, missing lips, ugly face, distorted legs, fused fingers, too many fingers, long neck.
-a red car parked on a quiet street at sunset, a wooden table with a bowl of fruit, a small house in a snowy forest.
-a statue of a lion in a park, a cozy living room with a sofa and a lamp, an old castle on a hill under a blue sky.
-a vase of flowers on a kitchen counter, a bicycle leaning against a brick wall, a sailing boat on a calm lake.
-a teddy bear sitting on a bed, a garden with stone paths and green trees, a city square with a fountain.
-one two three four five six seven eight nine ten, photo realistic, high detail, bright light, soft shadows.
-"""
 
 
 # --------------------------------------------------------------------------------------------
 # Tokenizer
 # --------------------------------------------------------------------------------------------
-
-
-def train_tiny_spm(path: Union[str, Path] = TINY_SPM_PATH, vocab_size: int = 256) -> Path:
-    """(Re)create the shipped tiny sentencepiece model: unigram, T5 ids (pad 0, eos 1, unk 2).
-
-    Identity normalisation keeps the file a few KB (an NFKC table would add ~240 KB); the NFKC
-    path of :func:`~vist3a.wan.loading.tokenizer_from_spm` is tested with a model trained in the test.
-    """
-    import sentencepiece
-
-    buf = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(_SPM_CORPUS.splitlines()), model_writer=buf, vocab_size=vocab_size,
-        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="identity",
-        character_coverage=1.0, hard_vocab_limit=False, num_threads=1, minloglevel=2,
-    )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
-    return path
 
 
 def tiny_tokenizer():
@@ -268,7 +235,6 @@ def save_tiny_wan_comfy_single_files(directory: Union[str, Path], models: Option
     Returns ``{"transformer": ..., "vae": ..., "text_encoder": ...}``.  ``text_encoder_format`` is
     ``"fp8_scaled"`` (quantised Linears + ``scale_weight`` + ``scaled_fp8`` marker) or ``"plain"``.
     """
-    from safetensors.torch import save_file
 
     if text_encoder_format not in ("fp8_scaled", "plain"):
         raise ValueError(f"text_encoder_format must be 'fp8_scaled' or 'plain', got {text_encoder_format!r}")
@@ -316,7 +282,6 @@ def save_tiny_vist3a_lora(directory: Union[str, Path], transformer, seed: int = 
     Unlike a freshly initialised PEFT adapter, ``lora_B`` is random too, so applying it changes
     the outputs and tests can see it.
     """
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

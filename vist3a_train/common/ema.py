@@ -31,7 +31,7 @@ class EMA:
         return d
 
     def save(self, path: Path) -> None:
-        from vist3a.checkpoints import save_safetensors_atomic
+        from vist3a.weights import save_safetensors_atomic
 
         save_safetensors_atomic(self.shadow, path)
 

@@ -205,7 +205,7 @@ class TrainEngine:
                                     exclude_frozen_parameters=True)
             return
         if D.is_main():
-            from vist3a.checkpoints import save_safetensors_atomic, save_torch_atomic
+            from vist3a.weights import save_safetensors_atomic, save_torch_atomic
 
             save_safetensors_atomic({n: p.detach().float() for n, p in self.named_trainable}, folder / "trainable.safetensors")
             save_torch_atomic(self.optimizer.state_dict(), folder / "optimizer.pt")

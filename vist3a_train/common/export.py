@@ -24,7 +24,7 @@ from typing import Iterator, Mapping
 
 import torch
 
-from vist3a import checkpoints as ck
+from vist3a import weights as wt
 
 __all__ = ["atomic_folder", "export_stitched", "export_wan_lora", "STITCHED_EXPORT", "LORA_EMA_EXPORT", "LORA_EXPORT"]
 
@@ -68,8 +68,8 @@ def export_stitched(folder: Path, *, base_state: Mapping[str, torch.Tensor], tra
             factors[module] = (value, trained[f"{module}.lora_B"])
         elif not name.endswith(".lora_B"):
             state[name] = value
-    official = ck.make_stitched_checkpoint(state, factors, source="stitch.py export")
-    merged = ck.merge_stitched_checkpoint(state, official, source="stitch.py export",
+    official = wt.make_stitched_checkpoint(state, factors, source="stitch.py export")
+    merged = wt.merge_stitched_checkpoint(state, official, source="stitch.py export",
                                           lora_scale=float(lora_alpha) / float(lora_rank))
     decoder = StitchedDecoder(cfg)
     decoder.load_state_dict(merged, strict=True)
@@ -82,13 +82,13 @@ def export_stitched(folder: Path, *, base_state: Mapping[str, torch.Tensor], tra
 def export_wan_lora(folder: Path, adapter: Mapping[str, torch.Tensor], adapter_config: dict, *,
                     architecture: dict, extra: dict | None = None) -> Path:
     with atomic_folder(folder) as tmp:
-        ck.save_safetensors_atomic(adapter, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
+        wt.save_safetensors_atomic(adapter, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(
             "# VIST3A Wan LoRA\n\nWritten by vist3a_train/align.py in the PEFT layout of the released "
             "`vist3a_*_lora_ema` folders. Load with `PeftModel.from_pretrained(transformer, this_folder)`, "
             "`vist3a.wan.apply_vist3a_lora`, or the VIST3A LoRA node (put the folder in ComfyUI's models/loras).\n")
-        ck.write_manifest(tmp, ck.make_manifest("vist3a.wan_lora", architecture=architecture,
+        wt.write_manifest(tmp, wt.make_manifest("vist3a.wan_lora", architecture=architecture,
                                                 files={"adapter": "adapter_model.safetensors", "config": "adapter_config.json"},
                                                 created_by="vist3a_train/align.py", **(extra or {})))
     return Path(folder)

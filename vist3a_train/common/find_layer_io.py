@@ -37,7 +37,7 @@ def load_layer_search(cfg: Cfg, out_dir: Path, cut_spec) -> tuple[int, Optional[
         cut = cut_spec
     else:
         raise ConfigError(f"stitch.cut must be a number or 'chosen', got {cut_spec!r}")
-    from vist3a.checkpoints import read_safetensors
+    from vist3a.weights import read_safetensors
 
     if cut == chosen:
         weights = read_safetensors(path.parent / files["chosen_weights"])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vist3a import checkpoints as ck
+from vist3a import weights as wt
 from vist3a.models import AnySplat, StitchConfig, StitchedDecoder
 from vist3a.models.layers import Block
 
@@ -69,7 +69,7 @@ def build_student(teacher: AnySplat, cut: int, conv_init: Optional[dict] = None)
     and, when given, the ridge-solved conv ({"weight", "bias"})."""
     cfg = StitchConfig(cut_block=int(cut), anysplat=teacher.cfg)
     student = StitchedDecoder(cfg)
-    state = ck.stitched_from_anysplat({k: v.detach().cpu() for k, v in teacher.state_dict().items()}, cfg.cut_block,
+    state = wt.stitched_from_anysplat({k: v.detach().cpu() for k, v in teacher.state_dict().items()}, cfg.cut_block,
                                       source="teacher AnySplat")
     if conv_init is not None:
         state["stitching_layer.weight"] = conv_init["weight"].float()
@@ -94,7 +94,7 @@ def load_decoder(cfg: Cfg, out_dir: Path, device: torch.device) -> StitchedDecod
         raise ConfigError(f"stitched decoder '{path}' does not exist; run stitch.py with the same --output-dir first "
                           "or set models.decoder to an export folder or anysplat_stitched.pth")
     anysplat = None if cfg.models.tiny or cfg.models.anysplat in (None, "") else resolve_path(cfg, cfg.models.anysplat)
-    if cfg.models.tiny and ck.sniff(path).kind == "stitched_pth":
+    if cfg.models.tiny and wt.sniff(path).kind == "stitched_pth":
         raise ConfigError(f"'{path}' is an official .pth that needs its AnySplat base; with models.tiny give the export folder")
     decoder = load_stitched_decoder(path, anysplat, device=device)
     decoder.requires_grad_(False)

@@ -147,8 +147,9 @@ def resume(ctx: Context, engine=None) -> tuple[int, Optional[Path], dict]:
 
 def run_main(script: str, description: str, body, argv=None) -> int:
     """Parse, set up, run ``body(ctx)``, tear down; config/data errors -> one line, exit code 2."""
-    from .data import DatasetError
     from vist3a.errors import VIST3AError
+
+    from .data import DatasetError
 
     args = build_parser(script, description).parse_args(argv)
     ctx = None

@@ -43,8 +43,17 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .base import (DatasetError, decode_image_bytes, load_image, pick_views, read_json, require_dir,
-                   resize_shorter_crop, resize_square, to_signed)
+from .base import (
+    DatasetError,
+    decode_image_bytes,
+    load_image,
+    pick_views,
+    read_json,
+    require_dir,
+    resize_shorter_crop,
+    resize_square,
+    to_signed,
+)
 
 __all__ = ["DL3DV", "DL3DVCaptioned", "ScanNet", "RE10K"]
 

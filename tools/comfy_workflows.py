@@ -1,6 +1,6 @@
 """The shipped ComfyUI workflows (UI format) and the UI -> API conversion the tests use.
 
-`python tests/comfy_workflows.py --port N` regenerates workflows/*.json from the specs below against a
+`python tools/comfy_workflows.py --port N` regenerates workflows/*.json from the specs below against a
 running ComfyUI (its /object_info gives the widget order), so the files stay exactly what the UI saves.
 `ui_to_api(ui, object_info)` converts a UI-format graph to the API prompt ComfyUI's /prompt takes,
 the way the frontend's graphToPrompt does (widgets in input order, the extra "control after generate"
