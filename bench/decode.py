@@ -131,7 +131,7 @@ def markdown(res) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from gpu_check_deps import describe_device, module_bytes, versions, GIB
+    from gpu_check_deps import GIB, describe_device, module_bytes, versions
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from memory_trend import MIB, rss_trend
 
 from comfy_harness import ComfyServer, api_graph
-from memory_trend import MIB, rss_trend
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 

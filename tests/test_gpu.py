@@ -107,9 +107,8 @@ def _streams_of(trace: dict, cat: str, name_part: str = "") -> set:
 
 
 def test_block_streamer_copies_on_a_side_stream(cuda, tmp_path):
-    from torch.profiler import ProfilerActivity, profile
-
     from gpu_check_deps import BlockStreamer
+    from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
     blocks = nn.Sequential(*[nn.Sequential(nn.Linear(1024, 1024), nn.GELU()) for _ in range(6)]).to(cuda, torch.bfloat16)

@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from memory_trend import MIB, rss_trend, theil_sen_slope
 
 
