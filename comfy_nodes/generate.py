@@ -45,7 +45,7 @@ class TextEncode(io.ComfyNode):
             description="Encodes the scene prompt (wrapped in the official orbit-camera template) and the negative prompt "
                         "with the Wan UMT5 text encoder. The output is ComfyUI CONDITIONING, usable by VIST3A Sample and by KSampler.",
             inputs=[
-                io.Custom("VIST3A_WAN").Input("wan", tooltip="Wan from Load Wan 2.1 (VIST3A); only its text encoder is used."),
+                C.WanModel.Input("wan", tooltip="Wan from Load Wan 2.1 (VIST3A); only its text encoder is used."),
                 io.String.Input("prompt", multiline=True, default="a cozy living room with a sofa and a lamp",
                                 tooltip="What the scene contains. With camera_template on, it is embedded in the orbit-camera "
                                         "sentence VIST3A was trained with."),
@@ -85,7 +85,7 @@ class Sample(io.ComfyNode):
             description="Generates the Wan latent of a camera orbiting the scene with the official VIST3A sampler (UniPC, "
                         "flow shift 5). Outputs a native LATENT holding raw Wan-VAE latents.",
             inputs=[
-                io.Custom("VIST3A_WAN").Input("wan", tooltip="Wan (with the VIST3A LoRA) from the VIST3A loaders."),
+                C.WanModel.Input("wan", tooltip="Wan (with the VIST3A LoRA) from the VIST3A loaders."),
                 io.Conditioning.Input("positive", tooltip="From Text Encode (VIST3A)."),
                 io.Conditioning.Input("negative", tooltip="From Text Encode (VIST3A)."),
                 io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
@@ -141,17 +141,17 @@ class DecodeSplats(io.ComfyNode):
                         "(ComfyUI's native VAE or the one inside a VIST3A Wan) and merged in by the Gaussian head.",
             inputs=[
                 io.Latent.Input("latent", tooltip="Raw Wan 2.1 latent [B, 16, T, H/8, W/8] from Sample (VIST3A) or KSampler."),
-                io.MultiType.Input("vae", types=[io.Vae, io.Custom("VIST3A_WAN")],
+                io.MultiType.Input("vae", types=[io.Vae, C.WanModel],
                                    tooltip="Wan 2.1 VAE: ComfyUI's Load VAE (wan_2.1_vae.safetensors) or a VIST3A Wan that has a VAE."),
-                io.Custom("VIST3A_DECODER").Input("decoder", tooltip="From Load Stitched Decoder (VIST3A)."),
+                C.StitchedDecoder.Input("decoder", tooltip="From Load Stitched Decoder (VIST3A)."),
                 io.Combo.Input("voxelize", options=VOXELIZE, default="auto",
                                tooltip="Merge Gaussians per voxel like the release (auto: as the decoder config says, on for the release)."),
                 io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
                                tooltip="Drop Gaussians fainter than this (0 keeps all); a small value like 0.005 shrinks files."),
             ],
             outputs=[
-                io.Custom("GAUSSIANS").Output(display_name="gaussians", tooltip="The 3D Gaussians (one scene per latent in the batch)."),
-                io.Custom("CAMERAS").Output(display_name="cameras", tooltip="Predicted camera poses and intrinsics of every frame."),
+                C.Splat.Output(display_name="splat", tooltip="The 3D Gaussians as a SPLAT batch (one scene per latent), for VIST3A and ComfyUI splat nodes."),
+                C.Cameras.Output(display_name="cameras", tooltip="Predicted camera poses and intrinsics of every frame."),
                 io.Image.Output(display_name="frames", tooltip="The decoded RGB frames the decoder saw."),
             ],
         )
@@ -205,7 +205,7 @@ class ImagesToSplats(io.ComfyNode):
             description="Reconstructs 3D Gaussians and cameras from several views of one scene (an IMAGE batch, e.g. video "
                         "frames from Load Video -> Get Video Components) with plain AnySplat.",
             inputs=[
-                io.Custom("VIST3A_ANYSPLAT").Input("anysplat", tooltip="From Load AnySplat (VIST3A)."),
+                C.AnySplatModel.Input("anysplat", tooltip="From Load AnySplat (VIST3A)."),
                 io.Image.Input("images", tooltip="Two or more views of the same scene, in order (video frames work well)."),
                 io.Int.Input("max_views", default=24, min=2, max=256,
                              tooltip="Use at most this many views, evenly spaced through the batch (more views: more memory)."),
@@ -218,8 +218,8 @@ class ImagesToSplats(io.ComfyNode):
                                tooltip="Drop Gaussians fainter than this (0 keeps all)."),
             ],
             outputs=[
-                io.Custom("GAUSSIANS").Output(display_name="gaussians", tooltip="The reconstructed 3D Gaussians."),
-                io.Custom("CAMERAS").Output(display_name="cameras", tooltip="Predicted pose and intrinsics of each used view."),
+                C.Splat.Output(display_name="splat", tooltip="The reconstructed 3D Gaussians (SPLAT), for VIST3A and ComfyUI splat nodes."),
+                C.Cameras.Output(display_name="cameras", tooltip="Predicted pose and intrinsics of each used view."),
                 io.Image.Output(display_name="frames", tooltip="The views as the model saw them (cropped/resized)."),
             ],
         )

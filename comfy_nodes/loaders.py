@@ -139,7 +139,7 @@ class LoadWan(io.ComfyNode):
                                tooltip="auto: ComfyUI's device (the GPU unless ComfyUI runs with --cpu). cpu: force the CPU."),
                 io.Combo.Input("offload", options=OFFLOAD, default="comfy", tooltip=OFFLOAD_TIP),
             ],
-            outputs=[io.Custom("VIST3A_WAN").Output(display_name="wan", tooltip="Wan 2.1 for VIST3A Text Encode / Sample / Decode Splats.")],
+            outputs=[C.WanModel.Output(display_name="wan", tooltip="Wan 2.1 for VIST3A Text Encode / Sample / Decode Splats.")],
         )
 
     @classmethod
@@ -215,14 +215,14 @@ class LoadVIST3ALoRA(io.ComfyNode):
             description="Adds the reward-aligned VIST3A Wan LoRA (vist3a_1.3b_lora_ema / vist3a_14b_lora_ema, PEFT folder "
                         "in models/loras) to a VIST3A Wan model. It is applied when sampling; the base weights are unchanged.",
             inputs=[
-                io.Custom("VIST3A_WAN").Input("wan", tooltip="The Wan model from Load Wan 2.1 (VIST3A)."),
+                C.WanModel.Input("wan", tooltip="The Wan model from Load Wan 2.1 (VIST3A)."),
                 io.Combo.Input("lora_name", options=loras, default=_default(loras, "vist3a_1.3b"),
                                tooltip="adapter_model.safetensors inside the vist3a_*_lora_ema folder in models/loras "
                                        "(adapter_config.json must sit beside it). Use the 1.3B LoRA with Wan 1.3B and the 14B one with 14B."),
                 io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.05,
                                tooltip="LoRA strength: 1.0 is the released setting, 0 disables it."),
             ],
-            outputs=[io.Custom("VIST3A_WAN").Output(display_name="wan", tooltip="The same Wan model with the LoRA added.")],
+            outputs=[C.WanModel.Output(display_name="wan", tooltip="The same Wan model with the LoRA added.")],
         )
 
     @classmethod
@@ -345,7 +345,7 @@ class LoadStitchedDecoder(io.ComfyNode):
                 io.Combo.Input("device", options=C.DEVICES, default="auto",
                                tooltip="auto: ComfyUI's device (managed by its memory manager). cpu: force the CPU."),
             ],
-            outputs=[io.Custom("VIST3A_DECODER").Output(display_name="decoder", tooltip="For Decode Splats.")],
+            outputs=[C.StitchedDecoder.Output(display_name="decoder", tooltip="For Decode Splats.")],
         )
 
     @classmethod
@@ -386,7 +386,7 @@ class LoadAnySplat(io.ComfyNode):
                 io.Combo.Input("device", options=C.DEVICES, default="auto",
                                tooltip="auto: ComfyUI's device (managed by its memory manager). cpu: force the CPU."),
             ],
-            outputs=[io.Custom("VIST3A_ANYSPLAT").Output(display_name="anysplat", tooltip="For Images to Splats.")],
+            outputs=[C.AnySplatModel.Output(display_name="anysplat", tooltip="For Images to Splats.")],
         )
 
     @classmethod

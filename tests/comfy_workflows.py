@@ -106,10 +106,10 @@ def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
          {"wan": (2, 0), "positive": (3, 0), "negative": (3, 1)}, (860, 80), None),
         (5, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (420, 560), None),
         (6, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (4, 0), "vae": (2, 0), "decoder": (5, 0)}, (1240, 80), None),
-        (7, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (6, 0), "cameras": (6, 1)}, (1620, 80), None),
-        (8, "VIST3ASavePLY", dict(filename_prefix=prefix, sh_degree="full", also_splat=False, also_spz=True), {"gaussians": (6, 0)}, (1240, 420), None),
+        (7, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"splat": (6, 0), "cameras": (6, 1)}, (1620, 80), None),
+        (8, "VIST3ASavePLY", dict(filename_prefix=prefix, sh_degree="full", also_splat=False, also_spz=True), {"splat": (6, 0)}, (1240, 420), None),
         (9, "VIST3ARenderViews", dict(mode="orbit", views=24, width=512, height=512, fov=50.0, elevation=15.0, background="white"),
-         {"gaussians": (6, 0)}, (1240, 640), None),
+         {"splat": (6, 0)}, (1240, 640), None),
         (10, "SaveAnimatedWEBP", dict(filename_prefix=prefix + "_orbit", fps=12.0, lossless=False, quality=85, method="default"), {"images": (9, 0)}, (1620, 600), None),
         (11, "MarkdownNote", {"_text": note}, {}, (40, 640), "About this workflow"),
     ]
@@ -147,8 +147,8 @@ def spec_native(oi):
         (8, "VAELoader", dict(vae_name=VAE), {}, (860, 460), None),
         (9, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (860, 600), None),
         (10, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (7, 0), "vae": (8, 0), "decoder": (9, 0)}, (1240, 80), None),
-        (11, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (10, 0), "cameras": (10, 1)}, (1620, 80), None),
-        (12, "VIST3ASavePLY", dict(filename_prefix="VIST3A/native_wan", sh_degree="3", also_splat=True, also_spz=False), {"gaussians": (10, 0)}, (1240, 420), None),
+        (11, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"splat": (10, 0), "cameras": (10, 1)}, (1620, 80), None),
+        (12, "VIST3ASavePLY", dict(filename_prefix="VIST3A/native_wan", sh_degree="3", also_splat=True, also_spz=False), {"splat": (10, 0)}, (1240, 420), None),
         (13, "PreviewImage", {}, {"images": (10, 2)}, (1240, 640), "Decoded frames"),
         (14, "MarkdownNote", {"_text": "**Native ComfyUI Wan + VIST3A LoRA + Decode Splats.**\n\nComfyUI's Load Diffusion Model, "
                                        "KSampler (uni_pc / simple, ModelSamplingSD3 shift 5 approximates the official UniPC flow-shift-5 sampler) "
@@ -164,10 +164,10 @@ def spec_video(oi):
         (3, "VIST3ALoadAnySplat", dict(anysplat="anysplat/", precision="auto", device="auto"), {}, (40, 600), None),
         (4, "VIST3AImagesToSplats", dict(max_views=24, size=448, resize="crop square", voxelize="auto", min_opacity=0.0),
          {"anysplat": (3, 0), "images": (2, 0)}, (420, 80), None),
-        (5, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (4, 0), "cameras": (4, 1)}, (820, 80), None),
-        (6, "VIST3ASavePLY", dict(filename_prefix="VIST3A/video_to_3dgs", sh_degree="full", also_splat=False, also_spz=False), {"gaussians": (4, 0)}, (420, 460), None),
+        (5, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"splat": (4, 0), "cameras": (4, 1)}, (820, 80), None),
+        (6, "VIST3ASavePLY", dict(filename_prefix="VIST3A/video_to_3dgs", sh_degree="full", also_splat=False, also_spz=False), {"splat": (4, 0)}, (420, 460), None),
         (7, "VIST3ARenderViews", dict(mode="predicted cameras", views=24, width=448, height=448, fov=50.0, elevation=15.0, background="black"),
-         {"gaussians": (4, 0), "cameras": (4, 1)}, (820, 560), None),
+         {"splat": (4, 0), "cameras": (4, 1)}, (820, 560), None),
         (8, "PreviewImage", {}, {"images": (7, 0)}, (1200, 560), "Re-rendered input views"),
         (9, "MarkdownNote", {"_text": "**Images / video -> 3D Gaussians (plain AnySplat).**\n\nLoad a video (or batch images) of one scene, "
                                       "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."},

@@ -167,13 +167,13 @@ def test_viewer_screenshot_of_a_loaded_ply(browser_server, tmp_path):
     graph = {
         "id": "vist3a-showcase", "revision": 0, "last_node_id": 2, "last_link_id": 1, "version": 0.4, "config": {}, "groups": [],
         "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
-        "links": [[1, 1, 0, 2, 0, "GAUSSIANS"]],
+        "links": [[1, 1, 0, 2, 0, "SPLAT"]],
         "nodes": [
             {"id": 1, "type": "VIST3ALoadPLY", "pos": [40, 120], "size": [340, 110], "flags": {}, "order": 0, "mode": 0, "inputs": [],
-             "outputs": [{"name": "gaussians", "type": "GAUSSIANS", "links": [1], "slot_index": 0}], "properties": {},
+             "outputs": [{"name": "splat", "type": "SPLAT", "links": [1], "slot_index": 0}], "properties": {},
              "widgets_values": ["vist3a_showcase.ply", ""]},
             {"id": 2, "type": "VIST3APreviewSplats", "pos": [420, 120], "size": [520, 560], "flags": {}, "order": 1, "mode": 0,
-             "inputs": [{"name": "gaussians", "type": "GAUSSIANS", "link": 1}, {"name": "cameras", "type": "CAMERAS", "link": None, "shape": 7}],
+             "inputs": [{"name": "splat", "type": "SPLAT", "link": 1}, {"name": "cameras", "type": "CAMERAS", "link": None, "shape": 7}],
              "outputs": [], "properties": {}, "widgets_values": [1000000]},
         ],
     }
