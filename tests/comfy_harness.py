@@ -38,6 +38,7 @@ FAST = {
     "EmptyHunyuanLatentVideo": {"width": 64, "height": 64, "length": 5},
     "VIST3ARenderViews": {"views": 3, "width": 96, "height": 96},
     "VIST3AImagesToSplats": {"max_views": 4, "size": 56},
+    "SplatToMesh": {"resolution": 64},
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "LOAD_3D"}  # LOAD_3D: the 3D viewport of ComfyUI's 3D nodes
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload", "file_upload")
 
 PROMPT = "a cozy living room with a sofa, a wooden table and a lamp"
@@ -175,11 +175,39 @@ def spec_video(oi):
     ]
 
 
+def spec_native_splat_nodes(oi):
+    """Text -> 3DGS handed to ComfyUI's own splat nodes (ComfyUI 0.28+): Transform Splat, Create 3D File,
+    Preview Splat / Save Splat, and Extract Mesh from Splat -> Save 3D Model."""
+    nodes = [n for n in _text_to_3dgs(oi, WAN13, LORA13, "auto", "comfy", "VIST3A/native_splat", "") if n[0] <= 6]
+    return nodes + [
+        (7, "TransformSplat", dict(translate_x=0.0, translate_y=0.0, translate_z=0.0, rotate_x=180.0, rotate_y=0.0, rotate_z=0.0,
+                                   scale_x=1.0, scale_y=1.0, scale_z=1.0), {"splat": (6, 0)}, (1620, 80), "Transform Splat (OpenCV y-down -> y-up)"),
+        (8, "SplatToFile3D", dict(format="ply"), {"splat": (7, 0)}, (2000, 80), None),
+        (9, "PreviewGaussianSplat", dict(viewport_state="", width=1024, height=1024), {"model_3d": (8, 0)}, (2380, 80), None),
+        (10, "SaveGaussianSplat", dict(filename_prefix="VIST3A/native_splat", viewport_state="", width=1024, height=1024),
+         {"model_3d": (8, 0)}, (2380, 560), None),
+        (11, "SplatToMesh", dict(resolution=384, kernel=5, smooth=0, level=0.4, min_component=500, min_opacity=0.02, color_sharpen=2.0),
+         {"splat": (7, 0)}, (1620, 560), None),
+        (12, "SaveGLB", dict(filename_prefix="VIST3A/native_splat_mesh"), {"mesh": (11, 0)}, (2000, 560), None),
+        (13, "MarkdownNote", {"_text": "**VIST3A text -> 3D Gaussians -> ComfyUI's splat nodes. Needs ComfyUI 0.28 or newer** "
+                                       "(the native SPLAT type; on older ComfyUI use the other VIST3A workflows).\n\n"
+                                       "Decode Splats outputs a native SPLAT, so every ComfyUI splat node takes it: Transform Splat turns the "
+                                       "scene upright (AnySplat predicts OpenCV axes, y down), Create 3D File + Preview Splat / Save Splat show "
+                                       "and save it (output/VIST3A/), Extract Mesh from Splat + Save 3D Model make a coloured mesh. "
+                                       "Weights as in the 1.3B workflow."}, {}, (40, 640), "About this workflow"),
+    ]
+
+
+# Workflows for every tested ComfyUI (generated against 0.3.75) and those that need ComfyUI's native
+# splat nodes (0.28+, generated against it); `main` writes the set the running server can load.
 SPECS = {
     "vist3a_text_to_3dgs_1.3B.json": spec_text_1_3b,
     "vist3a_text_to_3dgs_14B_offload.json": spec_text_14b,
     "vist3a_native_wan_ksampler_lora.json": spec_native,
     "vist3a_video_to_3dgs.json": spec_video,
+}
+NATIVE_SPECS = {
+    "vist3a_text_to_3dgs_native_splat_nodes.json": spec_native_splat_nodes,
 }
 
 
@@ -253,14 +281,16 @@ def build_ui(spec: list, object_info: dict) -> dict:
 def main(argv=None) -> int:
     import urllib.request
 
-    parser = argparse.ArgumentParser(description="regenerate workflows/*.json from a running ComfyUI")
+    parser = argparse.ArgumentParser(description="regenerate workflows/*.json from a running ComfyUI "
+                                     "(0.3.75: the plain ones; 0.28+: the ones using native splat nodes)")
     parser.add_argument("--port", type=int, default=8188)
     args = parser.parse_args(argv)
     with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/object_info") as r:
         object_info = json.load(r)
     object_info.setdefault("MarkdownNote", {"input": {"required": {}}, "output": [], "output_name": []})
     WORKFLOWS.mkdir(exist_ok=True)
-    for name, spec in SPECS.items():
+    native = "SplatToFile3D" in object_info  # ComfyUI 0.28+
+    for name, spec in (NATIVE_SPECS if native else SPECS).items():
         ui = build_ui(spec(object_info), object_info)
         (WORKFLOWS / name).write_text(json.dumps(ui, indent=2) + "\n")
         print("wrote", WORKFLOWS / name)

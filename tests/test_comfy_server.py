@@ -202,3 +202,96 @@ def test_free_releases_cached_models(server):
     assert server.post("/free", {"unload_models": True, "free_memory": True})[0] == 200
     history, _ = server.run(api_graph(steps=2))
     assert history["status"]["status_str"] == "success"
+
+
+def _native_graph(prefix: str) -> dict:
+    """Decode Splats -> native Create 3D File -> Preview Splat / Save Splat; the native file back through
+    Get Splat -> our Render Views and Save PLY; Transform Splat + Merge Splat -> our Save PLY (a batch)."""
+    g = api_graph()
+    g["6"]["inputs"].update(filename_prefix=f"{prefix}/ours", sh_degree="full", also_splat=False, also_spz=False)
+    del g["7"], g["8"]
+    view = {"viewport_state": {}, "width": 64, "height": 64}
+    g.update({
+        "10": {"class_type": "SplatToFile3D", "inputs": {"splat": ["5", 0], "format": "ply"}},
+        "11": {"class_type": "PreviewGaussianSplat", "inputs": {"model_3d": ["10", 0], **view}},
+        "12": {"class_type": "SaveGaussianSplat", "inputs": {"model_3d": ["10", 0], "filename_prefix": f"{prefix}/native", **view}},
+        "13": {"class_type": "File3DToSplat", "inputs": {"model_3d": ["10", 0]}},
+        "14": {"class_type": "VIST3ARenderViews", "inputs": {"splat": ["13", 0], "mode": "orbit", "views": 2, "width": 32, "height": 32,
+                                                             "fov": 50.0, "elevation": 15.0, "background": "white"}},
+        "15": {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}},
+        "16": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["13", 0], "filename_prefix": f"{prefix}/reread", "sh_degree": "full",
+                                                         "also_splat": False, "also_spz": False}},
+        "17": {"class_type": "TransformSplat", "inputs": {"splat": ["5", 0], "translate_x": 1.0, "translate_y": 0.0, "translate_z": 0.0,
+                                                          "rotate_x": 180.0, "rotate_y": 0.0, "rotate_z": 0.0, "scale_x": 2.0, "scale_y": 2.0, "scale_z": 2.0}},
+        "18": {"class_type": "MergeSplat", "inputs": {"splats.splat0": ["5", 0], "splats.splat1": ["17", 0]}},
+        "19": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["18", 0], "filename_prefix": f"{prefix}/merged", "sh_degree": "full",
+                                                         "also_splat": False, "also_spz": False}},
+        "20": {"class_type": "GetSplatCount", "inputs": {"splat": ["5", 0]}},
+    })
+    return g
+
+
+def test_native_splat_nodes_connect_both_ways(server):
+    import torch
+
+    from vist3a.gaussians import load_ply
+
+    _needs_native(server)
+    history, seconds = server.run(_native_graph("tests/native"))
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    TIMINGS[server.version]["native_splat_graph"] = round(seconds, 1)
+    out = history["outputs"]
+
+    def local(node, i=0):
+        return server.output_path(out[node]["vist3a_files"][i])
+
+    ours = load_ply(local("6"))
+    # the native Save Splat wrote a file; our Load PLY reads it back, through the server, inside output/
+    saved = out["12"]["result"][0]
+    assert saved.endswith(".ply"), saved
+    native = load_ply(server.output_path({"filename": saved.rpartition("/")[2], "subfolder": saved.rpartition("/")[0], "type": "output"}))
+    # native writer vs ours, and native reader -> our writer: the same splats
+    reread = load_ply(local("16"))
+    for other in (native, reread):
+        assert other.num == ours.num
+        torch.testing.assert_close(other.means, ours.means)
+        torch.testing.assert_close(other.sh, ours.sh)
+        torch.testing.assert_close(other.scales, ours.scales, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(other.opacities, ours.opacities, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(other.rotations.abs(), ours.rotations.abs(), rtol=1e-5, atol=1e-6)
+    assert len(out["15"]["images"]) == 2  # Get Splat -> our Render Views
+    # Transform Splat -> Merge Splat (one scene: ours, then the transformed copy) -> our Save PLY
+    merged, n = load_ply(local("19")), ours.num
+    assert merged.num == 2 * n
+    torch.testing.assert_close(merged.means[:n], ours.means)
+    torch.testing.assert_close(merged.scales[n:], ours.scales * 2, rtol=1e-5, atol=1e-7)
+    load = {"1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": f"{saved} [output]", "path": ""}},
+            "2": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["1", 0], "max_splats": 100000}}}
+    history, _ = server.run(load)
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    assert history["outputs"]["2"]["vist3a_splats"][0]["count"] == ours.num
+
+
+def test_load_ply_refuses_paths_outside_comfyui_folders(server, tmp_path):
+    from vist3a.gaussians import Gaussians, save_ply
+    import torch
+
+    outside = tmp_path / "secret.ply"
+    save_ply(Gaussians(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([[1.0, 0, 0, 0]] * 2), torch.full((2,), 0.5),
+                       torch.zeros(2, 3, 1)), outside)
+    inp = server.base / "input"
+    link = inp / "link_out.ply"
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)
+    server._object_info = None
+    # an absolute path outside, ../ traversal (absolute and relative to input/), the listed symlink pointing out
+    for path in (str(outside), f"{inp}/../../{outside.relative_to(outside.anchor)}", "../" * 12 + str(outside.relative_to(outside.anchor)), ""):
+        graph = {"1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": "link_out.ply", "path": path}},
+                 "2": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["1", 0], "max_splats": 1000}}}
+        history, _ = server.run(graph)
+        assert history["status"]["status_str"] == "error", path
+        msg = _error(history)["exception_message"].strip()
+        if not path and server.version == NATIVE:  # 0.28's folder_paths refuses a listed file that resolves outside itself
+            assert "Invalid file path" in msg and "\n" not in msg, msg
+            continue
+        assert "not allowed" in msg and str(inp.resolve()) in msg and "VIST3A_EXTRA_READ_ROOTS" in msg and "\n" not in msg, msg
