@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from comfy_api.latest import io
 
+from vist3a.view_prep import RESIZE_MODES, prepare_views
+
 from . import common as C
 from .loaders import WanHandle
 
@@ -188,11 +190,9 @@ class DecodeSplats(io.ComfyNode):
         model = decoder.ready()
         scenes = splats_from_latent(model, z, video, voxelize=_voxelize(voxelize), min_opacity=min_opacity)
         bar.set(3)
-        gaussians, cameras, frames = C.scenes_to_outputs(scenes)
-        return io.NodeOutput(gaussians, cameras, frames)
+        return io.NodeOutput(*C.scenes_to_outputs(scenes))
 
 
-RESIZE = ["crop square", "keep aspect"]
 
 
 class ImagesToSplats(io.ComfyNode):
@@ -211,7 +211,7 @@ class ImagesToSplats(io.ComfyNode):
                              tooltip="Use at most this many views, evenly spaced through the batch (more views: more memory)."),
                 io.Int.Input("size", default=448, min=14, max=2048, step=14,
                              tooltip="Working resolution in pixels, a multiple of 14 (AnySplat was trained at 448)."),
-                io.Combo.Input("resize", options=RESIZE, default="crop square",
+                io.Combo.Input("resize", options=list(RESIZE_MODES), default="crop square",
                                tooltip="crop square: centre-crop to size x size like AnySplat's demo. keep aspect: the longer side becomes 'size'."),
                 io.Combo.Input("voxelize", options=VOXELIZE, default="auto", tooltip="Merge Gaussians per voxel (auto: as the model config says)."),
                 io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
@@ -231,34 +231,14 @@ class ImagesToSplats(io.ComfyNode):
 
         if not isinstance(anysplat, C.ModelHandle):
             raise C.NodeError("The 'anysplat' input must come from Load AnySplat (VIST3A).")
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] < 3:
-            raise C.NodeError("The 'images' input must be an IMAGE batch [N, H, W, 3].")
-        n = images.shape[0]
-        if n < 2:
-            raise C.NodeError("Images to Splats needs at least 2 views of the scene; give a video or an image batch.")
-        if n > max_views:
-            idx = torch.linspace(0, n - 1, max_views).round().long()
-            images = images[idx]
-        x = images[..., :3].movedim(-1, 1).float()  # [S, 3, H, W]
-        H, W = x.shape[-2:]
-        if resize == "crop square":
-            side = min(H, W)
-            top, left = (H - side) // 2, (W - side) // 2
-            x = x[..., top:top + side, left:left + side]
-            out_hw = (size, size)
-        else:
-            scale = size / max(H, W)
-            out_hw = (max(14, round(H * scale / 14) * 14), max(14, round(W * scale / 14) * 14))
-        if tuple(x.shape[-2:]) != out_hw:
-            x = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False, antialias=True)
+        x = prepare_views(images, max_views, size, resize)
         bar = C.Progress(2)
         C.check_cancel()
         model = anysplat.ready()
         bar.set(1)
-        scenes = splats_from_images(model, x.clamp(0, 1).unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity)
+        scenes = splats_from_images(model, x.unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity)
         bar.set(2)
-        gaussians, cameras, frames = C.scenes_to_outputs(scenes)
-        return io.NodeOutput(gaussians, cameras, frames)
+        return io.NodeOutput(*C.scenes_to_outputs(scenes))
 
 
 NODES = [TextEncode, Sample, DecodeSplats, ImagesToSplats]
