@@ -65,7 +65,11 @@ class ComfyServer:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=str(comfy), stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
-        comfyui_env.wait_ready(self.port, self.proc, log=self.log_path)
+        try:
+            comfyui_env.wait_ready(self.port, self.proc, log=self.log_path)
+        except BaseException:  # a server that never got ready is not left behind
+            self.stop()
+            raise
         self.startup_s = time.time() - t0
         return self
 

@@ -97,6 +97,9 @@ def _neg(object_info):
     return object_info["VIST3ATextEncode"]["input"]["required"]["negative_prompt"][1]["default"]
 
 
+ANY_COMFY = "\n\nRuns on ComfyUI 0.3.75 or newer (tested: 0.3.75 and 0.28.0)."
+
+
 def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
     return [
         (1, "VIST3ALoadWan", dict(model=wan, text_encoder=UMT5, vae=VAE, dtype=dtype, device="auto", offload=offload), {}, (40, 80), None),
@@ -111,7 +114,7 @@ def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
         (9, "VIST3ARenderViews", dict(mode="orbit", views=24, width=512, height=512, fov=50.0, elevation=15.0, background="white"),
          {"splat": (6, 0)}, (1240, 640), None),
         (10, "SaveAnimatedWEBP", dict(filename_prefix=prefix + "_orbit", fps=12.0, lossless=False, quality=85, method="default"), {"images": (9, 0)}, (1620, 600), None),
-        (11, "MarkdownNote", {"_text": note}, {}, (40, 640), "About this workflow"),
+        (11, "MarkdownNote", {"_text": note + ANY_COMFY}, {}, (40, 640), "About this workflow"),
     ]
 
 
@@ -153,7 +156,7 @@ def spec_native(oi):
         (14, "MarkdownNote", {"_text": "**Native ComfyUI Wan + VIST3A LoRA + Decode Splats.**\n\nComfyUI's Load Diffusion Model, "
                                        "KSampler (uni_pc / simple, ModelSamplingSD3 shift 5 approximates the official UniPC flow-shift-5 sampler) "
                                        "and Load VAE drive generation with ComfyUI's own memory management and offloading; VIST3A only adds the "
-                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works."}, {}, (40, 820), "About this workflow"),
+                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works." + ANY_COMFY}, {}, (40, 820), "About this workflow"),
     ]
 
 
@@ -170,7 +173,8 @@ def spec_video(oi):
          {"splat": (4, 0), "cameras": (4, 1)}, (820, 560), None),
         (8, "PreviewImage", {}, {"images": (7, 0)}, (1200, 560), "Re-rendered input views"),
         (9, "MarkdownNote", {"_text": "**Images / video -> 3D Gaussians (plain AnySplat).**\n\nLoad a video (or batch images) of one scene, "
-                                      "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."},
+                                      "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."
+                                      + ANY_COMFY},
          {}, (40, 800), "About this workflow"),
     ]
 

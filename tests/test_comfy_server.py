@@ -210,7 +210,7 @@ def test_free_releases_cached_models(server):
 
 def _native_graph(prefix: str) -> dict:
     """Decode Splats -> native Create 3D File -> Preview Splat / Save Splat; the native file back through
-    Get Splat -> our Render Views and Save PLY; Transform Splat + Merge Splat -> our Save PLY (a batch)."""
+    Get Splat -> our Render Views, Preview Splats and Save PLY; Transform Splat + Merge Splats -> our Save PLY."""
     g = api_graph()
     g["6"]["inputs"].update(filename_prefix=f"{prefix}/ours", sh_degree="full", also_splat=False, also_spz=False)
     del g["7"], g["8"]
@@ -231,6 +231,7 @@ def _native_graph(prefix: str) -> dict:
         "19": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["18", 0], "filename_prefix": f"{prefix}/merged", "sh_degree": "full",
                                                          "also_splat": False, "also_spz": False}},
         "20": {"class_type": "GetSplatCount", "inputs": {"splat": ["5", 0]}},
+        "21": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["13", 0], "max_splats": 100000}},
     })
     return g
 
@@ -263,7 +264,8 @@ def test_native_splat_nodes_connect_both_ways(server):
         torch.testing.assert_close(other.scales, ours.scales, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(other.opacities, ours.opacities, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(other.rotations.abs(), ours.rotations.abs(), rtol=1e-5, atol=1e-6)
-    assert len(out["15"]["images"]) == 2  # Get Splat -> our Render Views
+    assert len(out["15"]["images"]) == 2  # Get Splat -> our Render Views and Preview Splats
+    assert out["21"]["vist3a_splats"][0]["count"] == ours.num
     # Transform Splat -> Merge Splat (one scene: ours, then the transformed copy) -> our Save PLY
     merged, n = load_ply(local("19")), ours.num
     assert merged.num == 2 * n
