@@ -366,8 +366,9 @@ def scenes_to_outputs(scenes) -> tuple[Any, list, torch.Tensor]:
 
 
 def to_splat(scenes) -> Any:
-    """list[vist3a Gaussians] -> the SPLAT socket value of this ComfyUI (native class or SplatBatch), on the CPU."""
-    return gaussians_to_splat([g.detach().to("cpu") for g in scenes], make=SPLAT_CLASS)
+    """list[vist3a Gaussians] -> the SPLAT socket value of this ComfyUI (native class or SplatBatch), fp32 on
+    the CPU (native splat nodes go through numpy, which has no bf16)."""
+    return gaussians_to_splat([g.detach().to("cpu", torch.float32) for g in scenes], make=SPLAT_CLASS)
 
 
 def check_splat(value) -> list:
