@@ -44,3 +44,9 @@ comfyui-install: $(STAMP)
 
 serve: $(STAMP)
 	$(PY) tools/comfyui_env.py serve --port $(PORT) $(if $(TINY),--tiny,)
+
+# `make serve28 ...`: the same on ComfyUI 0.28.0 (native SPLAT nodes), from ../shared/comfyui/ComfyUI-0.28.0.tar.gz
+# (or $$VIST3A_COMFYUI28_TARBALL) into .cache/comfyui28/ with its own venv layered on the project venv.
+.PHONY: serve28
+serve28: $(STAMP)
+	$(PY) tools/comfyui28_env.py serve --port $(PORT) $(if $(TINY),--tiny,)

@@ -24,6 +24,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from vist3a.errors import VIST3AError
+from vist3a.splat_contract import SplatBatch, gaussians_to_splat, is_splat, splat_to_gaussians
 
 log = logging.getLogger("vist3a")
 
@@ -32,12 +33,30 @@ LOADERS = "VIST3A/loaders"
 SPLATS = "VIST3A/splats"
 
 # ----------------------------------------------------------------------------------------- types
-# Our own payloads travel between nodes as these custom socket types.
+# Every socket type of the pack is declared here, once.
 WanModel = io.Custom("VIST3A_WAN")  # Wan 2.1 (diffusers classes) + LoRA stack: WanHandle
 StitchedDecoder = io.Custom("VIST3A_DECODER")  # ModelHandle of vist3a.models.StitchedDecoder
 AnySplatModel = io.Custom("VIST3A_ANYSPLAT")  # ModelHandle of vist3a.models.AnySplat
-Gaussians = io.Custom("GAUSSIANS")  # list[vist3a.gaussians.Gaussians], one per scene
 Cameras = io.Custom("CAMERAS")  # list[CameraSet], one per scene
+
+
+def _native_splat():
+    """ComfyUI's own (socket, class) for splats where it has them (2026+), else None."""
+    try:
+        from comfy_api.latest import Types
+    except ImportError:
+        return None
+    cls, socket = getattr(Types, "SPLAT", None), getattr(io, "Splat", None)
+    return (socket, cls) if cls is not None and socket is not None else None
+
+
+# Splats travel as the SPLAT contract (vist3a.splat_contract) on every ComfyUI: the native type where
+# it exists, so every native splat node connects both ways, else our look-alike under the same name,
+# so one workflow JSON loads on old and new ComfyUI.
+_NATIVE = _native_splat()
+NATIVE_SPLAT = _NATIVE is not None
+Splat = _NATIVE[0] if NATIVE_SPLAT else io.Custom("SPLAT")
+SPLAT_CLASS = _NATIVE[1] if NATIVE_SPLAT else SplatBatch
 
 # ------------------------------------------------------------------------------- model folder
 VIST3A_FOLDER = "vist3a"
@@ -158,6 +177,18 @@ def input_and_output_files(suffixes: tuple[str, ...]) -> list[str]:
                     outs.append((os.path.getmtime(p), os.path.relpath(p, out).replace(os.sep, "/") + " [output]"))
     outs.sort(reverse=True)
     return found + [n for _t, n in outs]
+
+
+def allowed_read_roots() -> list[str]:
+    """Folders a client may make this server read: ComfyUI's input/output/temp, every registered model
+    folder, and the operator's VIST3A_EXTRA_READ_ROOTS (see vist3a.read_roots)."""
+    from vist3a.read_roots import extra_roots_from_env
+
+    roots = [folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory()]
+    for name, (paths, _exts) in folder_paths.folder_names_and_paths.items():
+        if name != "custom_nodes":  # code, not models
+            roots.extend(paths)
+    return roots + extra_roots_from_env()
 
 
 def file_mtime(path: str) -> float:
@@ -327,23 +358,26 @@ class CameraSet:
     image_size: tuple[int, int]
 
 
-def scenes_to_outputs(scenes) -> tuple[list, list, torch.Tensor]:
-    """vist3a Scenes -> (GAUSSIANS list, CAMERAS list, frames IMAGE [sum S, H, W, 3])."""
-    gs = [s.gaussians.to("cpu") for s in scenes]
+def scenes_to_outputs(scenes) -> tuple[Any, list, torch.Tensor]:
+    """vist3a Scenes -> (SPLAT batch, CAMERAS list, frames IMAGE [sum S, H, W, 3])."""
     cams = [CameraSet(s.c2w.detach().float().cpu(), s.intrinsics.detach().float().cpu(), s.image_size) for s in scenes]
     frames = torch.cat([s.frames.detach().float().cpu() for s in scenes], dim=0)
-    return gs, cams, frames
+    return to_splat([s.gaussians for s in scenes]), cams, frames
 
 
-def check_gaussians(value) -> list:
-    from vist3a.gaussians import Gaussians as G
+def to_splat(scenes) -> Any:
+    """list[vist3a Gaussians] -> the SPLAT socket value of this ComfyUI (native class or SplatBatch), fp32 on
+    the CPU (native splat nodes go through numpy, which has no bf16)."""
+    return gaussians_to_splat([g.detach().to("cpu", torch.float32) for g in scenes], make=SPLAT_CLASS)
 
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if not items or not all(isinstance(g, G) for g in items):
+
+def check_splat(value) -> list:
+    """Any SPLAT (ours, a native node's such as Get Splat / TripoSplat, a batch) -> list[vist3a Gaussians]."""
+    if not is_splat(value):
         raise NodeError(
-            "The GAUSSIANS input does not come from a VIST3A node (Decode Splats, Images to Splats or Load PLY); "
-            "connect one of those.")
-    return list(items)
+            f"The splat input ({type(value).__name__}) is not a SPLAT; connect Decode Splats, Images to Splats, Load PLY "
+            "or a ComfyUI splat node.")
+    return splat_to_gaussians(value)
 
 
 def check_cameras(value) -> Optional[list]:

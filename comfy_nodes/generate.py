@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from comfy_api.latest import io
 
+from vist3a.view_prep import RESIZE_MODES, prepare_views
+
 from . import common as C
 from .loaders import WanHandle
 
@@ -45,7 +47,7 @@ class TextEncode(io.ComfyNode):
             description="Encodes the scene prompt (wrapped in the official orbit-camera template) and the negative prompt "
                         "with the Wan UMT5 text encoder. The output is ComfyUI CONDITIONING, usable by VIST3A Sample and by KSampler.",
             inputs=[
-                io.Custom("VIST3A_WAN").Input("wan", tooltip="Wan from Load Wan 2.1 (VIST3A); only its text encoder is used."),
+                C.WanModel.Input("wan", tooltip="Wan from Load Wan 2.1 (VIST3A); only its text encoder is used."),
                 io.String.Input("prompt", multiline=True, default="a cozy living room with a sofa and a lamp",
                                 tooltip="What the scene contains. With camera_template on, it is embedded in the orbit-camera "
                                         "sentence VIST3A was trained with."),
@@ -85,7 +87,7 @@ class Sample(io.ComfyNode):
             description="Generates the Wan latent of a camera orbiting the scene with the official VIST3A sampler (UniPC, "
                         "flow shift 5). Outputs a native LATENT holding raw Wan-VAE latents.",
             inputs=[
-                io.Custom("VIST3A_WAN").Input("wan", tooltip="Wan (with the VIST3A LoRA) from the VIST3A loaders."),
+                C.WanModel.Input("wan", tooltip="Wan (with the VIST3A LoRA) from the VIST3A loaders."),
                 io.Conditioning.Input("positive", tooltip="From Text Encode (VIST3A)."),
                 io.Conditioning.Input("negative", tooltip="From Text Encode (VIST3A)."),
                 io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
@@ -141,17 +143,17 @@ class DecodeSplats(io.ComfyNode):
                         "(ComfyUI's native VAE or the one inside a VIST3A Wan) and merged in by the Gaussian head.",
             inputs=[
                 io.Latent.Input("latent", tooltip="Raw Wan 2.1 latent [B, 16, T, H/8, W/8] from Sample (VIST3A) or KSampler."),
-                io.MultiType.Input("vae", types=[io.Vae, io.Custom("VIST3A_WAN")],
+                io.MultiType.Input("vae", types=[io.Vae, C.WanModel],
                                    tooltip="Wan 2.1 VAE: ComfyUI's Load VAE (wan_2.1_vae.safetensors) or a VIST3A Wan that has a VAE."),
-                io.Custom("VIST3A_DECODER").Input("decoder", tooltip="From Load Stitched Decoder (VIST3A)."),
+                C.StitchedDecoder.Input("decoder", tooltip="From Load Stitched Decoder (VIST3A)."),
                 io.Combo.Input("voxelize", options=VOXELIZE, default="auto",
                                tooltip="Merge Gaussians per voxel like the release (auto: as the decoder config says, on for the release)."),
                 io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
                                tooltip="Drop Gaussians fainter than this (0 keeps all); a small value like 0.005 shrinks files."),
             ],
             outputs=[
-                io.Custom("GAUSSIANS").Output(display_name="gaussians", tooltip="The 3D Gaussians (one scene per latent in the batch)."),
-                io.Custom("CAMERAS").Output(display_name="cameras", tooltip="Predicted camera poses and intrinsics of every frame."),
+                C.Splat.Output(display_name="splat", tooltip="The 3D Gaussians as a SPLAT batch (one scene per latent), for VIST3A and ComfyUI splat nodes."),
+                C.Cameras.Output(display_name="cameras", tooltip="Predicted camera poses and intrinsics of every frame."),
                 io.Image.Output(display_name="frames", tooltip="The decoded RGB frames the decoder saw."),
             ],
         )
@@ -188,11 +190,9 @@ class DecodeSplats(io.ComfyNode):
         model = decoder.ready()
         scenes = splats_from_latent(model, z, video, voxelize=_voxelize(voxelize), min_opacity=min_opacity)
         bar.set(3)
-        gaussians, cameras, frames = C.scenes_to_outputs(scenes)
-        return io.NodeOutput(gaussians, cameras, frames)
+        return io.NodeOutput(*C.scenes_to_outputs(scenes))
 
 
-RESIZE = ["crop square", "keep aspect"]
 
 
 class ImagesToSplats(io.ComfyNode):
@@ -205,21 +205,21 @@ class ImagesToSplats(io.ComfyNode):
             description="Reconstructs 3D Gaussians and cameras from several views of one scene (an IMAGE batch, e.g. video "
                         "frames from Load Video -> Get Video Components) with plain AnySplat.",
             inputs=[
-                io.Custom("VIST3A_ANYSPLAT").Input("anysplat", tooltip="From Load AnySplat (VIST3A)."),
+                C.AnySplatModel.Input("anysplat", tooltip="From Load AnySplat (VIST3A)."),
                 io.Image.Input("images", tooltip="Two or more views of the same scene, in order (video frames work well)."),
                 io.Int.Input("max_views", default=24, min=2, max=256,
                              tooltip="Use at most this many views, evenly spaced through the batch (more views: more memory)."),
                 io.Int.Input("size", default=448, min=14, max=2048, step=14,
                              tooltip="Working resolution in pixels, a multiple of 14 (AnySplat was trained at 448)."),
-                io.Combo.Input("resize", options=RESIZE, default="crop square",
+                io.Combo.Input("resize", options=list(RESIZE_MODES), default="crop square",
                                tooltip="crop square: centre-crop to size x size like AnySplat's demo. keep aspect: the longer side becomes 'size'."),
                 io.Combo.Input("voxelize", options=VOXELIZE, default="auto", tooltip="Merge Gaussians per voxel (auto: as the model config says)."),
                 io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
                                tooltip="Drop Gaussians fainter than this (0 keeps all)."),
             ],
             outputs=[
-                io.Custom("GAUSSIANS").Output(display_name="gaussians", tooltip="The reconstructed 3D Gaussians."),
-                io.Custom("CAMERAS").Output(display_name="cameras", tooltip="Predicted pose and intrinsics of each used view."),
+                C.Splat.Output(display_name="splat", tooltip="The reconstructed 3D Gaussians (SPLAT), for VIST3A and ComfyUI splat nodes."),
+                C.Cameras.Output(display_name="cameras", tooltip="Predicted pose and intrinsics of each used view."),
                 io.Image.Output(display_name="frames", tooltip="The views as the model saw them (cropped/resized)."),
             ],
         )
@@ -231,34 +231,14 @@ class ImagesToSplats(io.ComfyNode):
 
         if not isinstance(anysplat, C.ModelHandle):
             raise C.NodeError("The 'anysplat' input must come from Load AnySplat (VIST3A).")
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] < 3:
-            raise C.NodeError("The 'images' input must be an IMAGE batch [N, H, W, 3].")
-        n = images.shape[0]
-        if n < 2:
-            raise C.NodeError("Images to Splats needs at least 2 views of the scene; give a video or an image batch.")
-        if n > max_views:
-            idx = torch.linspace(0, n - 1, max_views).round().long()
-            images = images[idx]
-        x = images[..., :3].movedim(-1, 1).float()  # [S, 3, H, W]
-        H, W = x.shape[-2:]
-        if resize == "crop square":
-            side = min(H, W)
-            top, left = (H - side) // 2, (W - side) // 2
-            x = x[..., top:top + side, left:left + side]
-            out_hw = (size, size)
-        else:
-            scale = size / max(H, W)
-            out_hw = (max(14, round(H * scale / 14) * 14), max(14, round(W * scale / 14) * 14))
-        if tuple(x.shape[-2:]) != out_hw:
-            x = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False, antialias=True)
+        x = prepare_views(images, max_views, size, resize)
         bar = C.Progress(2)
         C.check_cancel()
         model = anysplat.ready()
         bar.set(1)
-        scenes = splats_from_images(model, x.clamp(0, 1).unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity)
+        scenes = splats_from_images(model, x.unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity)
         bar.set(2)
-        gaussians, cameras, frames = C.scenes_to_outputs(scenes)
-        return io.NodeOutput(gaussians, cameras, frames)
+        return io.NodeOutput(*C.scenes_to_outputs(scenes))
 
 
 NODES = [TextEncode, Sample, DecodeSplats, ImagesToSplats]

@@ -37,11 +37,11 @@ class WanHandle:
     device: torch.device
     offload: str
     patchers: dict = field(default_factory=dict)
-    loras: tuple = ()  # ((path, strength), ...)
+    loras: tuple = ()  # ((WanLoRA, strength), ...): the handle keeps the loaded LoRAs alive
     label: str = ""
 
-    def with_lora(self, path: str, strength: float) -> "WanHandle":
-        return replace(self, loras=self.loras + ((path, float(strength)),))
+    def with_lora(self, lora, strength: float) -> "WanHandle":
+        return replace(self, loras=self.loras + ((lora, float(strength)),))
 
     def ready(self, *components: str):
         """Make the named components (transformer / text_encoder / vae) runnable on the device."""
@@ -54,36 +54,18 @@ class WanHandle:
         return self.models
 
     def apply_loras(self) -> None:
-        """Bring the transformer's PEFT adapters in line with `loras` (they live on the shared
-        transformer, so each Sample re-checks them: two graphs with and without a LoRA both work)."""
-        from vist3a.wan import apply_vist3a_lora, remove_vist3a_lora, set_lora_strength
-        from vist3a.wan.lora import applied_loras
+        """Bring the shared transformer's adapters in line with this handle's LoRAs (each Sample re-checks,
+        so two graphs with and without a LoRA both work)."""
+        from vist3a.wan.lora_stack import sync_lora_stack
 
-        transformer = self.models.transformer
-        wanted = {f"vist3a_{i}": (p, s) for i, (p, s) in enumerate(self.loras)}
-        current = applied_loras(transformer)
-        for name in list(current):
-            if name not in wanted or str(current[name]["lora"].path) != str(wanted[name][0]):
-                remove_vist3a_lora(transformer, name)
-        for name, (path, strength) in wanted.items():
-            state = applied_loras(transformer).get(name)
-            if state is None:
-                apply_vist3a_lora(transformer, _load_lora_cached(path), strength, adapter_name=name)
-            elif abs(state["strength"] - strength) > 1e-9:
-                set_lora_strength(transformer, strength, adapter_name=name)
+        sync_lora_stack(self.models.transformer, self.loras)
 
 
-_lora_cache: dict = {}
-
-
-def _load_lora_cached(path: str):
+def _load_lora(path: str):
+    """A VIST3A LoRA, shared through the model cache while anything (a WanHandle, a transformer) holds it."""
     from vist3a.wan import load_vist3a_lora
 
-    key = (path, C.file_mtime(path))
-    if key not in _lora_cache:
-        _lora_cache.clear()
-        _lora_cache[key] = load_vist3a_lora(path)
-    return _lora_cache[key]
+    return C.cached(("lora", path, C.file_mtime(path)), lambda: load_vist3a_lora(path))
 
 
 class LoadWan(io.ComfyNode):
@@ -115,7 +97,7 @@ class LoadWan(io.ComfyNode):
                                tooltip="auto: ComfyUI's device (the GPU unless ComfyUI runs with --cpu). cpu: force the CPU."),
                 io.Combo.Input("offload", options=OFFLOAD, default="comfy", tooltip=OFFLOAD_TIP),
             ],
-            outputs=[io.Custom("VIST3A_WAN").Output(display_name="wan", tooltip="Wan 2.1 for VIST3A Text Encode / Sample / Decode Splats.")],
+            outputs=[C.WanModel.Output(display_name="wan", tooltip="Wan 2.1 for VIST3A Text Encode / Sample / Decode Splats.")],
         )
 
     @classmethod
@@ -196,14 +178,14 @@ class LoadVIST3ALoRA(io.ComfyNode):
             description="Adds the reward-aligned VIST3A Wan LoRA (vist3a_1.3b_lora_ema / vist3a_14b_lora_ema, PEFT folder "
                         "in models/loras) to a VIST3A Wan model. It is applied when sampling; the base weights are unchanged.",
             inputs=[
-                io.Custom("VIST3A_WAN").Input("wan", tooltip="The Wan model from Load Wan 2.1 (VIST3A)."),
+                C.WanModel.Input("wan", tooltip="The Wan model from Load Wan 2.1 (VIST3A)."),
                 io.Combo.Input("lora_name", options=loras, default=_default(loras, "vist3a_1.3b"),
                                tooltip="adapter_model.safetensors inside the vist3a_*_lora_ema folder in models/loras "
                                        "(adapter_config.json must sit beside it). Use the 1.3B LoRA with Wan 1.3B and the 14B one with 14B."),
                 io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.05,
                                tooltip="LoRA strength: 1.0 is the released setting, 0 disables it."),
             ],
-            outputs=[io.Custom("VIST3A_WAN").Output(display_name="wan", tooltip="The same Wan model with the LoRA added.")],
+            outputs=[C.WanModel.Output(display_name="wan", tooltip="The same Wan model with the LoRA added.")],
         )
 
     @classmethod
@@ -217,10 +199,10 @@ class LoadVIST3ALoRA(io.ComfyNode):
         if lora_name == C.NONE:
             raise C.NodeError("No LoRA found in models/loras; put the vist3a_1.3b_lora_ema folder there and refresh (press R).")
         path = C.model_file("loras", lora_name, "LoRA")
-        lora = _load_lora_cached(path)
+        lora = _load_lora(path)
         if wan.models.transformer is not None:
             check_lora_fits(lora, wan.models.transformer)
-        return io.NodeOutput(wan.with_lora(path, strength))
+        return io.NodeOutput(wan.with_lora(lora, strength))
 
 
 class ApplyLoRAToModel(io.ComfyNode):
@@ -261,7 +243,7 @@ class ApplyLoRAToModel(io.ComfyNode):
         if dm is None or not hasattr(dm, "blocks") or not hasattr(dm.blocks[0], "self_attn"):
             raise C.NodeError("The 'model' input is not a Wan 2.1 MODEL; load wan2.1_t2v_*.safetensors with Load Diffusion Model.")
         if os.path.isfile(os.path.join(os.path.dirname(path), "adapter_config.json")):
-            lora = _load_lora_cached(path)
+            lora = _load_lora(path)
             width, blocks = dm.blocks[0].self_attn.q.weight.shape[0], len(dm.blocks)
             if lora.inner_dim != width or lora.num_blocks > blocks:
                 raise C.NodeError(
@@ -327,7 +309,7 @@ class LoadStitchedDecoder(io.ComfyNode):
                 io.Combo.Input("device", options=C.DEVICES, default="auto",
                                tooltip="auto: ComfyUI's device (managed by its memory manager). cpu: force the CPU."),
             ],
-            outputs=[io.Custom("VIST3A_DECODER").Output(display_name="decoder", tooltip="For Decode Splats.")],
+            outputs=[C.StitchedDecoder.Output(display_name="decoder", tooltip="For Decode Splats.")],
         )
 
     @classmethod
@@ -368,7 +350,7 @@ class LoadAnySplat(io.ComfyNode):
                 io.Combo.Input("device", options=C.DEVICES, default="auto",
                                tooltip="auto: ComfyUI's device (managed by its memory manager). cpu: force the CPU."),
             ],
-            outputs=[io.Custom("VIST3A_ANYSPLAT").Output(display_name="anysplat", tooltip="For Images to Splats.")],
+            outputs=[C.AnySplatModel.Output(display_name="anysplat", tooltip="For Images to Splats.")],
         )
 
     @classmethod

@@ -16,6 +16,8 @@ from . import common as C
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
 MODES = ["orbit", "predicted cameras"]
+SPLAT_TIP = ("Any SPLAT, batches too: Decode Splats, Images to Splats, Load PLY, or a ComfyUI splat node "
+             "(Get Splat, Transform Splat, Merge Splat...).")
 
 
 class RenderViews(io.ComfyNode):
@@ -28,7 +30,7 @@ class RenderViews(io.ComfyNode):
             description="Renders the Gaussians into an IMAGE batch: an orbit around the scene or the predicted cameras. "
                         "Feed it to Preview Image, Save Image or Create Video.",
             inputs=[
-                io.Custom("GAUSSIANS").Input("gaussians", tooltip="From Decode Splats, Images to Splats or Load PLY."),
+                C.Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.Combo.Input("mode", options=MODES, default="orbit",
                                tooltip="orbit: 'views' cameras circling the scene centre. predicted cameras: the poses the decoder "
                                        "predicted for each frame (needs the cameras input)."),
@@ -38,14 +40,14 @@ class RenderViews(io.ComfyNode):
                 io.Float.Input("fov", default=50.0, min=5.0, max=150.0, step=1.0, tooltip="Horizontal field of view of the orbit cameras, degrees."),
                 io.Float.Input("elevation", default=15.0, min=-89.0, max=89.0, step=1.0, tooltip="Orbit elevation above the scene centre, degrees."),
                 io.Combo.Input("background", options=list(BACKGROUNDS), default="white", tooltip="Background colour behind the splats."),
-                io.Custom("CAMERAS").Input("cameras", optional=True, tooltip="Predicted cameras from Decode Splats / Images to Splats (for 'predicted cameras')."),
+                C.Cameras.Input("cameras", optional=True, tooltip="Predicted cameras from Decode Splats / Images to Splats (for 'predicted cameras')."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Rendered views [N, H, W, 3], all scenes one after another.")],
         )
 
     @classmethod
     @C.friendly("Render Views")
-    def execute(cls, gaussians, mode, views, width, height, fov, elevation, background, cameras=None) -> io.NodeOutput:
+    def execute(cls, splat, mode, views, width, height, fov, elevation, background, cameras=None) -> io.NodeOutput:
         from vist3a.render import (
             cameras_from_normalized_intrinsics,
             orbit_cameras,
@@ -53,7 +55,7 @@ class RenderViews(io.ComfyNode):
             scene_bounds,
         )
 
-        scenes = C.check_gaussians(gaussians)
+        scenes = C.check_splat(splat)
         cams = C.check_cameras(cameras)
         if mode == "predicted cameras" and cams is None:
             raise C.NodeError("Render Views is set to 'predicted cameras' but nothing is connected to 'cameras'; connect "
@@ -105,10 +107,10 @@ class PreviewSplats(io.ComfyNode):
                         "shift-drag to pan, wheel to zoom, double-click or R to reset, F or the button for full screen.",
             is_output_node=True,
             inputs=[
-                io.Custom("GAUSSIANS").Input("gaussians", tooltip="From Decode Splats, Images to Splats or Load PLY."),
+                C.Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.Int.Input("max_splats", default=1_000_000, min=1000, max=20_000_000, step=1000,
                              tooltip="Show at most this many Gaussians (the most visible ones) to keep the browser fast."),
-                io.Custom("CAMERAS").Input("cameras", optional=True,
+                C.Cameras.Input("cameras", optional=True,
                                            tooltip="Predicted cameras: the viewer starts from the first one (otherwise it frames the scene)."),
             ],
             outputs=[],
@@ -116,11 +118,11 @@ class PreviewSplats(io.ComfyNode):
 
     @classmethod
     @C.friendly("Preview Splats")
-    def execute(cls, gaussians, max_splats, cameras=None) -> io.NodeOutput:
+    def execute(cls, splat, max_splats, cameras=None) -> io.NodeOutput:
         from vist3a.gaussians import save_splat
         from vist3a.render import scene_bounds
 
-        scenes = C.check_gaussians(gaussians)
+        scenes = C.check_splat(splat)
         cams = C.check_cameras(cameras)
         temp = folder_paths.get_temp_directory()
         sub = "vist3a"
@@ -158,7 +160,7 @@ class SavePLY(io.ComfyNode):
                         "readable by SuperSplat, gsplat and Blender add-ons; optionally also the compact .splat and .spz.",
             is_output_node=True,
             inputs=[
-                io.Custom("GAUSSIANS").Input("gaussians", tooltip="From Decode Splats, Images to Splats or Load PLY."),
+                C.Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.String.Input("filename_prefix", default="VIST3A/splat",
                                 tooltip="File name prefix inside output/; may contain a subfolder and %date% style tokens like Save Image."),
                 io.Combo.Input("sh_degree", options=SH_CHOICES, default="full",
@@ -172,11 +174,11 @@ class SavePLY(io.ComfyNode):
 
     @classmethod
     @C.friendly("Save PLY")
-    def execute(cls, gaussians, filename_prefix, sh_degree, also_splat, also_spz) -> io.NodeOutput:
+    def execute(cls, splat, filename_prefix, sh_degree, also_splat, also_spz) -> io.NodeOutput:
         from vist3a.gaussians import save_ply, save_splat
         from vist3a.splat_formats import save_spz
 
-        scenes = C.check_gaussians(gaussians)
+        scenes = C.check_splat(splat)
         out_dir = folder_paths.get_output_directory()
         try:
             folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
@@ -209,23 +211,29 @@ class LoadPLY(io.ComfyNode):
             node_id="VIST3ALoadPLY",
             display_name="Load PLY (VIST3A)",
             category=C.SPLATS,
-            description="Loads 3D Gaussians from a standard 3DGS .ply (or .spz) in ComfyUI's input/ or output/ folder, or from a path.",
+            description="Loads 3D Gaussians from a standard 3DGS .ply (or .spz) in ComfyUI's input/ or output/ folder, or from a path inside ComfyUI's folders.",
             inputs=[
                 io.Combo.Input("file", options=files, default=files[0],
                                tooltip="A .ply/.spz in input/, or one saved in output/ (marked [output]). Refresh (press R) to see new files."),
                 io.String.Input("path", default="", optional=True,
-                                tooltip="Optional absolute path to a .ply/.spz anywhere on disk; overrides 'file' when set."),
+                                tooltip="Optional path to a .ply/.spz (absolute, or relative to input/); overrides 'file' when set. Only ComfyUI's "
+                                        "input/output/temp and model folders are readable, plus folders the server operator lists in VIST3A_EXTRA_READ_ROOTS."),
             ],
-            outputs=[io.Custom("GAUSSIANS").Output(display_name="gaussians", tooltip="The loaded Gaussians.")],
+            outputs=[C.Splat.Output(display_name="splat", tooltip="The loaded Gaussians (SPLAT, connects to ComfyUI's splat nodes too).")],
         )
 
     @classmethod
     def _resolve(cls, file, path):
+        """The file to read, resolved and inside ComfyUI's folders (or the operator's extra roots)."""
+        from vist3a.read_roots import check_read_path
+
         if path and path.strip():
-            return os.path.expanduser(path.strip())
-        if file == C.NONE:
+            p = os.path.join(folder_paths.get_input_directory(), os.path.expanduser(path.strip()))  # relative: to input/
+        elif file == C.NONE:
             raise C.NodeError("No .ply file in input/ or output/; save one with Save PLY, copy one into input/, or give a path.")
-        return folder_paths.get_annotated_filepath(file)
+        else:
+            p = folder_paths.get_annotated_filepath(file)
+        return str(check_read_path(p, C.allowed_read_roots()))
 
     @classmethod
     def fingerprint_inputs(cls, file, path=""):
@@ -245,7 +253,7 @@ class LoadPLY(io.ComfyNode):
         if not os.path.isfile(p):
             raise C.NodeError(f"The file {p} does not exist; check the path or pick a file from the list.")
         g = load_spz(p) if p.lower().endswith(".spz") else load_ply(p)
-        return io.NodeOutput([g])
+        return io.NodeOutput(C.to_splat([g]))
 
 
 NODES = [RenderViews, PreviewSplats, SavePLY, LoadPLY]

@@ -16,8 +16,13 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import comfyui28_env  # noqa: E402
+
 import comfyui_env  # noqa: E402
 from comfy_workflows import ui_to_api  # noqa: E402
+
+# The ComfyUI versions the tests run against: the install/launch module of each.
+ENVS = {comfyui_env.COMFY_VERSION: comfyui_env, comfyui28_env.COMFY_VERSION: comfyui28_env}
 
 REPO = comfyui_env.REPO
 NODE_IDS = [
@@ -34,11 +39,14 @@ FAST = {
     "EmptyHunyuanLatentVideo": {"width": 64, "height": 64, "length": 5},
     "VIST3ARenderViews": {"views": 3, "width": 96, "height": 96},
     "VIST3AImagesToSplats": {"max_views": 4, "size": 56},
+    "SplatToMesh": {"resolution": 64},
 }
 
 
 class ComfyServer:
-    def __init__(self, base: Path, models: Path, extra_args: list[str] = ()):
+    def __init__(self, base: Path, models: Path, extra_args: list[str] = (), version: str = comfyui_env.COMFY_VERSION):
+        self.version = version
+        self.env = ENVS[version]
         self.extra_args = list(extra_args)
         self.base = Path(base)
         self.models = Path(models)
@@ -50,15 +58,19 @@ class ComfyServer:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "ComfyServer":
-        comfyui_env.install()
+        comfy = self.env.install()
         extra = comfyui_env.write_extra_model_paths(self.base / "extra_model_paths.yaml", [self.models])
-        cmd = comfyui_env.server_command(self.port, extra, self.base, ["--database-url", "sqlite:///:memory:", *self.extra_args])
+        cmd = self.env.server_command(self.port, extra, self.base, ["--database-url", "sqlite:///:memory:", *self.extra_args])
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         t0 = time.time()
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=str(comfyui_env.COMFY), stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen(cmd, cwd=str(comfy), stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
-        comfyui_env.wait_ready(self.port, self.proc, log=self.log_path)
+        try:
+            comfyui_env.wait_ready(self.port, self.proc, log=self.log_path)
+        except BaseException:  # a server that never got ready is not left behind
+            self.stop()
+            raise
         self.startup_s = time.time() - t0
         return self
 
@@ -176,6 +188,22 @@ class ComfyServer:
         return asyncio.run(go())
 
 
+def start_test_server(version: str, tmp_path_factory, extra_args: list[str] = ()) -> ComfyServer:
+    """A server of `version` with the tiny release in its models folder and the example video in input/;
+    skips (with the reason) where that ComfyUI cannot be installed here."""
+    import pytest
+
+    from vist3a.tiny_release import write_tiny_release
+
+    reason = getattr(ENVS[version], "missing_reason", lambda: None)()
+    if reason:
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp(f"comfy-{version}")
+    write_tiny_release(base / "models")
+    comfyui_env.write_example_video(base / "input" / "vist3a_example_orbit.mp4")
+    return ComfyServer(base, base / "models", extra_args, version=version).start()
+
+
 def import_problems(log: str, link_name: str = comfyui_env.LINK_NAME) -> list[str]:
     """Lines of the server log that say our extension failed to import (grep, not the exit code)."""
     bad = []
@@ -197,8 +225,8 @@ def api_graph(decoder="vist3a_stitched_export/", anysplat="(none)", steps=3):
                                                        "cfg": 5.0, "shift": 5.0, "frames": 5, "width": 64, "height": 64}},
         "4": {"class_type": "VIST3ALoadStitchedDecoder", "inputs": {"decoder": decoder, "anysplat": anysplat, "precision": "fp32", "device": "auto"}},
         "5": {"class_type": "VIST3ADecodeSplats", "inputs": {"latent": ["3", 0], "vae": ["1", 0], "decoder": ["4", 0], "voxelize": "off", "min_opacity": 0.01}},
-        "6": {"class_type": "VIST3ASavePLY", "inputs": {"gaussians": ["5", 0], "filename_prefix": "tests/api", "sh_degree": "0", "also_splat": True, "also_spz": True}},
-        "7": {"class_type": "VIST3ARenderViews", "inputs": {"gaussians": ["5", 0], "cameras": ["5", 1], "mode": "predicted cameras", "views": 2,
+        "6": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["5", 0], "filename_prefix": "tests/api", "sh_degree": "0", "also_splat": True, "also_spz": True}},
+        "7": {"class_type": "VIST3ARenderViews", "inputs": {"splat": ["5", 0], "cameras": ["5", 1], "mode": "predicted cameras", "views": 2,
                                                             "width": 64, "height": 48, "fov": 50.0, "elevation": 15.0, "background": "black"}},
         "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
     }

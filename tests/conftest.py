@@ -19,3 +19,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+# One real ComfyUI server per version for the whole session (starting one takes ~10-40 s on 2 cores);
+# pytest groups the tests by version and stops one server before it starts the next.
+COMFY_VERSIONS = ["0.3.75", "0.28.0"]
+
+
+@pytest.fixture(scope="session", params=COMFY_VERSIONS)
+def comfy_server(request, tmp_path_factory):
+    from comfy_harness import start_test_server
+
+    srv = start_test_server(request.param, tmp_path_factory)
+    yield srv
+    srv.stop()

@@ -88,23 +88,33 @@ def _write_showcase_ply(path: Path) -> Path:
     return save_ply(gs, path)
 
 
-@pytest.fixture(scope="module", params=["pinned", NEW_FRONTEND])
+COMFY28 = "comfyui-0.28.0"  # ComfyUI 0.28.0 with the frontend it pins (1.45.21, in its own venv)
+
+
+@pytest.fixture(scope="module", params=["pinned", NEW_FRONTEND, COMFY28])
 def browser_server(request, tmp_path_factory):
-    """The frontend ComfyUI 0.3.75 pins (1.32.x, README screenshots) and a current one (--front-end-root)."""
+    """The frontend ComfyUI 0.3.75 pins (1.32.x, README screenshots), a current one (--front-end-root), and
+    ComfyUI 0.28.0 with its pinned frontend."""
+    from comfyui28_env import FRONTEND as FRONTEND28
+    from comfyui28_env import missing_reason
+
     from vist3a.tiny_release import write_tiny_release
 
     from comfyui_env import install_frontend, write_example_video
 
+    version = "0.28.0" if request.param == COMFY28 else "0.3.75"
+    if version == "0.28.0" and missing_reason():
+        pytest.skip(missing_reason())
     chromium = _ensure_chromium()
     _ensure_playwright()
-    extra = [] if request.param == "pinned" else ["--front-end-root", str(install_frontend(request.param))]
+    extra = [] if request.param in ("pinned", COMFY28) else ["--front-end-root", str(install_frontend(request.param))]
     base = tmp_path_factory.mktemp("comfy_browser")
     write_tiny_release(base / "models")
     write_example_video(base / "input" / "vist3a_example_orbit.mp4")
     _write_showcase_ply(base / "input" / "vist3a_showcase.ply")
-    srv = ComfyServer(base, base / "models", extra).start()
+    srv = ComfyServer(base, base / "models", extra, version=version).start()
     srv.chromium = chromium
-    srv.frontend = request.param
+    srv.frontend = FRONTEND28 if request.param == COMFY28 else request.param
     srv.shots = request.param == "pinned"
     yield srv
     srv.stop()
@@ -168,13 +178,13 @@ def test_viewer_screenshot_of_a_loaded_ply(browser_server, tmp_path):
     graph = {
         "id": "vist3a-showcase", "revision": 0, "last_node_id": 2, "last_link_id": 1, "version": 0.4, "config": {}, "groups": [],
         "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
-        "links": [[1, 1, 0, 2, 0, "GAUSSIANS"]],
+        "links": [[1, 1, 0, 2, 0, "SPLAT"]],
         "nodes": [
             {"id": 1, "type": "VIST3ALoadPLY", "pos": [40, 120], "size": [340, 110], "flags": {}, "order": 0, "mode": 0, "inputs": [],
-             "outputs": [{"name": "gaussians", "type": "GAUSSIANS", "links": [1], "slot_index": 0}], "properties": {},
+             "outputs": [{"name": "splat", "type": "SPLAT", "links": [1], "slot_index": 0}], "properties": {},
              "widgets_values": ["vist3a_showcase.ply", ""]},
             {"id": 2, "type": "VIST3APreviewSplats", "pos": [420, 120], "size": [520, 560], "flags": {}, "order": 1, "mode": 0,
-             "inputs": [{"name": "gaussians", "type": "GAUSSIANS", "link": 1}, {"name": "cameras", "type": "CAMERAS", "link": None, "shape": 7}],
+             "inputs": [{"name": "splat", "type": "SPLAT", "link": 1}, {"name": "cameras", "type": "CAMERAS", "link": None, "shape": 7}],
              "outputs": [], "properties": {}, "widgets_values": [1000000]},
         ],
     }
@@ -189,3 +199,23 @@ def test_viewer_screenshot_of_a_loaded_ply(browser_server, tmp_path):
     if result["fullscreen"]:
         assert _non_background(shot) > 0.05
     assert ui_to_api(graph, browser_server.object_info())["1"]["inputs"]["file"] == "vist3a_showcase.ply"
+
+
+def test_native_splat_workflow_loads_in_the_0_28_ui(browser_server, tmp_path):
+    """The workflow for ComfyUI's native splat nodes loads in 0.28's own frontend with every node known,
+    and the frontend turns it into the same prompt as the server tests (the 3D viewport aside)."""
+    from comfy_workflows import NATIVE_SPECS
+
+    if browser_server.version != "0.28.0":
+        pytest.skip("the native splat nodes need ComfyUI 0.28")
+    for name in NATIVE_SPECS:
+        result = _drive(browser_server, WORKFLOWS / name, FAST, loadOnly=True, graphShot=str(tmp_path / "native_graph.png"))
+        assert result["missingTypes"] == [], result["missingTypes"]
+        assert result["frontendVersion"] == browser_server.frontend, result["frontendVersion"]
+        ours, theirs = browser_server.api_from_workflow(WORKFLOWS / name), result["prompt"]
+        assert set(theirs) == set(ours)
+        for nid, node in ours.items():
+            assert theirs[nid]["class_type"] == node["class_type"]
+            mine = {k: v for k, v in node["inputs"].items() if k != "viewport_state"}  # the frontend fills it from the live 3D view
+            assert {k: theirs[nid]["inputs"].get(k) for k in mine} == mine, (nid, theirs[nid]["inputs"], node["inputs"])
+        assert not result["pageErrors"], result["pageErrors"]

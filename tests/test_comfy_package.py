@@ -101,3 +101,35 @@ def test_tiny_release_layout(tmp_path):
     assert sniff(paths["stitched_export"]).kind == "stitched_export"
     assert sniff(paths["lora_1_3b"]).kind == "wan_lora_peft"
     assert write_tiny_release(tmp_path) == paths  # second call keeps the files
+
+
+def test_registry_metadata_and_single_entry_point():
+    """[tool.comfy] is complete, its icon exists, .comfyignore keeps tests/bench/caches out but the node in,
+    and comfy_entrypoint is the only registration (a NODE_CLASS_MAPPINGS would shadow it)."""
+    import ast
+
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    comfy = meta["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"].startswith(">=")
+    icon = REPO / comfy["Icon"]
+    assert icon.is_file() and icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(icon) as im:
+        assert im.width <= 800 and im.height <= 400
+    assert meta["project"]["urls"]
+    names = {n.id for n in ast.walk(ast.parse((REPO / "__init__.py").read_text())) if isinstance(n, ast.Name)}
+    assert "NODE_CLASS_MAPPINGS" not in names and "NODE_DISPLAY_NAME_MAPPINGS" not in names
+
+    def ignored(path: str) -> bool:
+        out = subprocess.run(["git", "-c", f"core.excludesFile={REPO / '.comfyignore'}", "check-ignore", "--no-index", "-q", path],
+                             cwd=REPO, capture_output=True)
+        return out.returncode == 0
+
+    for path in ("tests/test_comfy_server.py", "bench/run.py", ".cache/comfyui/x", "vist3a_train/train.py", "comfy_nodes/__pycache__/a.pyc"):
+        assert ignored(path), path
+    for path in ("__init__.py", "comfy_nodes/splats.py", "vist3a/splat_contract.py", "web/vist3a.js", "requirements.txt",
+                 "workflows/vist3a_text_to_3dgs_1.3B.json", comfy["Icon"], "pyproject.toml"):
+        assert not ignored(path), path

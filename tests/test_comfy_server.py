@@ -1,5 +1,7 @@
-"""A real ComfyUI 0.3.75 server with this repository in custom_nodes/: the extension imports, every
-node is listed, every shipped workflow runs to completion on tiny weights, Cancel and errors behave."""
+"""A real ComfyUI server with this repository in custom_nodes/, on every tested version (0.3.75 and
+0.28.0, see conftest.COMFY_VERSIONS): the extension imports, every node is listed, every shipped workflow
+runs to completion on tiny weights, Cancel and errors behave; on 0.28 our SPLAT sockets connect to
+ComfyUI's native splat nodes in both directions."""
 
 from __future__ import annotations
 
@@ -9,29 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from comfy_harness import NODE_IDS, ComfyServer, api_graph, import_problems
-from comfy_workflows import SPECS, WORKFLOWS, build_ui
+from comfy_harness import NODE_IDS, api_graph, import_problems
+from comfy_workflows import NATIVE_SPECS, SPECS, WORKFLOWS, build_ui
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
-TIMINGS: dict[str, float] = {}
+TIMINGS: dict[str, dict[str, float]] = {}
+NATIVE = "0.28.0"  # the first tested ComfyUI with the native SPLAT type and splat nodes
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from vist3a.tiny_release import write_tiny_release
+def server(comfy_server):
+    """The session's server of one version (conftest.comfy_server), timings reported per version."""
+    times = TIMINGS.setdefault(comfy_server.version, {"server_start_s": round(comfy_server.startup_s, 1)})
+    yield comfy_server
+    print(f"\nComfyUI {comfy_server.version} timings (CPU, tiny weights):", json.dumps(times))
 
-    from comfyui_env import write_example_video
 
-    base = tmp_path_factory.mktemp("comfy")
-    models = base / "models"
-    write_tiny_release(models)
-    write_example_video(base / "input" / "vist3a_example_orbit.mp4")
-    srv = ComfyServer(base, models).start()
-    TIMINGS["server_start_s"] = round(srv.startup_s, 1)
-    yield srv
-    srv.stop()
-    print("\nComfyUI timings (CPU, tiny weights):", json.dumps(TIMINGS))
+def _needs_native(server):
+    if server.version != NATIVE:
+        pytest.skip(f"ComfyUI {server.version} has no native SPLAT nodes (they came with {NATIVE})")
 
 
 def test_extension_imports_without_error(server):
@@ -57,7 +56,7 @@ def test_object_info_lists_every_node_with_tooltips(server):
     assert info["VIST3APreviewSplats"]["output_node"] and info["VIST3ASavePLY"]["output_node"]
     assert info["VIST3ASample"]["output"] == ["LATENT"]
     assert info["VIST3ADecodeSplats"]["input"]["required"]["vae"][0] == "VAE,VIST3A_WAN"
-    assert info["VIST3ADecodeSplats"]["output"] == ["GAUSSIANS", "CAMERAS", "IMAGE"]
+    assert info["VIST3ADecodeSplats"]["output"] == ["SPLAT", "CAMERAS", "IMAGE"]
     assert info["VIST3ARenderViews"]["output"] == ["IMAGE"]
     # the models/vist3a folder is registered and lists the tiny files
     decoders = info["VIST3ALoadStitchedDecoder"]["input"]["required"]["decoder"][1]["options"]
@@ -67,12 +66,13 @@ def test_object_info_lists_every_node_with_tooltips(server):
 def test_shipped_workflows_are_current_and_listed_as_templates(server):
     info = dict(server.object_info())
     info.setdefault("MarkdownNote", {"input": {"required": {}}, "output": [], "output_name": []})
-    for name, spec in SPECS.items():
+    # each workflow is generated against the ComfyUI it needs: the plain ones on 0.3.75, the native ones on 0.28
+    for name, spec in (NATIVE_SPECS if server.version == NATIVE else SPECS).items():
         committed = json.loads((WORKFLOWS / name).read_text())
         assert committed == build_ui(spec(info), info), f"workflows/{name} is stale: python tools/comfy_workflows.py --port N"
     templates = server.get("/workflow_templates")
     ours = next(v for k, v in templates.items() if "VIST3A" in k)
-    assert sorted(ours) == sorted(Path(n).stem for n in SPECS)
+    assert sorted(ours) == sorted(Path(n).stem for n in [*SPECS, *NATIVE_SPECS])
 
 
 def _check_outputs(server, history) -> dict:
@@ -81,8 +81,14 @@ def _check_outputs(server, history) -> dict:
     from vist3a.gaussians import load_ply
     from vist3a.splat_formats import load_spz
 
-    seen = {"ply": 0, "spz": 0, "splat": 0, "images": 0, "preview": 0}
+    seen = {"ply": 0, "spz": 0, "splat": 0, "images": 0, "preview": 0, "native_ply": 0}
     for node_out in history["outputs"].values():
+        result = node_out.get("result") or []
+        if result and isinstance(result[0], str) and result[0].endswith(".ply"):  # native Save/Preview Splat
+            sub, _, name = result[0].rpartition("/")
+            kind = "temp" if name.startswith("preview_splat_") else "output"
+            assert load_ply(server.output_path({"filename": name, "subfolder": sub, "type": kind})).num > 0
+            seen["native_ply"] += 1
         for item in node_out.get("vist3a_files", []):
             path = server.output_path(item)
             assert path.is_file(), path
@@ -110,15 +116,20 @@ def _check_outputs(server, history) -> dict:
     return seen
 
 
-@pytest.mark.parametrize("workflow", sorted(SPECS))
+@pytest.mark.parametrize("workflow", sorted(SPECS) + sorted(NATIVE_SPECS))
 def test_shipped_workflow_runs(server, workflow):
+    if workflow in NATIVE_SPECS:
+        _needs_native(server)
     api = server.api_from_workflow(WORKFLOWS / workflow)
     history, seconds = server.run(api)
     assert history["status"]["status_str"] == "success", json.dumps(history["status"], indent=1)[:3000]
-    TIMINGS[workflow] = round(seconds, 1)
+    TIMINGS[server.version][workflow] = round(seconds, 1)
     seen = _check_outputs(server, history)
-    assert seen["ply"] >= 1 and seen["preview"] >= 1, seen
-    assert seen["images"] >= 1, seen
+    if workflow in NATIVE_SPECS:  # native preview/save: a .ply written by ComfyUI that our reader loads
+        assert seen["native_ply"] >= 1, seen
+    else:
+        assert seen["ply"] >= 1 and seen["preview"] >= 1, seen
+    assert seen["images"] >= 1 or workflow in NATIVE_SPECS, seen
 
 
 def test_diffusers_folder_export_and_load_ply(server):
@@ -129,8 +140,8 @@ def test_diffusers_folder_export_and_load_ply(server):
     item = history["outputs"]["6"]["vist3a_files"][0]
     load = {
         "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": f"{item['subfolder']}/{item['filename']} [output]", "path": ""}},
-        "2": {"class_type": "VIST3APreviewSplats", "inputs": {"gaussians": ["1", 0], "max_splats": 1000}},
-        "3": {"class_type": "VIST3ARenderViews", "inputs": {"gaussians": ["1", 0], "mode": "orbit", "views": 2, "width": 32, "height": 32,
+        "2": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["1", 0], "max_splats": 1000}},
+        "3": {"class_type": "VIST3ARenderViews", "inputs": {"splat": ["1", 0], "mode": "orbit", "views": 2, "width": 32, "height": 32,
                                                             "fov": 50.0, "elevation": 15.0, "background": "white"}},
         "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
     }
@@ -152,11 +163,15 @@ def test_failing_prompt_then_good_prompt(server):
     assert err["node_type"] == "VIST3ALoadStitchedDecoder"
     msg = err["exception_message"].strip()
     assert "\n" not in msg and "AnySplat" in msg and msg.endswith("."), msg
-    # a file that is not in models/vist3a: refused (ComfyUI 0.3.75 does not check V3 combo values up
-    # front, so the loader says it while running), naming the file and what to do
-    history, _ = server.run(api_graph(decoder="nope.pth"))
-    msg = _error(history)["exception_message"].strip()
-    assert "nope.pth" in msg and "models/vist3a" in msg and "\n" not in msg, msg
+    # a file that is not in models/vist3a: refused naming the file (0.28 checks V3 combo values when the
+    # prompt is queued; 0.3.75 does not, so there the loader says it while running, with what to do)
+    status, body = server.post("/prompt", {"prompt": api_graph(decoder="nope.pth"), "client_id": "vist3a-tests"})
+    if server.version == NATIVE:
+        assert status == 400 and "nope.pth" in json.dumps(body.get("node_errors")), body
+    else:
+        assert status == 200, body
+        msg = _error(server.wait(body["prompt_id"]))["exception_message"].strip()
+        assert "nope.pth" in msg and "models/vist3a" in msg and "\n" not in msg, msg
     # the server is fine afterwards
     history, _ = server.run(api_graph(decoder="anysplat_stitched.pth", anysplat="anysplat/"))
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
@@ -180,7 +195,7 @@ def test_cancel_stops_sampling_promptly(server):
     interrupted = next(m[1] for m in history["status"]["messages"] if m[0] == "execution_interrupted")
     assert interrupted["node_type"] == "VIST3ASample"
     # How fast is recorded, not asserted (machine load decides it); that it stopped at all is asserted above.
-    TIMINGS["cancel_s"] = round(stopped, 2)
+    TIMINGS[server.version]["cancel_s"] = round(stopped, 2)
     # and the next prompt runs normally
     history, _ = server.run(api_graph(steps=2))
     assert history["status"]["status_str"] == "success"
@@ -191,3 +206,99 @@ def test_free_releases_cached_models(server):
     assert server.post("/free", {"unload_models": True, "free_memory": True})[0] == 200
     history, _ = server.run(api_graph(steps=2))
     assert history["status"]["status_str"] == "success"
+
+
+def _native_graph(prefix: str) -> dict:
+    """Decode Splats -> native Create 3D File -> Preview Splat / Save Splat; the native file back through
+    Get Splat -> our Render Views, Preview Splats and Save PLY; Transform Splat + Merge Splats -> our Save PLY."""
+    g = api_graph()
+    g["6"]["inputs"].update(filename_prefix=f"{prefix}/ours", sh_degree="full", also_splat=False, also_spz=False)
+    del g["7"], g["8"]
+    view = {"viewport_state": {}, "width": 64, "height": 64}
+    g.update({
+        "10": {"class_type": "SplatToFile3D", "inputs": {"splat": ["5", 0], "format": "ply"}},
+        "11": {"class_type": "PreviewGaussianSplat", "inputs": {"model_3d": ["10", 0], **view}},
+        "12": {"class_type": "SaveGaussianSplat", "inputs": {"model_3d": ["10", 0], "filename_prefix": f"{prefix}/native", **view}},
+        "13": {"class_type": "File3DToSplat", "inputs": {"model_3d": ["10", 0]}},
+        "14": {"class_type": "VIST3ARenderViews", "inputs": {"splat": ["13", 0], "mode": "orbit", "views": 2, "width": 32, "height": 32,
+                                                             "fov": 50.0, "elevation": 15.0, "background": "white"}},
+        "15": {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}},
+        "16": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["13", 0], "filename_prefix": f"{prefix}/reread", "sh_degree": "full",
+                                                         "also_splat": False, "also_spz": False}},
+        "17": {"class_type": "TransformSplat", "inputs": {"splat": ["5", 0], "translate_x": 1.0, "translate_y": 0.0, "translate_z": 0.0,
+                                                          "rotate_x": 180.0, "rotate_y": 0.0, "rotate_z": 0.0, "scale_x": 2.0, "scale_y": 2.0, "scale_z": 2.0}},
+        "18": {"class_type": "MergeSplat", "inputs": {"splats.splat0": ["5", 0], "splats.splat1": ["17", 0]}},
+        "19": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["18", 0], "filename_prefix": f"{prefix}/merged", "sh_degree": "full",
+                                                         "also_splat": False, "also_spz": False}},
+        "20": {"class_type": "GetSplatCount", "inputs": {"splat": ["5", 0]}},
+        "21": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["13", 0], "max_splats": 100000}},
+    })
+    return g
+
+
+def test_native_splat_nodes_connect_both_ways(server):
+    import torch
+
+    from vist3a.gaussians import load_ply
+
+    _needs_native(server)
+    history, seconds = server.run(_native_graph("tests/native"))
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    TIMINGS[server.version]["native_splat_graph"] = round(seconds, 1)
+    out = history["outputs"]
+
+    def local(node, i=0):
+        return server.output_path(out[node]["vist3a_files"][i])
+
+    ours = load_ply(local("6"))
+    # the native Save Splat wrote a file; our Load PLY reads it back, through the server, inside output/
+    saved = out["12"]["result"][0]
+    assert saved.endswith(".ply"), saved
+    native = load_ply(server.output_path({"filename": saved.rpartition("/")[2], "subfolder": saved.rpartition("/")[0], "type": "output"}))
+    # native writer vs ours, and native reader -> our writer: the same splats
+    reread = load_ply(local("16"))
+    for other in (native, reread):
+        assert other.num == ours.num
+        torch.testing.assert_close(other.means, ours.means)
+        torch.testing.assert_close(other.sh, ours.sh)
+        torch.testing.assert_close(other.scales, ours.scales, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(other.opacities, ours.opacities, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(other.rotations.abs(), ours.rotations.abs(), rtol=1e-5, atol=1e-6)
+    assert len(out["15"]["images"]) == 2  # Get Splat -> our Render Views and Preview Splats
+    assert out["21"]["vist3a_splats"][0]["count"] == ours.num
+    # Transform Splat -> Merge Splat (one scene: ours, then the transformed copy) -> our Save PLY
+    merged, n = load_ply(local("19")), ours.num
+    assert merged.num == 2 * n
+    torch.testing.assert_close(merged.means[:n], ours.means)
+    torch.testing.assert_close(merged.scales[n:], ours.scales * 2, rtol=1e-5, atol=1e-7)
+    load = {"1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": f"{saved} [output]", "path": ""}},
+            "2": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["1", 0], "max_splats": 100000}}}
+    history, _ = server.run(load)
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    assert history["outputs"]["2"]["vist3a_splats"][0]["count"] == ours.num
+
+
+def test_load_ply_refuses_paths_outside_comfyui_folders(server, tmp_path):
+    import torch
+
+    from vist3a.gaussians import Gaussians, save_ply
+
+    outside = tmp_path / "secret.ply"
+    save_ply(Gaussians(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([[1.0, 0, 0, 0]] * 2), torch.full((2,), 0.5),
+                       torch.zeros(2, 3, 1)), outside)
+    inp = server.base / "input"
+    link = inp / "link_out.ply"
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)
+    server._object_info = None
+    # an absolute path outside, ../ traversal (absolute and relative to input/), the listed symlink pointing out
+    for path in (str(outside), f"{inp}/../../{outside.relative_to(outside.anchor)}", "../" * 12 + str(outside.relative_to(outside.anchor)), ""):
+        graph = {"1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": "link_out.ply", "path": path}},
+                 "2": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["1", 0], "max_splats": 1000}}}
+        history, _ = server.run(graph)
+        assert history["status"]["status_str"] == "error", path
+        msg = _error(history)["exception_message"].strip()
+        if not path and server.version == NATIVE:  # 0.28's folder_paths refuses a listed file that resolves outside itself
+            assert "Invalid file path" in msg and "\n" not in msg, msg
+            continue
+        assert "not allowed" in msg and str(inp.resolve()) in msg and "VIST3A_EXTRA_READ_ROOTS" in msg and "\n" not in msg, msg

@@ -17,7 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "LOAD_3D"}  # LOAD_3D: the 3D viewport of ComfyUI's 3D nodes
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload", "file_upload")
 
 PROMPT = "a cozy living room with a sofa, a wooden table and a lamp"
@@ -97,6 +97,9 @@ def _neg(object_info):
     return object_info["VIST3ATextEncode"]["input"]["required"]["negative_prompt"][1]["default"]
 
 
+ANY_COMFY = "\n\nRuns on ComfyUI 0.3.75 or newer (tested: 0.3.75 and 0.28.0)."
+
+
 def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
     return [
         (1, "VIST3ALoadWan", dict(model=wan, text_encoder=UMT5, vae=VAE, dtype=dtype, device="auto", offload=offload), {}, (40, 80), None),
@@ -106,12 +109,12 @@ def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
          {"wan": (2, 0), "positive": (3, 0), "negative": (3, 1)}, (860, 80), None),
         (5, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (420, 560), None),
         (6, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (4, 0), "vae": (2, 0), "decoder": (5, 0)}, (1240, 80), None),
-        (7, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (6, 0), "cameras": (6, 1)}, (1620, 80), None),
-        (8, "VIST3ASavePLY", dict(filename_prefix=prefix, sh_degree="full", also_splat=False, also_spz=True), {"gaussians": (6, 0)}, (1240, 420), None),
+        (7, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"splat": (6, 0), "cameras": (6, 1)}, (1620, 80), None),
+        (8, "VIST3ASavePLY", dict(filename_prefix=prefix, sh_degree="full", also_splat=False, also_spz=True), {"splat": (6, 0)}, (1240, 420), None),
         (9, "VIST3ARenderViews", dict(mode="orbit", views=24, width=512, height=512, fov=50.0, elevation=15.0, background="white"),
-         {"gaussians": (6, 0)}, (1240, 640), None),
+         {"splat": (6, 0)}, (1240, 640), None),
         (10, "SaveAnimatedWEBP", dict(filename_prefix=prefix + "_orbit", fps=12.0, lossless=False, quality=85, method="default"), {"images": (9, 0)}, (1620, 600), None),
-        (11, "MarkdownNote", {"_text": note}, {}, (40, 640), "About this workflow"),
+        (11, "MarkdownNote", {"_text": note + ANY_COMFY}, {}, (40, 640), "About this workflow"),
     ]
 
 
@@ -147,13 +150,13 @@ def spec_native(oi):
         (8, "VAELoader", dict(vae_name=VAE), {}, (860, 460), None),
         (9, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (860, 600), None),
         (10, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (7, 0), "vae": (8, 0), "decoder": (9, 0)}, (1240, 80), None),
-        (11, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (10, 0), "cameras": (10, 1)}, (1620, 80), None),
-        (12, "VIST3ASavePLY", dict(filename_prefix="VIST3A/native_wan", sh_degree="3", also_splat=True, also_spz=False), {"gaussians": (10, 0)}, (1240, 420), None),
+        (11, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"splat": (10, 0), "cameras": (10, 1)}, (1620, 80), None),
+        (12, "VIST3ASavePLY", dict(filename_prefix="VIST3A/native_wan", sh_degree="3", also_splat=True, also_spz=False), {"splat": (10, 0)}, (1240, 420), None),
         (13, "PreviewImage", {}, {"images": (10, 2)}, (1240, 640), "Decoded frames"),
         (14, "MarkdownNote", {"_text": "**Native ComfyUI Wan + VIST3A LoRA + Decode Splats.**\n\nComfyUI's Load Diffusion Model, "
                                        "KSampler (uni_pc / simple, ModelSamplingSD3 shift 5 approximates the official UniPC flow-shift-5 sampler) "
                                        "and Load VAE drive generation with ComfyUI's own memory management and offloading; VIST3A only adds the "
-                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works."}, {}, (40, 820), "About this workflow"),
+                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works." + ANY_COMFY}, {}, (40, 820), "About this workflow"),
     ]
 
 
@@ -164,22 +167,51 @@ def spec_video(oi):
         (3, "VIST3ALoadAnySplat", dict(anysplat="anysplat/", precision="auto", device="auto"), {}, (40, 600), None),
         (4, "VIST3AImagesToSplats", dict(max_views=24, size=448, resize="crop square", voxelize="auto", min_opacity=0.0),
          {"anysplat": (3, 0), "images": (2, 0)}, (420, 80), None),
-        (5, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (4, 0), "cameras": (4, 1)}, (820, 80), None),
-        (6, "VIST3ASavePLY", dict(filename_prefix="VIST3A/video_to_3dgs", sh_degree="full", also_splat=False, also_spz=False), {"gaussians": (4, 0)}, (420, 460), None),
+        (5, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"splat": (4, 0), "cameras": (4, 1)}, (820, 80), None),
+        (6, "VIST3ASavePLY", dict(filename_prefix="VIST3A/video_to_3dgs", sh_degree="full", also_splat=False, also_spz=False), {"splat": (4, 0)}, (420, 460), None),
         (7, "VIST3ARenderViews", dict(mode="predicted cameras", views=24, width=448, height=448, fov=50.0, elevation=15.0, background="black"),
-         {"gaussians": (4, 0), "cameras": (4, 1)}, (820, 560), None),
+         {"splat": (4, 0), "cameras": (4, 1)}, (820, 560), None),
         (8, "PreviewImage", {}, {"images": (7, 0)}, (1200, 560), "Re-rendered input views"),
         (9, "MarkdownNote", {"_text": "**Images / video -> 3D Gaussians (plain AnySplat).**\n\nLoad a video (or batch images) of one scene, "
-                                      "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."},
+                                      "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."
+                                      + ANY_COMFY},
          {}, (40, 800), "About this workflow"),
     ]
 
 
+def spec_native_splat_nodes(oi):
+    """Text -> 3DGS handed to ComfyUI's own splat nodes (ComfyUI 0.28+): Transform Splat, Create 3D File,
+    Preview Splat / Save Splat, and Extract Mesh from Splat -> Save 3D Model."""
+    nodes = [n for n in _text_to_3dgs(oi, WAN13, LORA13, "auto", "comfy", "VIST3A/native_splat", "") if n[0] <= 6]
+    return nodes + [
+        (7, "TransformSplat", dict(translate_x=0.0, translate_y=0.0, translate_z=0.0, rotate_x=180.0, rotate_y=0.0, rotate_z=0.0,
+                                   scale_x=1.0, scale_y=1.0, scale_z=1.0), {"splat": (6, 0)}, (1620, 80), "Transform Splat (OpenCV y-down -> y-up)"),
+        (8, "SplatToFile3D", dict(format="ply"), {"splat": (7, 0)}, (2000, 80), None),
+        (9, "PreviewGaussianSplat", dict(viewport_state="", width=1024, height=1024), {"model_3d": (8, 0)}, (2380, 80), None),
+        (10, "SaveGaussianSplat", dict(filename_prefix="VIST3A/native_splat", viewport_state="", width=1024, height=1024),
+         {"model_3d": (8, 0)}, (2380, 560), None),
+        (11, "SplatToMesh", dict(resolution=384, kernel=5, smooth=0, level=0.4, min_component=500, min_opacity=0.02, color_sharpen=2.0),
+         {"splat": (7, 0)}, (1620, 560), None),
+        (12, "SaveGLB", dict(filename_prefix="VIST3A/native_splat_mesh"), {"mesh": (11, 0)}, (2000, 560), None),
+        (13, "MarkdownNote", {"_text": "**VIST3A text -> 3D Gaussians -> ComfyUI's splat nodes. Needs ComfyUI 0.28 or newer** "
+                                       "(the native SPLAT type; on older ComfyUI use the other VIST3A workflows).\n\n"
+                                       "Decode Splats outputs a native SPLAT, so every ComfyUI splat node takes it: Transform Splat turns the "
+                                       "scene upright (AnySplat predicts OpenCV axes, y down), Create 3D File + Preview Splat / Save Splat show "
+                                       "and save it (output/VIST3A/), Extract Mesh from Splat + Save 3D Model make a coloured mesh. "
+                                       "Weights as in the 1.3B workflow."}, {}, (40, 640), "About this workflow"),
+    ]
+
+
+# Workflows for every tested ComfyUI (generated against 0.3.75) and those that need ComfyUI's native
+# splat nodes (0.28+, generated against it); `main` writes the set the running server can load.
 SPECS = {
     "vist3a_text_to_3dgs_1.3B.json": spec_text_1_3b,
     "vist3a_text_to_3dgs_14B_offload.json": spec_text_14b,
     "vist3a_native_wan_ksampler_lora.json": spec_native,
     "vist3a_video_to_3dgs.json": spec_video,
+}
+NATIVE_SPECS = {
+    "vist3a_text_to_3dgs_native_splat_nodes.json": spec_native_splat_nodes,
 }
 
 
@@ -253,14 +285,16 @@ def build_ui(spec: list, object_info: dict) -> dict:
 def main(argv=None) -> int:
     import urllib.request
 
-    parser = argparse.ArgumentParser(description="regenerate workflows/*.json from a running ComfyUI")
+    parser = argparse.ArgumentParser(description="regenerate workflows/*.json from a running ComfyUI "
+                                     "(0.3.75: the plain ones; 0.28+: the ones using native splat nodes)")
     parser.add_argument("--port", type=int, default=8188)
     args = parser.parse_args(argv)
     with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/object_info") as r:
         object_info = json.load(r)
     object_info.setdefault("MarkdownNote", {"input": {"required": {}}, "output": [], "output_name": []})
     WORKFLOWS.mkdir(exist_ok=True)
-    for name, spec in SPECS.items():
+    native = "SplatToFile3D" in object_info  # ComfyUI 0.28+
+    for name, spec in (NATIVE_SPECS if native else SPECS).items():
         ui = build_ui(spec(object_info), object_info)
         (WORKFLOWS / name).write_text(json.dumps(ui, indent=2) + "\n")
         print("wrote", WORKFLOWS / name)

