@@ -156,9 +156,9 @@ class SavePLY(io.ComfyNode):
                 io.Custom("GAUSSIANS").Input("gaussians", tooltip="From Decode Splats, Images to Splats or Load PLY."),
                 io.String.Input("filename_prefix", default="VIST3A/splat",
                                 tooltip="File name prefix inside output/; may contain a subfolder and %date% style tokens like Save Image."),
-                io.Combo.Input("sh_degree", options=SH_CHOICES, default="full",
-                               tooltip="Spherical-harmonic bands to write: full keeps all (AnySplat: degree 4); many viewers read at most 3; "
-                                       "0 gives the smallest file (view-independent colour)."),
+                io.Combo.Input("sh_degree", options=SH_CHOICES, default="3",
+                               tooltip="Spherical-harmonic bands to write: 3 (default) is the most SuperSplat, Spark and the 3DGS viewers "
+                                       "read; full keeps all (AnySplat: degree 4, refused by those viewers); 0 gives the smallest file."),
                 io.Boolean.Input("also_splat", default=False, tooltip="Also write a .splat (antimatter15 format, 32 bytes per Gaussian, colour only)."),
                 io.Boolean.Input("also_spz", default=False, tooltip="Also write an .spz (Niantic's compressed format, SH up to degree 3, ~10x smaller)."),
             ],

@@ -28,7 +28,7 @@ def assert_clean_error(proc, *needles):
 def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
     proc = run("generate", "a small red barn", "-o", out / "barn.ply", "--tiny", "--frames", 5, "--size", 64,
-               "--steps", 3, "--views", out / "views", "--sh-degree", 3)
+               "--steps", 3, "--views", out / "views")  # default --sh-degree: 3
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out, proc
 
@@ -36,7 +36,7 @@ def generated(tmp_path_factory):
 def test_generate_tiny_writes_ply_and_views(generated):
     out, proc = generated
     g = load_ply(out / "barn.ply")
-    assert g.num > 1000 and g.sh_degree == 3
+    assert g.num > 1000 and g.sh_degree == 3  # the tiny decoder predicts degree 4
     for name in ("predicted_views.png", "orbit.png", "orbit.webp", "context_frames.png"):
         assert (out / "views" / name).stat().st_size > 0
     assert "decoder: tiny random stitched decoder" in proc.stdout
@@ -45,7 +45,7 @@ def test_generate_tiny_writes_ply_and_views(generated):
 def test_generate_is_reproducible_for_a_seed(generated, tmp_path):
     out, _ = generated
     proc = run("generate", "a small red barn", "-o", tmp_path / "again.ply", "--tiny", "--frames", 5, "--size", 64,
-               "--steps", 3, "--sh-degree", 3)
+               "--steps", 3)
     assert proc.returncode == 0
     assert torch.equal(load_ply(out / "barn.ply").means, load_ply(tmp_path / "again.ply").means)
 

@@ -56,13 +56,18 @@ def _progress_bar():
     return report
 
 
-def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None, views: Path | None, size: int = 256) -> list[Path]:
-    """PLY + (optionally) rendered views: predicted cameras grid, orbit grid and orbit animation."""
+def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None = 3, views: Path | None = None, size: int = 256) -> list[Path]:
+    """PLY + (optionally) rendered views: predicted cameras grid, orbit grid and orbit animation.
+
+    ``sh_degree`` is capped at the scene's degree; the default 3 opens in every common viewer, None keeps all bands.
+    """
     from .gaussians import save_ply
     from .render import render_gaussians, render_orbit
     from .render.cameras import cameras_from_normalized_intrinsics
     from .render.media import save_orbit_video, save_png_grid
 
+    if sh_degree is not None:
+        sh_degree = min(sh_degree, scene.gaussians.sh_degree)
     written = [save_ply(scene.gaussians, ply, sh_degree=sh_degree)]
     if views is not None:
         views.mkdir(parents=True, exist_ok=True)
@@ -96,7 +101,7 @@ def _generate(args) -> int:
         _check_input(path, what)
     if not args.tiny and (args.wan is None or args.decoder is None):
         raise UsageError("give --wan PATH and --decoder PATH (plus --anysplat for anysplat_stitched.pth), or --tiny for tiny random models")
-    if args.sh_degree is not None and not 0 <= args.sh_degree <= 4:
+    if not 0 <= args.sh_degree <= 4:
         raise UsageError(f"--sh-degree must be between 0 and 4, got {args.sh_degree}")
     settings = GenerateSettings(frames=args.frames, height=args.size, width=args.size, steps=args.steps, cfg=args.cfg,
                                 shift=args.shift, seed=args.seed, camera_template=not args.no_camera_template,
@@ -188,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--frames", type=int, default=13, help="video frames, 4k+1 (13 official, 21 for the extended decoder)")
     g.add_argument("--size", type=int, default=512, help="video width = height, multiple of 16")
-    g.add_argument("--sh-degree", dest="sh_degree", type=int, default=None, help="SH degree written to the PLY (0-4; default all)")
+    g.add_argument("--sh-degree", dest="sh_degree", type=int, default=3,
+                   help="SH degree written to the PLY (0-4; default 3, the highest common viewers read; 4 keeps AnySplat's full SH)")
     g.add_argument("--negative", default=None, help="negative prompt (default: the official one)")
     g.add_argument("--no-camera-template", dest="no_camera_template", action="store_true", help="use the prompt as is")
     g.add_argument("--min-opacity", dest="min_opacity", type=float, default=0.0, help="drop Gaussians fainter than this")

@@ -34,6 +34,7 @@ from .errors import VIST3AError
 
 __all__ = [
     "SH_C0",
+    "VIEWER_SH_DEGREE",
     "Gaussians",
     "PlyError",
     "xyzw_to_wxyz",
@@ -47,6 +48,10 @@ __all__ = [
 
 SH_C0 = 0.28209479177387814
 """Degree-0 real SH basis constant, 1 / (2 sqrt(pi))."""
+
+VIEWER_SH_DEGREE = 3
+"""Default SH degree of the PLYs we write: the highest the common viewers read (3DGS SIBR viewer,
+PlayCanvas splat-transform / SuperSplat, Spark in ComfyUI's frontend all stop at 45 ``f_rest``)."""
 
 PathLike = Union[str, os.PathLike]
 
