@@ -12,6 +12,8 @@ import torch
 import folder_paths
 from comfy_api.latest import io
 
+from vist3a.gaussians import OPACITY_MODES
+
 from . import common as C
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
@@ -210,8 +212,12 @@ class LoadPLY(io.ComfyNode):
                                tooltip="A .ply/.spz in input/, or one saved in output/ (marked [output]). Refresh (press R) to see new files."),
                 io.String.Input("path", default="", optional=True,
                                 tooltip="Optional absolute path to a .ply/.spz anywhere on disk; overrides 'file' when set."),
+                io.Combo.Input("opacity", options=list(OPACITY_MODES), default="auto", optional=True,
+                               tooltip="How a .ply stores opacity: logit (standard 3DGS), linear (the official VIST3A exporter, DC colour "
+                                       "only), auto: linear when there is no f_rest and every opacity lies in [0, 1]."),
             ],
             outputs=[io.Custom("GAUSSIANS").Output(display_name="gaussians", tooltip="The loaded Gaussians.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -223,24 +229,30 @@ class LoadPLY(io.ComfyNode):
         return folder_paths.get_annotated_filepath(file)
 
     @classmethod
-    def fingerprint_inputs(cls, file, path=""):
+    def fingerprint_inputs(cls, file, path="", opacity="auto"):
         try:
             p = cls._resolve(file, path)
-            return f"{p}:{os.path.getmtime(p)}"
+            return f"{p}:{os.path.getmtime(p)}:{opacity}"
         except Exception:
             return float("nan")
 
     @classmethod
     @C.friendly("Load PLY")
-    def execute(cls, file, path="") -> io.NodeOutput:
+    def execute(cls, file, path="", opacity="auto") -> io.NodeOutput:
         from vist3a.gaussians import load_ply
         from vist3a.splat_formats import load_spz
 
         p = cls._resolve(file, path)
         if not os.path.isfile(p):
             raise C.NodeError(f"The file {p} does not exist; check the path or pick a file from the list.")
-        g = load_spz(p) if p.lower().endswith(".spz") else load_ply(p)
+        g = load_spz(p) if p.lower().endswith(".spz") else load_ply(p, opacity=opacity, report=cls._say)
         return io.NodeOutput([g])
+
+    @classmethod
+    def _say(cls, message: str) -> None:
+        """Show a reading note on the node (progress text) and in the console."""
+        print(f"[VIST3A] Load PLY: {message}")
+        C.node_text(message, getattr(cls.hidden, "unique_id", None) if getattr(cls, "hidden", None) else None)
 
 
 NODES = [RenderViews, PreviewSplats, SavePLY, LoadPLY]

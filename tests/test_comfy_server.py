@@ -140,6 +140,21 @@ def test_diffusers_folder_export_and_load_ply(server):
     assert history["outputs"]["2"]["vist3a_splats"][0]["count"] <= 1000
 
 
+def test_load_ply_reads_official_layout(server, tmp_path):
+    from test_splat_io import make_scene, write_official_ply
+
+    path = tmp_path / "official_gaussians.ply"
+    write_official_ply(path, make_scene(300, degree=0, seed=5))
+    first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
+    load = {
+        "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(path), "opacity": "auto"}},
+        "2": {"class_type": "VIST3APreviewSplats", "inputs": {"gaussians": ["1", 0], "max_splats": 1000}},
+    }
+    history, _ = server.run(load)
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    assert "official VIST3A/AnySplat PLY layout" in server.log()
+
+
 def _error(history) -> dict:
     return next(m[1] for m in history["status"]["messages"] if m[0] == "execution_error")
 

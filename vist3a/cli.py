@@ -82,6 +82,10 @@ def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None = 3, views: Pa
     return written
 
 
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
 def _cuda() -> bool:
     import torch
 
@@ -147,7 +151,7 @@ def _render(args) -> int:
     video = _check_output(args.video, (".webp", ".gif", ".mp4")) if args.video else None
     if args.orbit < 1 or args.size < 8:
         raise UsageError("--orbit must be >= 1 and --size >= 8")
-    g = load_ply(args.input)
+    g = load_ply(args.input, opacity=args.opacity, report=_note)
     rgb, _, _ = render_orbit(g, n=args.orbit, width=args.size, height=args.size, elevation_deg=args.elevation)
     print(f"wrote {save_png_grid(rgb, out)}")
     if video is not None:
@@ -215,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--size", type=int, default=256)
     r.add_argument("--elevation", type=float, default=15.0)
     r.add_argument("--video", help="also write the orbit as .webp/.gif/.mp4")
+    r.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto",
+                   help="how the PLY stores opacity: logit (3DGS), linear (official VIST3A exporter), auto (detect; default)")
     r.set_defaults(func=_render)
 
     p = sub.add_parser("parity", help="check numerical parity with the official code on a fixture")

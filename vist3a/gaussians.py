@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -41,7 +41,10 @@ __all__ = [
     "wxyz_to_xyzw",
     "rgb_to_sh0",
     "sh_degree_from_bases",
+    "OPACITY_MODES",
+    "PlyScene",
     "save_ply",
+    "read_ply",
     "load_ply",
     "save_splat",
 ]
@@ -284,13 +287,50 @@ def _read_plydata(path: Path) -> PlyData:
         raise PlyError(f"{path} could not be parsed as PLY ({type(e).__name__}: {e})") from e
 
 
-def load_ply(path: PathLike) -> Gaussians:
-    """Read a standard 3DGS PLY (binary or ASCII) into float32 CPU :class:`Gaussians`.
+OPACITY_MODES = ("auto", "logit", "linear")
+"""How a PLY's ``opacity`` is read: ``logit`` (standard 3DGS), ``linear`` (the official VIST3A/AnySplat
+exporter, DC only), or ``auto``: linear when the file has no ``f_rest_*`` and every opacity lies in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class PlyScene:
+    """What :func:`read_ply` found: the Gaussians and how the file stored opacity."""
+
+    gaussians: Gaussians
+    opacity: str  # "logit" or "linear"
+    detected: bool  # True when "auto" chose the convention, False when it was forced
+
+    def note(self) -> Optional[str]:
+        """One line for the user when a file was recognised as the official (linear opacity) layout."""
+        if self.opacity != "linear" or not self.detected:
+            return None
+        return ("read as the official VIST3A/AnySplat PLY layout (DC colour only, opacity stored linear in [0, 1], "
+                "not as a logit); force the standard reading with opacity 'logit' if that is wrong")
+
+
+def load_ply(path: PathLike, opacity: str = "auto", report: Optional[Callable[[str], None]] = None) -> Gaussians:
+    """Read a 3DGS PLY (binary or ASCII) into float32 CPU :class:`Gaussians`.
+
+    ``opacity`` is one of :data:`OPACITY_MODES`; ``report`` receives one line (prefixed with the path)
+    when an official-layout file is auto-detected. See :func:`read_ply`.
+    """
+    scene = read_ply(path, opacity=opacity)
+    note = scene.note()
+    if note and report is not None:
+        report(f"{path}: {note}")
+    return scene.gaussians
+
+
+def read_ply(path: PathLike, opacity: str = "auto") -> PlyScene:
+    """Read a 3DGS PLY (binary or ASCII) into float32 CPU :class:`Gaussians` plus its opacity convention.
 
     The SH degree is inferred from the number of f_rest_* properties; normals are ignored and may be
-    absent; rotations are normalised. Raises :class:`PlyError` naming the file for anything that is
-    not a readable 3DGS PLY, and ``FileNotFoundError`` if the file does not exist.
+    absent; rotations are normalised. Opacity follows ``opacity`` (:data:`OPACITY_MODES`). Raises
+    :class:`PlyError` naming the file for anything that is not a readable 3DGS PLY, and
+    ``FileNotFoundError`` if the file does not exist.
     """
+    if opacity not in OPACITY_MODES:
+        raise ValueError(f"opacity must be one of {', '.join(OPACITY_MODES)}, got {opacity!r}")
     path = Path(path)
     ply = _read_plydata(path)
     if "vertex" not in ply:
@@ -323,22 +363,39 @@ def load_ply(path: PathLike) -> Gaussians:
     norms = np.linalg.norm(rotations, axis=1, keepdims=True)
     if (norms <= 1e-12).any():
         raise PlyError(f"{path} has {int((norms <= 1e-12).sum())} zero-length rotation quaternions")
+    stored = np.asarray(data["opacity"], dtype=np.float64)
+    convention = _opacity_convention(path, opacity, stored, has_rest=bool(rest_names))
     with np.errstate(over="ignore"):
         scales = np.exp(stack(["scale_0", "scale_1", "scale_2"]))
-        opacity = 1.0 / (1.0 + np.exp(-np.asarray(data["opacity"], dtype=np.float64)))
+        alpha = stored if convention == "linear" else 1.0 / (1.0 + np.exp(-stored))
     if not np.isfinite(scales.astype(np.float32)).all():
         raise PlyError(f"{path} has log-scales too large to represent (exp overflows float32)")
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
-    return Gaussians(
+    g = Gaussians(
         means=tensor(stack(_BASE_PROPS)),
         scales=tensor(scales),
         rotations=tensor(rotations / norms),
-        opacities=tensor(opacity),
+        opacities=tensor(alpha),
         sh=tensor(np.concatenate([dc[:, :, None], rest], axis=2)),
     )
+    return PlyScene(g, convention, detected=opacity == "auto")
+
+
+def _opacity_convention(path: Path, mode: str, stored: np.ndarray, has_rest: bool) -> str:
+    """Resolve ``mode`` for a file's stored opacity column (checked finite)."""
+    lo, hi = float(stored.min()), float(stored.max())
+    in_unit = lo >= 0.0 and hi <= 1.0
+    if mode == "auto":
+        return "linear" if in_unit and not has_rest else "logit"
+    if mode == "linear" and not in_unit:
+        raise PlyError(
+            f"{path} stores opacities from {lo:g} to {hi:g}, outside [0, 1], so they cannot be linear; "
+            "read it with opacity 'logit' or 'auto'"
+        )
+    return mode
 
 
 def _rest_degree(path: Path, present: set) -> int:

@@ -96,12 +96,16 @@ def _describe_wan_lora(p: Path) -> list[str]:
 
 
 def _describe_ply(p: Path) -> list[str]:
-    from .gaussians import load_ply
+    from .gaussians import read_ply
 
-    g = load_ply(p)
+    scene = read_ply(p)
+    g = scene.gaussians
     lo, hi = g.means.min(0).values.tolist(), g.means.max(0).values.tolist()
+    convention = ("opacity stored linear in [0, 1]: the official VIST3A/AnySplat exporter's layout (DC colour only)"
+                  if scene.opacity == "linear" else "opacity stored as a logit: the standard 3DGS layout")
     return [
         f"{p}: 3DGS PLY, {g.num} Gaussians, SH degree {g.sh_degree}",
+        convention,
         "bounds: " + ", ".join(f"{a:.3g}..{b:.3g}" for a, b in zip(lo, hi)),
         f"opacity {float(g.opacities.min()):.3g}..{float(g.opacities.max()):.3g}, "
         f"scale {float(g.scales.min()):.3g}..{float(g.scales.max()):.3g}",
