@@ -78,7 +78,7 @@ def test_render_any_ply(generated, tmp_path):
     "args, needles",
     [
         (["generate", "x", "-o", "{t}/missing/o.ply", "--tiny"], ["does not exist", "missing"]),
-        (["generate", "x", "-o", "{t}/o.obj", "--tiny"], [".ply"]),
+        (["generate", "x", "-o", "{t}/o.obj", "--tiny"], [".ply or .spz or .splat"]),
         (["generate", "x", "-o", "{t}/o.ply"], ["--tiny"]),
         (["generate", "x", "-o", "{t}/o.ply", "--tiny", "--frames", "14"], ["14"]),
         (["generate", "x", "-o", "{t}/o.ply", "--tiny", "--size", "100"], ["100"]),

@@ -109,10 +109,16 @@ def test_official_ply_renders_like_the_scene_it_was_written_from(official):
 
 
 def run_cli(*args):
-    import subprocess
-    import sys
+    """`python -m vist3a ARGS` in this process (a subprocess per call costs ~15 s of imports on CI)."""
+    import contextlib
+    import io
 
-    return subprocess.run([sys.executable, "-m", "vist3a", *map(str, args)], capture_output=True, text=True, timeout=300)
+    from vist3a.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_cli_info_and_render_report_the_convention(official, tmp_path):
@@ -131,3 +137,99 @@ def test_cli_info_and_render_report_the_convention(official, tmp_path):
     proc = run_cli("render", ours, "-o", tmp_path / "r3.png", "--orbit", 1, "--size", 16, "--opacity", "linear")
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "cannot be linear" in proc.stderr
     assert not (tmp_path / "r3.png").exists()
+
+
+# ------------------------------------------------------------------------------ formats and convert
+
+FORMATS = (".ply", ".spz", ".splat")
+# what each format keeps: .spz quantises (8-bit colour/alpha, 24-bit positions, log-scale /16, 4-5 bit SH),
+# .splat keeps float positions/scales but 8-bit colour/alpha and rotation * 128
+TOL = {".ply": dict(means=1e-6, scales=1e-6, rot=1e-6, alpha=1e-6, dc=1e-6, rest=1e-6),
+       ".spz": dict(means=2.0 ** -12, scales=0.035, rot=0.02, alpha=0.5 / 255 + 1e-6, dc=0.015, rest=0.07),
+       ".splat": dict(means=0, scales=0, rot=0.02, alpha=1 / 255 + 1e-6, dc=0.015, rest=None)}  # truncates to 8 bits
+
+
+def assert_kept(got: Gaussians, ref: Gaussians, *formats: str) -> None:
+    tol = {k: sum(TOL[f][k] or 0 for f in formats) for k in TOL[".ply"]}
+    order = torch.argsort(ref.means[:, 0]), torch.argsort(got.means[:, 0])  # .splat reorders its rows
+    ref, got = ref.select(order[0]), got.select(order[1])
+    assert (got.means - ref.means).abs().max() <= tol["means"] + 1e-7
+    assert ((got.scales / ref.scales).log().abs().max()) <= tol["scales"] + 1e-6
+    dots = (got.rotations * ref.rotations).sum(1).abs()  # q and -q are the same rotation
+    assert (1 - dots).max() <= tol["rot"]
+    assert (got.opacities - ref.opacities).abs().max() <= tol["alpha"] + 1e-6
+    assert (got.sh[:, :, 0] - ref.sh[:, :, 0]).abs().max() <= tol["dc"] + 1e-6
+    k = got.sh.shape[2]
+    if k > 1:
+        assert (got.sh[:, :, 1:] - ref.sh[:, :, 1:k]).abs().max() <= tol["rest"] + 1e-6
+
+
+@pytest.mark.parametrize("src", FORMATS)
+@pytest.mark.parametrize("dst", FORMATS)
+def test_convert_every_format_pair(tmp_path, src, dst):
+    from vist3a.convert import MAX_SH_DEGREE, convert, read_splats, write_splats
+
+    ref = make_scene(80, degree=4, seed=7)
+    first = write_splats(ref, tmp_path / f"in{src}", sh_degree=None)
+    source = read_splats(first)
+    assert source.sh_degree == min(4, MAX_SH_DEGREE[src])
+    assert_kept(source, ref, src)
+    out, g = convert(first, tmp_path / f"out{dst}")
+    back = read_splats(out)
+    assert back.num == ref.num and back.sh_degree == min(3, MAX_SH_DEGREE[src], MAX_SH_DEGREE[dst])
+    assert_kept(back, ref, src, dst)
+
+
+def test_convert_cli_and_its_errors(tmp_path, official):
+    from vist3a.gaussians import save_ply
+
+    path, g = official
+    proc = run_cli("convert", path, tmp_path / "official.spz")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "official" in proc.stderr  # the layout is reported while converting
+    from vist3a.splat_formats import load_spz
+
+    assert (load_spz(tmp_path / "official.spz").opacities - g.opacities.clamp(1e-4, 1 - 1e-4)).abs().max() <= 1 / 255
+    src = save_ply(make_scene(40, degree=4), tmp_path / "d4.ply")
+    assert run_cli("convert", src, tmp_path / "full.ply", "--sh-degree", 4).returncode == 0
+    assert ply_rest_count(tmp_path / "full.ply") == 72
+    assert run_cli("convert", src, tmp_path / "default.ply").returncode == 0
+    assert ply_rest_count(tmp_path / "default.ply") == 45
+    (tmp_path / "junk.spz").write_bytes(b"not gzip at all")
+    for args, needle, out in [
+        ((src, tmp_path / "x.obj"), "must end in", "x.obj"),
+        ((tmp_path / "nope.ply", tmp_path / "a.spz"), "does not exist", "a.spz"),
+        ((src, tmp_path / "b.spz", "--sh-degree", 4), ".spz holds SH up to degree 3", "b.spz"),
+        ((src, tmp_path / "c.splat", "--sh-degree", 2), ".splat holds SH up to degree 0", "c.splat"),
+        ((tmp_path / "junk.spz", tmp_path / "d.ply"), "junk.spz", "d.ply"),
+        ((src, tmp_path / "e.ply", "--sh-degree", 9), "between 0 and 4", "e.ply"),
+    ]:
+        proc = run_cli("convert", *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and needle in errors[0], proc.stderr
+        assert not (tmp_path / out).exists()
+
+
+def test_scene_outputs_follow_the_extension(tmp_path):
+    from vist3a.convert import read_splats
+
+    scene = SimpleNamespace(gaussians=make_scene(50, degree=4))
+    for name, degree in (("s.spz", 3), ("s.splat", 0), ("s.ply", 3)):
+        (path,) = save_scene_outputs(scene, tmp_path / name)
+        assert read_splats(path).sh_degree == degree
+
+
+def test_splat_reader_refuses_damaged_files(tmp_path):
+    from vist3a.gaussians import PlyError, load_splat
+
+    (tmp_path / "odd.splat").write_bytes(bytes(33))
+    with pytest.raises(PlyError, match="not a positive multiple of 32"):
+        load_splat(tmp_path / "odd.splat")
+    (tmp_path / "zero.splat").write_bytes(bytes(64))  # rotation bytes 0 -> (-1,-1,-1,-1): fine; scales 0: fine
+    assert load_splat(tmp_path / "zero.splat").num == 2
+    rec = bytearray(32)
+    rec[28:32] = bytes([128] * 4)  # a zero quaternion
+    (tmp_path / "zq.splat").write_bytes(bytes(rec))
+    with pytest.raises(PlyError, match="zero-length rotation"):
+        load_splat(tmp_path / "zq.splat")

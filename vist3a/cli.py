@@ -1,4 +1,4 @@
-"""Command line: `python -m vist3a {generate, info, render, parity, demo}`.
+"""Command line: `python -m vist3a {generate, info, render, convert, parity, demo}`.
 
 Bad input gets one line on stderr and exit code 2 (no traceback); outputs are written atomically, so
 a failed run never leaves a partial file behind.
@@ -57,18 +57,18 @@ def _progress_bar():
 
 
 def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None = 3, views: Path | None = None, size: int = 256) -> list[Path]:
-    """PLY + (optionally) rendered views: predicted cameras grid, orbit grid and orbit animation.
+    """Splat file (.ply, .spz or .splat by extension) + (optionally) rendered views: predicted cameras grid,
+    orbit grid and orbit animation.
 
-    ``sh_degree`` is capped at the scene's degree; the default 3 opens in every common viewer, None keeps all bands.
+    ``sh_degree`` is capped at the scene's and the format's degree; the default 3 opens in every common
+    viewer, None keeps all bands.
     """
-    from .gaussians import save_ply
+    from .convert import write_splats
     from .render import render_gaussians, render_orbit
     from .render.cameras import cameras_from_normalized_intrinsics
     from .render.media import save_orbit_video, save_png_grid
 
-    if sh_degree is not None:
-        sh_degree = min(sh_degree, scene.gaussians.sh_degree)
-    written = [save_ply(scene.gaussians, ply, sh_degree=sh_degree)]
+    written = [write_splats(scene.gaussians, ply, sh_degree=sh_degree)]
     if views is not None:
         views.mkdir(parents=True, exist_ok=True)
         H, W = scene.image_size
@@ -98,7 +98,7 @@ def _cuda() -> bool:
 def _generate(args) -> int:
     from .pipeline import GenerateSettings, VIST3APipeline
 
-    out = _check_output(args.output, (".ply",))
+    out = _check_output(args.output, (".ply", ".spz", ".splat"))
     for what, path in (("Wan model", args.wan), ("VAE", args.vae), ("text encoder", args.text_encoder),
                        ("tokenizer", args.tokenizer), ("LoRA", args.lora), ("decoder", args.decoder),
                        ("AnySplat weights", args.anysplat)):
@@ -142,20 +142,31 @@ def _info(args) -> int:
 
 
 def _render(args) -> int:
-    from .gaussians import load_ply
+    from .convert import read_splats
     from .render import render_orbit
     from .render.media import save_orbit_video, save_png_grid
 
-    _check_input(args.input, "PLY file")
+    _check_input(args.input, "splat file")
     out = _check_output(args.output, (".png",))
     video = _check_output(args.video, (".webp", ".gif", ".mp4")) if args.video else None
     if args.orbit < 1 or args.size < 8:
         raise UsageError("--orbit must be >= 1 and --size >= 8")
-    g = load_ply(args.input, opacity=args.opacity, report=_note)
+    g = read_splats(args.input, opacity=args.opacity, report=_note)
     rgb, _, _ = render_orbit(g, n=args.orbit, width=args.size, height=args.size, elevation_deg=args.elevation)
     print(f"wrote {save_png_grid(rgb, out)}")
     if video is not None:
         print(f"wrote {save_orbit_video(rgb, video)}")
+    return 0
+
+
+def _convert(args) -> int:
+    from .convert import convert
+
+    _check_input(args.input, "input")
+    out = _check_output(args.output, (".ply", ".spz", ".splat"))
+    t0 = time.perf_counter()
+    path, g = convert(args.input, out, sh_degree=args.sh_degree, opacity=args.opacity, report=_note)
+    print(f"wrote {path} ({g.num} Gaussians, {path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -181,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="text -> 3D Gaussian splats (.ply)")
     g.add_argument("prompt")
-    g.add_argument("-o", "--output", required=True, help="output .ply")
+    g.add_argument("-o", "--output", required=True, help="output .ply, .spz or .splat (format from the extension)")
     g.add_argument("--tiny", action="store_true", help="tiny random models for whatever is not given by path (offline demo)")
     g.add_argument("--wan", help="Wan 2.1 T2V: diffusers folder or ComfyUI diffusion-model file")
     g.add_argument("--vae", help="Wan VAE file (ComfyUI single file), overrides the folder's")
@@ -212,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path")
     i.set_defaults(func=_info)
 
-    r = sub.add_parser("render", help="render an orbit of any 3DGS .ply to a PNG grid")
+    r = sub.add_parser("render", help="render an orbit of any 3DGS .ply / .spz / .splat to a PNG grid")
     r.add_argument("input")
     r.add_argument("-o", "--output", required=True, help="output .png")
     r.add_argument("--orbit", type=int, default=8, help="number of orbit views")
@@ -222,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto",
                    help="how the PLY stores opacity: logit (3DGS), linear (official VIST3A exporter), auto (detect; default)")
     r.set_defaults(func=_render)
+
+    c = sub.add_parser("convert", help="convert splats between .ply, .spz and .splat (formats from the extensions)")
+    c.add_argument("input", help=".ply (3DGS or official layout), .spz or .splat")
+    c.add_argument("output", help=".ply, .spz or .splat")
+    c.add_argument("--sh-degree", dest="sh_degree", type=int, default=None,
+                   help="SH degree to write (0-4; default 3, or what the format/scene holds: .spz <= 3, .splat 0)")
+    c.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto", help="how an input PLY stores opacity (see render)")
+    c.set_defaults(func=_convert)
 
     p = sub.add_parser("parity", help="check numerical parity with the official code on a fixture")
     p.add_argument("fixture", help="FIXTURE.safetensors with a sibling FIXTURE.json")

@@ -47,6 +47,7 @@ __all__ = [
     "read_ply",
     "load_ply",
     "save_splat",
+    "load_splat",
 ]
 
 SH_C0 = 0.28209479177387814
@@ -437,3 +438,36 @@ def save_splat(g: Gaussians, path: PathLike) -> Path:
     record["rgba"] = np.clip(rgba[order] * 255, 0, 255).astype(np.uint8)
     record["rot"] = np.clip(rot[order] * 128 + 128, 0, 255).astype(np.uint8)
     return atomic_save_bytes(path, record.tobytes())
+
+
+_SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+
+
+def load_splat(path: PathLike) -> Gaussians:
+    """Read an antimatter15 ``.splat`` (32 bytes per Gaussian, no header) into float32 CPU Gaussians.
+
+    Colour and opacity come back quantised to 8 bits, rotations to 1/128; SH degree 0.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0 or size % _SPLAT_RECORD.itemsize:
+        raise PlyError(f"{path} is not a .splat file: its size ({size} bytes) is not a positive multiple of 32")
+    rec = np.fromfile(path, dtype=_SPLAT_RECORD)
+    means, scales = rec["position"], rec["scale"]
+    for name, values in (("positions", means), ("scales", scales)):
+        if not np.isfinite(values).all():
+            raise PlyError(f"{path} has {int((~np.isfinite(values)).sum())} non-finite {name}; it is not a valid .splat")
+    if (scales < 0).any():
+        raise PlyError(f"{path} has negative scales; it is not a valid .splat (scales are stored linear)")
+    rot = (rec["rot"].astype(np.float32) - 128.0) / 128.0
+    norms = np.linalg.norm(rot, axis=1, keepdims=True)
+    if (norms <= 1e-6).any():
+        raise PlyError(f"{path} has {int((norms <= 1e-6).sum())} zero-length rotation quaternions")
+    rgba = rec["rgba"].astype(np.float32) / 255.0
+    return Gaussians(
+        means=torch.from_numpy(np.ascontiguousarray(means)),
+        scales=torch.from_numpy(np.ascontiguousarray(scales)),
+        rotations=torch.from_numpy(rot / norms),
+        opacities=torch.from_numpy(np.ascontiguousarray(rgba[:, 3])),
+        sh=torch.from_numpy(np.ascontiguousarray((rgba[:, :3] - 0.5) / SH_C0)[:, :, None]),
+    )

@@ -35,6 +35,8 @@ def describe(path: str | Path) -> list[str]:
         raise CheckpointError(f"'{p}' does not exist.", path=str(p))
     if p.suffix.lower() == ".ply":
         return _describe_ply(p)
+    if p.suffix.lower() in (".spz", ".splat"):
+        return _describe_compact(p)
     detected = ck.sniff(p)
     kind = detected.kind
     lines = [f"{p}: {kind} ({detected.detail})"]
@@ -110,3 +112,12 @@ def _describe_ply(p: Path) -> list[str]:
         f"opacity {float(g.opacities.min()):.3g}..{float(g.opacities.max()):.3g}, "
         f"scale {float(g.scales.min()):.3g}..{float(g.scales.max()):.3g}",
     ]
+
+
+def _describe_compact(p: Path) -> list[str]:
+    from .convert import read_splats
+
+    g = read_splats(p)
+    return [f"{p}: {p.suffix.lower()[1:]} splats, {g.num} Gaussians, SH degree {g.sh_degree}",
+            f"opacity {float(g.opacities.min()):.3g}..{float(g.opacities.max()):.3g}, "
+            f"scale {float(g.scales.min()):.3g}..{float(g.scales.max()):.3g}"]
