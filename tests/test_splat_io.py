@@ -233,3 +233,66 @@ def test_splat_reader_refuses_damaged_files(tmp_path):
     (tmp_path / "zq.splat").write_bytes(bytes(rec))
     with pytest.raises(PlyError, match="zero-length rotation"):
         load_splat(tmp_path / "zq.splat")
+
+
+# ------------------------------------------------------------------- PLY layouts the fast reader takes
+
+
+def _plyfile_write(path, g: Gaussians, byte_order="<", double=("x",), shuffle_rest=False, extra_elements=(), text=False):
+    """The same scene as a PLY written by plyfile with a twist: other byte order, some double properties,
+    f_rest properties out of order, other elements before/after the vertices."""
+    from plyfile import PlyData, PlyElement
+
+    n, k = g.num, g.sh.shape[2]
+    o = g.opacities.double()
+    cols = {"x": g.means[:, 0], "y": g.means[:, 1], "z": g.means[:, 2]}
+    cols.update({f"f_dc_{c}": g.sh[:, c, 0] for c in range(3)})
+    rest = {f"f_rest_{c * (k - 1) + j}": g.sh[:, c, j + 1] for c in range(3) for j in range(k - 1)}
+    cols.update(dict(reversed(list(rest.items()))) if shuffle_rest else rest)
+    cols["opacity"] = (o / (1 - o)).log()
+    cols.update({f"scale_{i}": g.scales[:, i].log() for i in range(3)})
+    cols.update({f"rot_{i}": g.rotations[:, i] for i in range(4)})
+    table = np.empty(n, dtype=[(name, "f8" if name in double else "f4") for name in cols])
+    for name, values in cols.items():
+        table[name] = values.double().numpy()
+    faces = np.empty(2, dtype=[("vertex_indices", "i4", (3,))])
+    faces["vertex_indices"] = [[0, 1, 2], [1, 2, 3]]
+    extra = {"face": PlyElement.describe(faces, "face"),
+             "camera": PlyElement.describe(np.zeros(1, dtype=[("f", "f4"), ("id", "u1")]), "camera")}
+    elements = [extra[e] for e in extra_elements if e.startswith("camera")]
+    elements.append(PlyElement.describe(table, "vertex"))
+    elements += [extra[e] for e in extra_elements if e == "face"]
+    PlyData(elements, text=text, byte_order=byte_order, comments=["written by a test"]).write(str(path))
+
+
+@pytest.mark.parametrize("layout", [
+    dict(), dict(byte_order=">"), dict(double=("x", "f_rest_3", "opacity")), dict(shuffle_rest=True),
+    dict(extra_elements=("camera", "face")), dict(text=True),
+])
+def test_reader_takes_every_ply_layout(tmp_path, layout):
+    g = make_scene(30, degree=2, seed=11)
+    path = tmp_path / "layout.ply"
+    _plyfile_write(path, g, **layout)
+    got = load_ply(path)
+    for name in ("means", "scales", "rotations", "opacities", "sh"):
+        torch.testing.assert_close(getattr(got, name), getattr(g, name), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_reader_header_errors_are_one_line(tmp_path):
+    from vist3a.gaussians import PlyError, save_ply
+
+    body = save_ply(make_scene(3, degree=0), tmp_path / "ok.ply").read_bytes()
+    head, rest = body.split(b"end_header\n", 1)
+    cases = {
+        "dup.ply": (head.replace(b"property float y\n", b"property float x\n") + b"end_header\n" + rest, "appears twice"),
+        "type.ply": (head.replace(b"property float y", b"property quad y") + b"end_header\n" + rest, "cannot read"),
+        "count.ply": (head.replace(b"element vertex 3", b"element vertex three") + b"end_header\n" + rest, "not a number"),
+        "format.ply": (head.replace(b"binary_little_endian", b"binary_middle_endian") + b"end_header\n" + rest, "format"),
+        "big.ply": (head.replace(b"element vertex 3", b"element vertex 99999999999") + b"end_header\n" + rest, "truncated"),
+        "noend.ply": (head, "header"),
+    }
+    for name, (data, needle) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(PlyError, match=needle) as e:
+            load_ply(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and "\n" not in str(e.value)
