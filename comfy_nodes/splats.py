@@ -17,7 +17,7 @@ from vist3a.gaussians import OPACITY_MODES
 from . import common as C
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
-MODES = ["orbit", "predicted cameras"]
+MODES = ["orbit", "predicted cameras", "trajectory", "trajectory depth"]
 
 
 class RenderViews(io.ComfyNode):
@@ -27,13 +27,15 @@ class RenderViews(io.ComfyNode):
             node_id="VIST3ARenderViews",
             display_name="Render Views (VIST3A)",
             category=C.SPLATS,
-            description="Renders the Gaussians into an IMAGE batch: an orbit around the scene or the predicted cameras. "
-                        "Feed it to Preview Image, Save Image or Create Video.",
+            description="Renders the Gaussians into an IMAGE batch: an orbit around the scene, the predicted cameras, or the "
+                        "official trajectory video (10 views interpolated between each pair of predicted cameras) and its "
+                        "depth video. Feed it to Preview Image, Save Image or Create Video.",
             inputs=[
                 io.Custom("GAUSSIANS").Input("gaussians", tooltip="From Decode Splats, Images to Splats or Load PLY."),
                 io.Combo.Input("mode", options=MODES, default="orbit",
                                tooltip="orbit: 'views' cameras circling the scene centre. predicted cameras: the poses the decoder "
-                                       "predicted for each frame (needs the cameras input)."),
+                                       "predicted for each frame. trajectory / trajectory depth: the official inference's videos, 10 views "
+                                       "interpolated between neighbouring predicted cameras, colour or Turbo-coloured depth (need the cameras input)."),
                 io.Int.Input("views", default=24, min=1, max=720, tooltip="Number of orbit views (ignored for predicted cameras)."),
                 io.Int.Input("width", default=512, min=16, max=4096, step=8, tooltip="Image width in pixels."),
                 io.Int.Input("height", default=512, min=16, max=4096, step=8, tooltip="Image height in pixels."),
@@ -52,9 +54,11 @@ class RenderViews(io.ComfyNode):
 
         scenes = C.check_gaussians(gaussians)
         cams = C.check_cameras(cameras)
-        if mode == "predicted cameras" and cams is None:
-            raise C.NodeError("Render Views is set to 'predicted cameras' but nothing is connected to 'cameras'; connect "
+        if mode != "orbit" and cams is None:
+            raise C.NodeError(f"Render Views is set to '{mode}' but nothing is connected to 'cameras'; connect "
                               "Decode Splats' cameras output or switch mode to orbit.")
+        if mode.startswith("trajectory"):
+            return io.NodeOutput(cls._trajectory(scenes, cams, mode, width, height, BACKGROUNDS[background]))
         device = C.pick_device("auto")
         bg = BACKGROUNDS[background]
         jobs = []
@@ -80,6 +84,27 @@ class RenderViews(io.ComfyNode):
                 out.append(rgb.clamp(0, 1).float().cpu())
                 bar.step(rgb.shape[0])
         return io.NodeOutput(torch.cat(out, 0))
+
+
+    @classmethod
+    def _trajectory(cls, scenes, cams, mode, width, height, bg) -> torch.Tensor:
+        from vist3a.render import cameras_from_normalized_intrinsics
+        from vist3a.render.trajectory import render_trajectory
+
+        device = C.pick_device("auto")
+        bar = C.Progress(len(scenes) * 1000)
+        out = []
+        for i, g in enumerate(scenes):
+            cs = cams[min(i, len(cams) - 1)]
+            c2w, K = cameras_from_normalized_intrinsics(cs.c2w, cs.intrinsics, width, height)
+
+            def step(done, total, i=i):
+                C.check_cancel()
+                bar.set(i * 1000 + 1000 * done // total)
+
+            rgb, depth = render_trajectory(g.to(device), c2w.to(device), K.to(device), width, height, background=bg, progress=step)
+            out.append(depth if mode == "trajectory depth" else rgb)
+        return torch.cat(out, 0)
 
 
 def _camera_json(cs: C.CameraSet, index: int = 0) -> dict:

@@ -37,7 +37,7 @@ def test_generate_tiny_writes_ply_and_views(generated):
     out, proc = generated
     g = load_ply(out / "barn.ply")
     assert g.num > 1000 and g.sh_degree == 3  # the tiny decoder predicts degree 4
-    for name in ("predicted_views.png", "orbit.png", "orbit.webp", "context_frames.png"):
+    for name in ("predicted_views.png", "orbit.png", "orbit.webp", "context_frames.png", "trajectory.webp", "trajectory_depth.webp"):
         assert (out / "views" / name).stat().st_size > 0
     assert "decoder: tiny random stitched decoder" in proc.stdout
 

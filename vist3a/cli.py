@@ -58,7 +58,7 @@ def _progress_bar():
 
 def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None = 3, views: Path | None = None, size: int = 256) -> list[Path]:
     """Splat file (.ply, .spz or .splat by extension) + (optionally) rendered views: predicted cameras grid,
-    orbit grid and orbit animation.
+    orbit grid and animation, and the official trajectory + depth videos (interpolated predicted cameras).
 
     ``sh_degree`` is capped at the scene's and the format's degree; the default 3 opens in every common
     viewer, None keeps all bands.
@@ -79,6 +79,11 @@ def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None = 3, views: Pa
         orbit, _, _ = render_orbit(scene.gaussians, n=8, width=size, height=size)
         written.append(save_png_grid(orbit, views / "orbit.png"))
         written.append(save_orbit_video(orbit, views / "orbit.webp"))
+        from .render.trajectory import render_trajectory
+
+        video, depth = render_trajectory(scene.gaussians, c2w, K, W, H)  # the official gs.mp4 / depth.mp4
+        written.append(save_orbit_video(video, views / "trajectory.webp", fps=20))
+        written.append(save_orbit_video(depth, views / "trajectory_depth.webp", fps=20))
     return written
 
 
@@ -214,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-camera-template", dest="no_camera_template", action="store_true", help="use the prompt as is")
     g.add_argument("--min-opacity", dest="min_opacity", type=float, default=0.0, help="drop Gaussians fainter than this")
     g.add_argument("--no-voxelize", dest="no_voxelize", action="store_true", help="keep one Gaussian per pixel")
-    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP)")
+    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP, trajectory + depth WebP)")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--model-seed", dest="model_seed", type=int, default=0, help=argparse.SUPPRESS)
     g.set_defaults(func=_generate)
