@@ -50,7 +50,7 @@ def run_once(fast: bool, steps: int) -> dict:
     times.update(pipe.last_timings)
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        save_scene_outputs(scene, Path(tmp) / "scene.ply", sh_degree=None, views=Path(tmp), size=128)
+        save_scene_outputs(scene, Path(tmp) / "scene.ply", views=Path(tmp), size=128)
     times["save"] = time.perf_counter() - t1
     times["total"] = time.perf_counter() - t0
     times["gaussians"] = scene.gaussians.num

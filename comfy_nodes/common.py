@@ -299,6 +299,18 @@ class Progress:
         self.set(self.value + n)
 
 
+def node_text(text: str, node_id) -> None:
+    """Show a line of text on a node while it runs (ComfyUI's progress text); silently skipped where unsupported."""
+    if node_id is None:
+        return
+    try:
+        from server import PromptServer
+
+        PromptServer.instance.send_progress_text(text, str(node_id))
+    except Exception:  # an older ComfyUI without progress text, or no server (scripts): the console line is enough
+        pass
+
+
 def interrupt_on_cancel(exc: BaseException) -> None:
     """vist3a raised Cancelled because should_cancel() returned True: hand ComfyUI its own interrupt."""
     mm.throw_exception_if_processing_interrupted()  # clears the flag and raises

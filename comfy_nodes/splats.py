@@ -12,10 +12,12 @@ import torch
 import folder_paths
 from comfy_api.latest import io
 
+from vist3a.gaussians import OPACITY_MODES
+
 from . import common as C
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
-MODES = ["orbit", "predicted cameras"]
+MODES = ["orbit", "predicted cameras", "trajectory", "trajectory depth"]
 SPLAT_TIP = ("Any SPLAT, batches too: Decode Splats, Images to Splats, Load PLY, or a ComfyUI splat node "
              "(Get Splat, Transform Splat, Merge Splat...).")
 
@@ -27,13 +29,15 @@ class RenderViews(io.ComfyNode):
             node_id="VIST3ARenderViews",
             display_name="Render Views (VIST3A)",
             category=C.SPLATS,
-            description="Renders the Gaussians into an IMAGE batch: an orbit around the scene or the predicted cameras. "
-                        "Feed it to Preview Image, Save Image or Create Video.",
+            description="Renders the Gaussians into an IMAGE batch: an orbit around the scene, the predicted cameras, or the "
+                        "official trajectory video (10 views interpolated between each pair of predicted cameras) and its "
+                        "depth video. Feed it to Preview Image, Save Image or Create Video.",
             inputs=[
                 C.Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.Combo.Input("mode", options=MODES, default="orbit",
                                tooltip="orbit: 'views' cameras circling the scene centre. predicted cameras: the poses the decoder "
-                                       "predicted for each frame (needs the cameras input)."),
+                                       "predicted for each frame. trajectory / trajectory depth: the official inference's videos, 10 views "
+                                       "interpolated between neighbouring predicted cameras, colour or Turbo-coloured depth (need the cameras input)."),
                 io.Int.Input("views", default=24, min=1, max=720, tooltip="Number of orbit views (ignored for predicted cameras)."),
                 io.Int.Input("width", default=512, min=16, max=4096, step=8, tooltip="Image width in pixels."),
                 io.Int.Input("height", default=512, min=16, max=4096, step=8, tooltip="Image height in pixels."),
@@ -57,9 +61,11 @@ class RenderViews(io.ComfyNode):
 
         scenes = C.check_splat(splat)
         cams = C.check_cameras(cameras)
-        if mode == "predicted cameras" and cams is None:
-            raise C.NodeError("Render Views is set to 'predicted cameras' but nothing is connected to 'cameras'; connect "
+        if mode != "orbit" and cams is None:
+            raise C.NodeError(f"Render Views is set to '{mode}' but nothing is connected to 'cameras'; connect "
                               "Decode Splats' cameras output or switch mode to orbit.")
+        if mode.startswith("trajectory"):
+            return io.NodeOutput(cls._trajectory(scenes, cams, mode, width, height, BACKGROUNDS[background]))
         device = C.pick_device("auto")
         bg = BACKGROUNDS[background]
         jobs = []
@@ -85,6 +91,27 @@ class RenderViews(io.ComfyNode):
                 out.append(rgb.clamp(0, 1).float().cpu())
                 bar.step(rgb.shape[0])
         return io.NodeOutput(torch.cat(out, 0))
+
+
+    @classmethod
+    def _trajectory(cls, scenes, cams, mode, width, height, bg) -> torch.Tensor:
+        from vist3a.render import cameras_from_normalized_intrinsics
+        from vist3a.render.trajectory import render_trajectory
+
+        device = C.pick_device("auto")
+        bar = C.Progress(len(scenes) * 1000)
+        out = []
+        for i, g in enumerate(scenes):
+            cs = cams[min(i, len(cams) - 1)]
+            c2w, K = cameras_from_normalized_intrinsics(cs.c2w, cs.intrinsics, width, height)
+
+            def step(done, total, i=i):
+                C.check_cancel()
+                bar.set(i * 1000 + 1000 * done // total)
+
+            rgb, depth = render_trajectory(g.to(device), c2w.to(device), K.to(device), width, height, background=bg, progress=step)
+            out.append(depth if mode == "trajectory depth" else rgb)
+        return torch.cat(out, 0)
 
 
 def _camera_json(cs: C.CameraSet, index: int = 0) -> dict:
@@ -163,9 +190,9 @@ class SavePLY(io.ComfyNode):
                 C.Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.String.Input("filename_prefix", default="VIST3A/splat",
                                 tooltip="File name prefix inside output/; may contain a subfolder and %date% style tokens like Save Image."),
-                io.Combo.Input("sh_degree", options=SH_CHOICES, default="full",
-                               tooltip="Spherical-harmonic bands to write: full keeps all (AnySplat: degree 4); many viewers read at most 3; "
-                                       "0 gives the smallest file (view-independent colour)."),
+                io.Combo.Input("sh_degree", options=SH_CHOICES, default="3",
+                               tooltip="Spherical-harmonic bands to write: 3 (default) is the most SuperSplat, Spark and the 3DGS viewers "
+                                       "read; full keeps all (AnySplat: degree 4, refused by those viewers); 0 gives the smallest file."),
                 io.Boolean.Input("also_splat", default=False, tooltip="Also write a .splat (antimatter15 format, 32 bytes per Gaussian, colour only)."),
                 io.Boolean.Input("also_spz", default=False, tooltip="Also write an .spz (Niantic's compressed format, SH up to degree 3, ~10x smaller)."),
             ],
@@ -218,8 +245,12 @@ class LoadPLY(io.ComfyNode):
                 io.String.Input("path", default="", optional=True,
                                 tooltip="Optional path to a .ply/.spz (absolute, or relative to input/); overrides 'file' when set. Only ComfyUI's "
                                         "input/output/temp and model folders are readable, plus folders the server operator lists in VIST3A_EXTRA_READ_ROOTS."),
+                io.Combo.Input("opacity", options=list(OPACITY_MODES), default="auto", optional=True,
+                               tooltip="How a .ply stores opacity: logit (standard 3DGS), linear (the official VIST3A exporter, DC colour "
+                                       "only), auto: linear when there is no f_rest and every opacity lies in [0, 1]."),
             ],
             outputs=[C.Splat.Output(display_name="splat", tooltip="The loaded Gaussians (SPLAT, connects to ComfyUI's splat nodes too).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -236,24 +267,30 @@ class LoadPLY(io.ComfyNode):
         return str(check_read_path(p, C.allowed_read_roots()))
 
     @classmethod
-    def fingerprint_inputs(cls, file, path=""):
+    def fingerprint_inputs(cls, file, path="", opacity="auto"):
         try:
             p = cls._resolve(file, path)
-            return f"{p}:{os.path.getmtime(p)}"
+            return f"{p}:{os.path.getmtime(p)}:{opacity}"
         except Exception:
             return float("nan")
 
     @classmethod
     @C.friendly("Load PLY")
-    def execute(cls, file, path="") -> io.NodeOutput:
+    def execute(cls, file, path="", opacity="auto") -> io.NodeOutput:
         from vist3a.gaussians import load_ply
         from vist3a.splat_formats import load_spz
 
         p = cls._resolve(file, path)
         if not os.path.isfile(p):
             raise C.NodeError(f"The file {p} does not exist; check the path or pick a file from the list.")
-        g = load_spz(p) if p.lower().endswith(".spz") else load_ply(p)
+        g = load_spz(p) if p.lower().endswith(".spz") else load_ply(p, opacity=opacity, report=cls._say)
         return io.NodeOutput(C.to_splat([g]))
+
+    @classmethod
+    def _say(cls, message: str) -> None:
+        """Show a reading note on the node (progress text) and in the console."""
+        print(f"[VIST3A] Load PLY: {message}")
+        C.node_text(message, getattr(cls.hidden, "unique_id", None) if getattr(cls, "hidden", None) else None)
 
 
 NODES = [RenderViews, PreviewSplats, SavePLY, LoadPLY]

@@ -58,6 +58,7 @@ def test_object_info_lists_every_node_with_tooltips(server):
     assert info["VIST3ADecodeSplats"]["input"]["required"]["vae"][0] == "VAE,VIST3A_WAN"
     assert info["VIST3ADecodeSplats"]["output"] == ["SPLAT", "CAMERAS", "IMAGE"]
     assert info["VIST3ARenderViews"]["output"] == ["IMAGE"]
+    assert info["VIST3ASavePLY"]["input"]["required"]["sh_degree"][1]["default"] == "3"  # what common viewers read
     # the models/vist3a folder is registered and lists the tiny files
     decoders = info["VIST3ALoadStitchedDecoder"]["input"]["required"]["decoder"][1]["options"]
     assert {"anysplat_stitched.pth", "vist3a_stitched_export/", "anysplat/"} <= set(decoders)
@@ -96,7 +97,7 @@ def _check_outputs(server, history) -> dict:
             seen[ext] += 1
             if ext == "ply":
                 g = load_ply(path)
-                assert g.num > 0
+                assert g.num > 0 and g.sh_degree <= 3  # shipped workflows write viewer-safe PLYs
             elif ext == "spz":
                 assert load_spz(path).num > 0
             else:
@@ -149,6 +150,21 @@ def test_diffusers_folder_export_and_load_ply(server):
     history, _ = server.run(load)
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
     assert history["outputs"]["2"]["vist3a_splats"][0]["count"] <= 1000
+
+
+def test_load_ply_reads_official_layout(server, tmp_path):
+    from test_splat_io import make_scene, write_official_ply
+
+    path = tmp_path / "official_gaussians.ply"
+    write_official_ply(path, make_scene(300, degree=0, seed=5))
+    first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
+    load = {
+        "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(path), "opacity": "auto"}},
+        "2": {"class_type": "VIST3APreviewSplats", "inputs": {"gaussians": ["1", 0], "max_splats": 1000}},
+    }
+    history, _ = server.run(load)
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    assert "official VIST3A/AnySplat PLY layout" in server.log()
 
 
 def _error(history) -> dict:

@@ -288,11 +288,11 @@ def test_atomic_write_missing_directory(tmp_path):
 
 
 def test_save_ply_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
-    def failing_write(self, stream):
-        stream.write(b"ply\nformat binary_little_endian 1.0\n")
+    def failing_write(stream, table):
+        stream.write(b"\x00" * 64)  # part of the body made it to disk, then the disk filled up
         raise OSError("disk full")
 
-    monkeypatch.setattr(gaussians_module.PlyData, "write", failing_write)
+    monkeypatch.setattr(gaussians_module.ply_binary, "write_table", failing_write)
     with pytest.raises(OSError, match="disk full"):
         save_ply(make_gaussians(5, 0), tmp_path / "scene.ply")
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""Command line: `python -m vist3a {generate, info, render, parity, demo}`.
+"""Command line: `python -m vist3a {generate, info, render, convert, parity, demo}`.
 
 Bad input gets one line on stderr and exit code 2 (no traceback); outputs are written atomically, so
 a failed run never leaves a partial file behind.
@@ -58,6 +58,10 @@ def _progress_bar():
     return report
 
 
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
 def _cuda() -> bool:
     import torch
 
@@ -70,14 +74,14 @@ def _cuda() -> bool:
 def _generate(args) -> int:
     from .pipeline import GenerateSettings, VIST3APipeline
 
-    out = _check_output(args.output, (".ply",))
+    out = _check_output(args.output, (".ply", ".spz", ".splat"))
     for what, path in (("Wan model", args.wan), ("VAE", args.vae), ("text encoder", args.text_encoder),
                        ("tokenizer", args.tokenizer), ("LoRA", args.lora), ("decoder", args.decoder),
                        ("AnySplat weights", args.anysplat)):
         _check_input(path, what)
     if not args.tiny and (args.wan is None or args.decoder is None):
         raise UsageError("give --wan PATH and --decoder PATH (plus --anysplat for anysplat_stitched.pth), or --tiny for tiny random models")
-    if args.sh_degree is not None and not 0 <= args.sh_degree <= 4:
+    if not 0 <= args.sh_degree <= 4:
         raise UsageError(f"--sh-degree must be between 0 and 4, got {args.sh_degree}")
     settings = GenerateSettings(frames=args.frames, height=args.size, width=args.size, steps=args.steps, cfg=args.cfg,
                                 shift=args.shift, seed=args.seed, camera_template=not args.no_camera_template,
@@ -116,20 +120,31 @@ def _info(args) -> int:
 
 
 def _render(args) -> int:
-    from .gaussians import load_ply
+    from .convert import read_splats
     from .render import render_orbit
     from .render.media import save_orbit_video, save_png_grid
 
-    _check_input(args.input, "PLY file")
+    _check_input(args.input, "splat file")
     out = _check_output(args.output, (".png",))
     video = _check_output(args.video, (".webp", ".gif", ".mp4")) if args.video else None
     if args.orbit < 1 or args.size < 8:
         raise UsageError("--orbit must be >= 1 and --size >= 8")
-    g = load_ply(args.input)
+    g = read_splats(args.input, opacity=args.opacity, report=_note)
     rgb, _, _ = render_orbit(g, n=args.orbit, width=args.size, height=args.size, elevation_deg=args.elevation)
     print(f"wrote {save_png_grid(rgb, out)}")
     if video is not None:
         print(f"wrote {save_orbit_video(rgb, video)}")
+    return 0
+
+
+def _convert(args) -> int:
+    from .convert import convert
+
+    _check_input(args.input, "input")
+    out = _check_output(args.output, (".ply", ".spz", ".splat"))
+    t0 = time.perf_counter()
+    path, g = convert(args.input, out, sh_degree=args.sh_degree, opacity=args.opacity, report=_note)
+    print(f"wrote {path} ({g.num} Gaussians, {path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -155,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="text -> 3D Gaussian splats (.ply)")
     g.add_argument("prompt")
-    g.add_argument("-o", "--output", required=True, help="output .ply")
+    g.add_argument("-o", "--output", required=True, help="output .ply, .spz or .splat (format from the extension)")
     g.add_argument("--tiny", action="store_true", help="tiny random models for whatever is not given by path (offline demo)")
     g.add_argument("--wan", help="Wan 2.1 T2V: diffusers folder or ComfyUI diffusion-model file")
     g.add_argument("--vae", help="Wan VAE file (ComfyUI single file), overrides the folder's")
@@ -171,12 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--frames", type=int, default=13, help="video frames, 4k+1 (13 official, 21 for the extended decoder)")
     g.add_argument("--size", type=int, default=512, help="video width = height, multiple of 16")
-    g.add_argument("--sh-degree", dest="sh_degree", type=int, default=None, help="SH degree written to the PLY (0-4; default all)")
+    g.add_argument("--sh-degree", dest="sh_degree", type=int, default=3,
+                   help="SH degree written to the PLY (0-4; default 3, the highest common viewers read; 4 keeps AnySplat's full SH)")
     g.add_argument("--negative", default=None, help="negative prompt (default: the official one)")
     g.add_argument("--no-camera-template", dest="no_camera_template", action="store_true", help="use the prompt as is")
     g.add_argument("--min-opacity", dest="min_opacity", type=float, default=0.0, help="drop Gaussians fainter than this")
     g.add_argument("--no-voxelize", dest="no_voxelize", action="store_true", help="keep one Gaussian per pixel")
-    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP)")
+    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP, trajectory + depth WebP)")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--model-seed", dest="model_seed", type=int, default=0, help=argparse.SUPPRESS)
     g.set_defaults(func=_generate)
@@ -185,14 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path")
     i.set_defaults(func=_info)
 
-    r = sub.add_parser("render", help="render an orbit of any 3DGS .ply to a PNG grid")
+    r = sub.add_parser("render", help="render an orbit of any 3DGS .ply / .spz / .splat to a PNG grid")
     r.add_argument("input")
     r.add_argument("-o", "--output", required=True, help="output .png")
     r.add_argument("--orbit", type=int, default=8, help="number of orbit views")
     r.add_argument("--size", type=int, default=256)
     r.add_argument("--elevation", type=float, default=15.0)
     r.add_argument("--video", help="also write the orbit as .webp/.gif/.mp4")
+    r.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto",
+                   help="how the PLY stores opacity: logit (3DGS), linear (official VIST3A exporter), auto (detect; default)")
     r.set_defaults(func=_render)
+
+    c = sub.add_parser("convert", help="convert splats between .ply, .spz and .splat (formats from the extensions)")
+    c.add_argument("input", help=".ply (3DGS or official layout), .spz or .splat")
+    c.add_argument("output", help=".ply, .spz or .splat")
+    c.add_argument("--sh-degree", dest="sh_degree", type=int, default=None,
+                   help="SH degree to write (0-4; default 3, or what the format/scene holds: .spz <= 3, .splat 0)")
+    c.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto", help="how an input PLY stores opacity (see render)")
+    c.set_defaults(func=_convert)
 
     p = sub.add_parser("parity", help="check numerical parity with the official code on a fixture")
     p.add_argument("fixture", help="FIXTURE.safetensors with a sibling FIXTURE.json")

@@ -43,7 +43,7 @@ def run_demo(out: Path, models_dir: str | None = None) -> int:
     scene, _ = pipe.generate(PROMPT, settings)
     t2 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    written = save_scene_outputs(scene, out / "scene.ply", sh_degree=None, views=out, size=128 if not real else 512)
+    written = save_scene_outputs(scene, out / "scene.ply", views=out, size=128 if not real else 512)
     print(f'prompt: "{PROMPT}" -> {scene.gaussians.num} Gaussians (load {t1 - t0:.1f} s, generate {t2 - t1:.1f} s)')
     for path in written:
         print(f"wrote {path}")

@@ -12,7 +12,6 @@ import torch
 from . import weights as wt
 from .decoders import anysplat_config
 from .errors import CheckpointError
-from .gaussians import load_ply
 from .models import AnySplat, AnySplatConfig, StitchConfig, StitchedDecoder
 from .wan import load_vist3a_lora
 
@@ -37,6 +36,8 @@ def describe(path: str | Path) -> list[str]:
         raise CheckpointError(f"'{p}' does not exist.", path=str(p))
     if p.suffix.lower() == ".ply":
         return _describe_ply(p)
+    if p.suffix.lower() in (".spz", ".splat"):
+        return _describe_compact(p)
     detected = wt.sniff(p)
     kind = detected.kind
     lines = [f"{p}: {kind} ({detected.detail})"]
@@ -96,11 +97,26 @@ def _describe_wan_lora(p: Path) -> list[str]:
 
 
 def _describe_ply(p: Path) -> list[str]:
-    g = load_ply(p)
+    from .gaussians import read_ply
+
+    scene = read_ply(p)
+    g = scene.gaussians
     lo, hi = g.means.min(0).values.tolist(), g.means.max(0).values.tolist()
+    convention = ("opacity stored linear in [0, 1]: the official VIST3A/AnySplat exporter's layout (DC colour only)"
+                  if scene.opacity == "linear" else "opacity stored as a logit: the standard 3DGS layout")
     return [
         f"{p}: 3DGS PLY, {g.num} Gaussians, SH degree {g.sh_degree}",
+        convention,
         "bounds: " + ", ".join(f"{a:.3g}..{b:.3g}" for a, b in zip(lo, hi)),
         f"opacity {float(g.opacities.min()):.3g}..{float(g.opacities.max()):.3g}, "
         f"scale {float(g.scales.min()):.3g}..{float(g.scales.max()):.3g}",
     ]
+
+
+def _describe_compact(p: Path) -> list[str]:
+    from .convert import read_splats
+
+    g = read_splats(p)
+    return [f"{p}: {p.suffix.lower()[1:]} splats, {g.num} Gaussians, SH degree {g.sh_degree}",
+            f"opacity {float(g.opacities.min()):.3g}..{float(g.opacities.max()):.3g}, "
+            f"scale {float(g.scales.min()):.3g}..{float(g.scales.max()):.3g}"]

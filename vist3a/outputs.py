@@ -1,18 +1,25 @@
-"""What a generated scene leaves on disk: the PLY and, optionally, rendered views (used by the CLI, `make demo`, bench)."""
+"""What a generated scene leaves on disk: the splat file and, optionally, rendered views (used by the CLI,
+`make demo`, batch runs and bench)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .gaussians import save_ply
+from .convert import write_splats
 from .render import render_gaussians, render_orbit
 from .render.cameras import cameras_from_normalized_intrinsics
 from .render.media import save_orbit_video, save_png_grid
+from .render.trajectory import render_trajectory
 
 
-def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None, views: Path | None, size: int = 256) -> list[Path]:
-    """PLY + (optionally) rendered views: predicted cameras grid, orbit grid and orbit animation."""
-    written = [save_ply(scene.gaussians, ply, sh_degree=sh_degree)]
+def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None = 3, views: Path | None = None, size: int = 256) -> list[Path]:
+    """Splat file (.ply, .spz or .splat by extension) + (optionally) rendered views: predicted cameras grid,
+    orbit grid and animation, and the official trajectory + depth videos (interpolated predicted cameras).
+
+    ``sh_degree`` is capped at the scene's and the format's degree; the default 3 opens in every common
+    viewer, None keeps all bands.
+    """
+    written = [write_splats(scene.gaussians, ply, sh_degree=sh_degree)]
     if views is not None:
         views.mkdir(parents=True, exist_ok=True)
         H, W = scene.image_size
@@ -23,4 +30,7 @@ def save_scene_outputs(scene, ply: Path, *, sh_degree: int | None, views: Path |
         orbit, _, _ = render_orbit(scene.gaussians, n=8, width=size, height=size)
         written.append(save_png_grid(orbit, views / "orbit.png"))
         written.append(save_orbit_video(orbit, views / "orbit.webp"))
+        video, depth = render_trajectory(scene.gaussians, c2w, K, W, H)  # the official gs.mp4 / depth.mp4
+        written.append(save_orbit_video(video, views / "trajectory.webp", fps=20))
+        written.append(save_orbit_video(depth, views / "trajectory_depth.webp", fps=20))
     return written

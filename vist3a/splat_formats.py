@@ -130,13 +130,15 @@ def load_spz(path: PathLike) -> Gaussians:
         chunks.append(np.frombuffer(raw, np.uint8, s, off))
         off += s
     pos_b, a_b, c_b, s_b, r_b, sh_b = chunks
-    p = pos_b.reshape(n, 3, 3).astype(np.int64)
+    # float32 / int32 throughout: the values are 8-24 bit quantised, and 2.6M points decode in a fraction
+    # of the float64 time
+    p = pos_b.reshape(n, 3, 3).astype(np.int32)
     fixed = p[..., 0] | (p[..., 1] << 8) | (p[..., 2] << 16)
-    fixed = np.where(fixed & 0x800000, fixed - (1 << 24), fixed)
-    means = fixed.astype(np.float64) / (1 << frac)
-    opac = np.clip(a_b.astype(np.float64) / 255.0, 1e-4, 1 - 1e-4)
-    dc = (c_b.reshape(n, 3).astype(np.float64) / 255.0 - 0.5) / _COLOR_SCALE
-    scales = np.exp(s_b.reshape(n, 3).astype(np.float64) / 16.0 - 10.0)
+    fixed -= (fixed & 0x800000) << 1  # sign-extend 24 bits
+    means = fixed.astype(np.float64) / (1 << frac)  # float64: 24-bit integers stay exact before the division
+    opac = np.clip(a_b.astype(np.float32) / np.float32(255.0), 1e-4, 1 - 1e-4)
+    dc = (c_b.reshape(n, 3).astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(_COLOR_SCALE)
+    scales = np.exp(s_b.reshape(n, 3).astype(np.float32) / np.float32(16.0) - np.float32(10.0))
     if version == 2:
         xyz = r_b.reshape(n, 3).astype(np.float64) / 127.5 - 1.0
         w = np.sqrt(np.maximum(0.0, 1.0 - (xyz ** 2).sum(1, keepdims=True)))
@@ -158,10 +160,11 @@ def load_spz(path: PathLike) -> Gaussians:
         rest_sq = 1.0 - (xyzw ** 2).sum(1)
         xyzw[np.arange(n), largest] = np.sqrt(np.maximum(rest_sq, 0.0))
         wxyz = xyzw[:, [3, 0, 1, 2]]
-    sh = np.zeros((n, 3, k + 1))
+    sh = np.empty((n, 3, k + 1), dtype=np.float32)
     sh[:, :, 0] = dc
-    if k:
-        sh[:, :, 1:] = ((sh_b.reshape(n, k, 3).astype(np.float64) - 128.0) / 128.0).transpose(0, 2, 1)
+    if k:  # the file is coefficient-major / channel-minor: one transposing copy straight into place
+        np.multiply(sh_b.reshape(n, k, 3).transpose(0, 2, 1), np.float32(1.0 / 128.0), out=sh[:, :, 1:], casting="unsafe")
+        sh[:, :, 1:] -= np.float32(1.0)
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

@@ -1,0 +1,84 @@
+"""Splat files by extension: read and write .ply / .spz / .splat, and `python -m vist3a convert`.
+
+One place decides which reader/writer a path gets and how many SH bands each format keeps, so the
+CLI (`generate -o x.spz`, `render`, `convert`) and the nodes agree.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from .errors import VIST3AError
+from .gaussians import VIEWER_SH_DEGREE, Gaussians, load_ply, load_splat, save_ply, save_splat
+
+__all__ = ["SPLAT_SUFFIXES", "MAX_SH_DEGREE", "FormatError", "splat_format", "read_splats", "write_splats", "convert"]
+
+PathLike = Union[str, os.PathLike]
+
+SPLAT_SUFFIXES = (".ply", ".spz", ".splat")
+MAX_SH_DEGREE = {".ply": 4, ".spz": 3, ".splat": 0}
+"""Highest SH degree each format can hold (.splat keeps the view-independent colour only)."""
+
+
+class FormatError(VIST3AError, ValueError):
+    """A path whose extension is not a splat format we read/write, or an SH degree the format cannot hold."""
+
+
+def splat_format(path: PathLike, what: str = "file") -> str:
+    """The format suffix of ``path`` ('.ply', '.spz' or '.splat'); FormatError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SPLAT_SUFFIXES:
+        raise FormatError(f"{what} {path} must end in .ply, .spz or .splat (the format follows the extension)")
+    return suffix
+
+
+def read_splats(path: PathLike, opacity: str = "auto", report: Optional[Callable[[str], None]] = None) -> Gaussians:
+    """Load any splat file we read; ``opacity``/``report`` apply to PLYs (see :func:`vist3a.gaussians.load_ply`)."""
+    suffix = splat_format(path, "input")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"input {path} does not exist")
+    if suffix == ".ply":
+        return load_ply(path, opacity=opacity, report=report)
+    if suffix == ".spz":
+        from .splat_formats import load_spz
+
+        return load_spz(path)
+    return load_splat(path)
+
+
+def write_splats(g: Gaussians, path: PathLike, sh_degree: Optional[int] = VIEWER_SH_DEGREE, strict: bool = False) -> Path:
+    """Write ``g`` in the format of ``path``'s extension, atomically.
+
+    ``sh_degree`` (default 3, what common viewers read; None = all the format holds) is capped at the
+    scene's degree and the format's maximum; with ``strict`` a request above the format's maximum is an error.
+    """
+    suffix = splat_format(path, "output")
+    cap = MAX_SH_DEGREE[suffix]
+    if sh_degree is not None and not 0 <= sh_degree <= 4:
+        raise FormatError(f"SH degree must be between 0 and 4, got {sh_degree}")
+    if strict and sh_degree is not None and sh_degree > cap:
+        raise FormatError(f"{suffix} holds SH up to degree {cap}, not {sh_degree}; write a .ply for degree {sh_degree}")
+    degree = min(cap if sh_degree is None else sh_degree, cap, g.sh_degree)
+    if suffix == ".ply":
+        return save_ply(g, path, sh_degree=degree)
+    if suffix == ".spz":
+        from .splat_formats import save_spz
+
+        return save_spz(g, path, sh_degree=degree)
+    return save_splat(g, path)
+
+
+def convert(src: PathLike, dst: PathLike, sh_degree: Optional[int] = None, opacity: str = "auto",
+            report: Optional[Callable[[str], None]] = None) -> tuple[Path, Gaussians]:
+    """Read ``src`` and write it as ``dst`` (formats from the extensions); returns (dst, the Gaussians).
+
+    ``sh_degree`` None writes the default (degree 3, or less where the format or the scene holds less); a
+    given degree is capped at the scene's, and one the output format cannot hold is an error.
+    """
+    splat_format(dst, "output")  # refuse a bad output name before reading a big input
+    g = read_splats(src, opacity=opacity, report=report)
+    if sh_degree is None:
+        return write_splats(g, dst), g
+    return write_splats(g, dst, sh_degree=sh_degree, strict=True), g
