@@ -112,8 +112,9 @@ class PreviewSplats(io.ComfyNode):
     @classmethod
     @C.friendly("Preview Splats")
     def execute(cls, gaussians, max_splats, cameras=None) -> io.NodeOutput:
-        from vist3a.gaussians import save_splat
-        from vist3a.render import scene_bounds
+        from vist3a.atomic import atomic_save_bytes
+        from vist3a.scene_view import view_hint
+        from vist3a.splat_formats import spz_bytes
 
         scenes = C.check_gaussians(gaussians)
         cams = C.check_cameras(cameras)
@@ -128,15 +129,22 @@ class PreviewSplats(io.ComfyNode):
             if n > max_splats:
                 score = g.opacities * g.scales.prod(dim=1).clamp_min(0) ** (1 / 3)
                 g = g.select(torch.topk(score, max_splats).indices)
-            name = f"preview_{uuid.uuid4().hex[:12]}.splat"
-            save_splat(g, os.path.join(temp, sub, name))
-            center, radius = scene_bounds(g)
-            item = {"filename": name, "subfolder": sub, "type": "temp", "count": int(g.num), "total": int(n),
-                    "center": [float(v) for v in center], "radius": float(radius)}
-            if cams:
-                item["camera"] = _camera_json(cams[min(i, len(cams) - 1)])
+            cs = cams[min(i, len(cams) - 1)] if cams else None
+            # .spz keeps SH up to degree 3 for the viewer (Spark); fast gzip, it is a temp file
+            name = f"preview_{uuid.uuid4().hex[:12]}.spz"
+            atomic_save_bytes(os.path.join(temp, sub, name), spz_bytes(g, 3, _fractional_bits(g), compresslevel=1))
+            item = {"filename": name, "subfolder": sub, "type": "temp", "format": "spz", "count": int(g.num), "total": int(n),
+                    **view_hint(g, cs.c2w if cs is not None else None)}
+            if cs is not None:
+                item["camera"] = _camera_json(cs)
             items.append(item)
         return io.NodeOutput(ui={"vist3a_splats": items})
+
+
+def _fractional_bits(g) -> int:
+    """Most .spz fixed-point fraction bits that still fit the scene's coordinates in 24 bits."""
+    extent = float(g.means.detach().abs().max()) if g.num else 0.0
+    return int(max(0, min(12, 22 - math.ceil(math.log2(extent + 1.0)))))
 
 
 SH_CHOICES = ["full", "3", "2", "1", "0"]

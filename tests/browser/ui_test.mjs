@@ -18,6 +18,8 @@ async function closeDialogs(page) {
   }
 }
 const result = { consoleErrors: [], pageErrors: [] };
+const t00 = Date.now();
+const log = (m) => process.stderr.write(`[ui_test ${((Date.now() - t00) / 1000).toFixed(1)}s] ${m}\n`);
 const browser = await chromium.launch({
   executablePath: cfg.chromium || "/usr/bin/chromium",
   headless: true,
@@ -29,7 +31,10 @@ const browser = await chromium.launch({
 });
 try {
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 });
-  page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
+  page.on("console", (m) => {
+    if (m.type() === "error") result.consoleErrors.push(m.text());
+    if (cfg.verbose) log(`console.${m.type()}: ${m.text().slice(0, 300)}`);
+  });
   page.on("pageerror", (e) => result.pageErrors.push(String(e)));
   // a fresh user folder would open the template browser over the graph on first start
   for (const [id, value] of [["Comfy.TutorialCompleted", true], ["Comfy.Workflow.ShowMissingModelsWarning", false]]) {
@@ -40,6 +45,7 @@ try {
   await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.extensions?.length, null, { timeout: 120000 });
   await page.waitForFunction(() => window.app.extensions.some((e) => e.name === "VIST3A.SplatViewer"), null, { timeout: 60000 });
   result.uiReadyMs = Date.now() - t0;
+  log(`UI ready`);
   result.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ || window.comfyAPI?.version || null);
   await closeDialogs(page);
 
@@ -91,35 +97,51 @@ try {
   const tq = Date.now();
   await page.evaluate(() => window.app.queuePrompt(0, 1));
   const loaded = await page.waitForFunction(
-    () => (window.VIST3A_VIEWERS || []).find((v) => v.stats.loaded && v.stats.sorted > 0 && v.stats.frames > 1) ? true : null,
-    null, { timeout: cfg.timeoutMs || 240000, polling: 250 },
+    () => {
+      const v = (window.VIST3A_VIEWERS || []).find((x) => x.stats.loaded && x.stats.frames > 1);
+      return v && v.coverage().nonBackground > 0.005 ? true : null;
+    },
+    null, { timeout: cfg.timeoutMs || 240000, polling: 500 },
   ).then(() => true, (e) => String(e));
   result.viewerLoaded = loaded;
+  log(`viewer loaded: ${loaded}`);
   result.queueToViewerMs = Date.now() - tq;
+  const viewerState = () => page.evaluate(() => {
+    const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
+    if (!v) return null;
+    const r = v.canvas.getBoundingClientRect();
+    const box = v.container.closest(".vist3a-viewer") || v.container;
+    const c = v.view.target, u = v.view.up, rad = v.view.radius || 1;
+    return { ...v.coverage(), splats: v.stats.splats, frames: v.stats.frames, fetchMs: v.stats.fetchMs, decodeMs: v.stats.decodeMs,
+             rect: { x: r.x, y: r.y, width: r.width, height: r.height }, boxHeight: box.getBoundingClientRect().height,
+             yaw: v.view.yaw, dist: v.view.dist, up: v.view.up, upSource: v.info.up_source || null, upLabel: v.upLabel(),
+             centreOnScreen: v.project(c), upOnScreen: v.project([c[0] + u[0] * rad * 0.5, c[1] + u[1] * rad * 0.5, c[2] + u[2] * rad * 0.5]) };
+  });
   if (loaded === true) {
-    await page.waitForTimeout(300);
-    result.viewer = await page.evaluate(() => {
-      const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
-      const gl = v.gl, w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
-      const px = new Uint8Array(w * h * 4);
-      gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, px);
-      const bg = v.background.map((c) => Math.round(c * 255));
-      let differ = 0;
-      for (let i = 0; i < px.length; i += 4) {
-        if (Math.abs(px[i] - bg[0]) + Math.abs(px[i + 1] - bg[1]) + Math.abs(px[i + 2] - bg[2]) > 24) differ++;
-      }
-      const r = v.canvas.getBoundingClientRect();
-      return { width: w, height: h, nonBackground: differ / (w * h), splats: v.stats.splats, frames: v.stats.frames,
-               rect: { x: r.x, y: r.y, width: r.width, height: r.height }, yaw: v.view.yaw, dist: v.view.dist };
-    });
+    await page.waitForTimeout(500);
+    result.viewer = await viewerState();
+  log(`viewer state ${JSON.stringify(result.viewer)}`);
+    if (cfg.bench) {
+      result.bench = await page.evaluate((frames) => {
+        const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
+        const fps = v.benchmark(frames);
+        v.reset();
+        return { fps, frames, fetchMs: v.stats.fetchMs, decodeMs: v.stats.decodeMs, splats: v.stats.splats };
+      }, cfg.bench);
+      await page.waitForTimeout(300);
+    }
+    log(`bench ${JSON.stringify(result.bench)}`);
     result.fullscreenAtLoad = await page.evaluate(() => document.fullscreenElement?.className || null);
     const box = page.locator(".vist3a-viewer").first();
     if (cfg.viewerShot) await box.screenshot({ path: cfg.viewerShot });
     if (cfg.graphAfterShot) await page.screenshot({ path: cfg.graphAfterShot });
+  }
+  if (loaded === true && cfg.interact !== false) {
+    const box = page.locator(".vist3a-viewer").first();
     // orbit: drag across the canvas
     const r = result.viewer.rect;
     const cx = r.x + r.width / 2, cy = r.y + r.height / 2;
-    const framesBefore = result.viewer.frames;
+    const framesBefore = await page.evaluate(() => window.VIST3A_VIEWERS.find((x) => x.stats.loaded).stats.frames);
     await page.mouse.move(cx, cy);
     await page.mouse.down();
     await page.mouse.move(cx + 80, cy + 20, { steps: 6 });
@@ -133,17 +155,50 @@ try {
       return { yaw: v.view.yaw, dist: v.view.dist, frames: v.stats.frames };
     });
     result.redrawn = result.afterInteraction.frames > framesBefore;
-    // reset button, then full screen button
+  log(`interaction done`);
+    // reset button, up-axis button (cycles, then back to auto), then full screen button
     await box.locator("button[title^='Reset']").click();
     result.afterReset = await page.evaluate(() => {
       const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
       return { yaw: v.view.yaw, dist: v.view.dist };
     });
+    const upButton = box.locator("button.vist3a-up");
+    await upButton.click();
+    result.upAfterToggle = await page.evaluate(() => window.VIST3A_VIEWERS.find((x) => x.stats.loaded).upLabel());
+    for (let i = 1; i < 7; i++) await upButton.click();
+    result.upAfterCycle = await page.evaluate(() => window.VIST3A_VIEWERS.find((x) => x.stats.loaded).upLabel());
     await box.locator("button[title^='Full screen']").click();
     await page.waitForTimeout(600);
     result.fullscreen = await page.evaluate(() => document.fullscreenElement?.className || null);
     if (cfg.fullscreenShot && result.fullscreen) await page.screenshot({ path: cfg.fullscreenShot });
     await page.evaluate(() => document.fullscreenElement && document.exitFullscreen());
+    await page.waitForTimeout(300);
+    log(`fullscreen ${result.fullscreen}`);
+    if (cfg.resize) {
+      // the viewer fills the node when it is enlarged
+      result.beforeResize = await viewerState();
+      await page.evaluate((dh) => {
+        const node = window.app.graph._nodes.find((n) => n.type === "VIST3APreviewSplats");
+        node.setSize([node.size[0], node.size[1] + dh]);
+        window.app.graph.setDirtyCanvas(true, true);
+      }, cfg.resize);
+      await page.waitForTimeout(800);
+      result.afterResize = await viewerState();
+    }
+    log(`resize done`);
+    if (cfg.reload) {
+      // the viewer restores its scene after a reload (the workflow comes back from the browser's storage)
+      await page.waitForTimeout(1500); // let the frontend persist the workflow
+      await page.reload({ waitUntil: "domcontentloaded" });
+      await page.waitForFunction(() => window.app?.graph && window.app.extensions?.some((e) => e.name === "VIST3A.SplatViewer"), null, { timeout: 120000 });
+      result.restored = await page.waitForFunction(
+        () => {
+          const v = (window.VIST3A_VIEWERS || []).find((x) => x.stats.loaded && x.stats.frames > 1 && x.canvas.isConnected);
+          return v && v.coverage().nonBackground > 0.005 ? v.stats.splats : null;
+        },
+        null, { timeout: 120000, polling: 500 },
+      ).then((h) => h.jsonValue(), (e) => String(e));
+    }
   }
   result.history = await page.evaluate(async () => (await (await fetch("/history?max_items=1")).json()));
 } catch (e) {
