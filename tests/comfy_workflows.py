@@ -183,6 +183,50 @@ SPECS = {
 }
 
 
+# ------------------------------------------------------------------------------------ the layout
+# Node heights the frontend needs at width 360 (measured on 1.32.9 and 1.58.1 from node.computeSize());
+# a node is never drawn smaller than this, so stacking by these sizes keeps title bars and bodies apart.
+MIN_HEIGHT = {
+    "VIST3ALoadWan": 180, "VIST3ALoadLoRA": 84, "VIST3AApplyLoRAToModel": 84, "VIST3ATextEncode": 190, "VIST3ASample": 270,
+    "VIST3ALoadStitchedDecoder": 132, "VIST3ALoadAnySplat": 108, "VIST3ADecodeSplats": 124, "VIST3AImagesToSplats": 196,
+    "VIST3ARenderViews": 224, "VIST3ASavePLY": 132, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
+    "EmptyHunyuanLatentVideo": 132, "KSampler": 264, "VAELoader": 60, "PreviewImage": 200, "SaveAnimatedWEBP": 156,
+    "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 200,
+}
+WIDTH = {"VIST3APreviewSplats": 480}
+NODE_WIDTH, TITLE_H, GAP_X, GAP_Y = 340, 30, 50, 40
+# Where the saved view may put nodes on a 1600x1000 window with 1.32.9's side bar (48 px) on the left,
+# the menu, tabs and floating Run toolbar on top (~140 px) and the canvas buttons at the bottom right.
+VIEW_BOX = (64, 150, 1580, 950)
+
+
+def layout(spec: list) -> tuple[dict, dict, dict]:
+    """Spec positions -> (pos, size per node id, saved view): nodes keep their column (spec x) and their
+    order in it (spec y) but are stacked by real heights, so nothing overlaps; the view fits them all."""
+    cols: dict[int, list] = {}
+    for node in spec:
+        cols.setdefault(node[4][0], []).append(node)
+    pos, size, x = {}, {}, 0
+    for cx in sorted(cols):
+        y = TITLE_H
+        width = 0
+        for node in sorted(cols[cx], key=lambda n: n[4][1]):
+            w, h = WIDTH.get(node[1], NODE_WIDTH), MIN_HEIGHT.get(node[1], 200)
+            pos[node[0]], size[node[0]] = [x, y], [w, h]
+            y += h + TITLE_H + GAP_Y
+            width = max(width, w)
+        x += width + GAP_X
+    x0 = min(p[0] for p in pos.values())
+    y0 = min(p[1] - TITLE_H for p in pos.values())
+    x1 = max(pos[i][0] + size[i][0] for i in pos)
+    y1 = max(pos[i][1] + size[i][1] for i in pos)
+    bx0, by0, bx1, by1 = VIEW_BOX
+    scale = min(1.0, (bx1 - bx0) / (x1 - x0), (by1 - by0) / (y1 - y0))
+    scale = int(scale * 100) / 100
+    view = {"scale": scale, "offset": [bx0 / scale - x0, by0 / scale - y0]}
+    return pos, size, view
+
+
 def build_ui(spec: list, object_info: dict) -> dict:
     """Spec -> UI-format graph (frontend workflow version 0.4)."""
     nodes, links, link_id = [], [], 0
@@ -196,11 +240,12 @@ def build_ui(spec: list, object_info: dict) -> dict:
             links.append([link_id, src, slot, nid, None, out_type, name])
             out_links.setdefault((src, slot), []).append(link_id)
     order = {n[0]: i for i, n in enumerate(spec)}
+    positions, sizes, view = layout(spec)
     for nid, typ, widgets, inputs, pos, title in spec:
-        node = {"id": nid, "type": typ, "pos": list(pos), "size": [360, 200], "flags": {}, "order": order[nid], "mode": 0,
+        node = {"id": nid, "type": typ, "pos": positions[nid], "size": sizes[nid], "flags": {}, "order": order[nid], "mode": 0,
                 "inputs": [], "outputs": [], "properties": {"Node name for S&R": typ}}
         if typ == "MarkdownNote":
-            node.update(size=[360, 160], widgets_values=[widgets["_text"]], color="#432", bgcolor="#653")
+            node.update(widgets_values=[widgets["_text"]], color="#432", bgcolor="#653")
             node["properties"] = {}
             if title:
                 node["title"] = title
@@ -245,7 +290,7 @@ def build_ui(spec: list, object_info: dict) -> dict:
         "links": links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 0.75, "offset": [20, 20]}, "frontendVersion": "1.32.9"},
+        "extra": {"ds": view, "frontendVersion": "1.32.9"},
         "version": 0.4,
     }
 

@@ -255,3 +255,24 @@ def test_viewer_frames_a_million_splat_z_up_scene(browser_server, tmp_path):
     tmp.write_text(json.dumps(bench, indent=2) + "\n")
     tmp.replace(out)
     print(f"\nviewer 1M: {bench}")
+
+
+def test_shipped_workflows_open_with_every_node_in_view(browser_server, tmp_path):
+    """Each shipped workflow's saved view on a 1600x1000 window: no overlapping nodes (title bars
+    included, rectangles read from app.graph) and every node fully visible, not under the side bar,
+    menu, floating Run toolbar or canvas buttons (hit-tested through the canvas transform)."""
+    files = sorted(WORKFLOWS.glob("*.json"))
+    shots = [(DOCS_IMAGES if browser_server.shots else tmp_path) / f"workflow_{f.stem}.png" for f in files]
+    cfg = {"url": browser_server.url, "workflow": str(files[0]), "graphShot": str(shots[0]), "layoutOnly": True,
+           "moreWorkflows": [str(f) for f in files[1:]], "moreShots": [str(s) for s in shots[1:]], "chromium": browser_server.chromium}
+    out = subprocess.run(["node", "ui_test.mjs", json.dumps(cfg)], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not result.get("fatal"), result["fatal"]
+    for f in files:
+        layout = result["layouts"][str(f)]
+        saved = json.loads(f.read_text())["extra"]["ds"]
+        assert layout["scale"] == pytest.approx(saved["scale"]), (f.name, layout, saved)  # the saved view was applied
+        assert layout["nodes"] == len(json.loads(f.read_text())["nodes"])
+        assert layout["overlaps"] == [], (f.name, layout["overlaps"])
+        assert layout["hidden"] == [], (f.name, layout["hidden"])
+    assert all(s.is_file() for s in shots)

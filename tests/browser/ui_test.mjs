@@ -17,6 +17,31 @@ async function closeDialogs(page) {
     await page.waitForTimeout(200);
   }
 }
+const layoutOf = (page) => page.evaluate(() => {
+  const canvas = window.app.canvas, ds = canvas.ds, el = canvas.canvas, cr = el.getBoundingClientRect();
+  const th = window.LiteGraph.NODE_TITLE_HEIGHT;
+  const rects = window.app.graph._nodes.map((n) => ({ id: n.id, type: n.type, r: [n.pos[0], n.pos[1] - th, n.size[0], n.size[1] + th] }));
+  const overlaps = [];
+  for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) {
+    const [a, b] = [rects[i].r, rects[j].r];
+    if (a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3]) overlaps.push([rects[i].type, rects[j].type]);
+  }
+  const toScreen = (x, y) => [cr.left + (x + ds.offset[0]) * ds.scale, cr.top + (y + ds.offset[1]) * ds.scale];
+  const hidden = [];
+  for (const { type, r } of rects) {
+    const [x0, y0] = toScreen(r[0], r[1]), [x1, y1] = toScreen(r[0] + r[2], r[1] + r[3]);
+    const pts = [[x0 + 3, y0 + 3], [x1 - 3, y0 + 3], [(x0 + x1) / 2, y0 + 3], [x0 + 3, y1 - 3], [x1 - 3, y1 - 3], [x0 + 3, (y0 + y1) / 2], [x1 - 3, (y0 + y1) / 2]];
+    for (const [x, y] of pts) {
+      const hit = x >= 0 && y >= 0 && x < window.innerWidth && y < window.innerHeight ? document.elementFromPoint(x, y) : null;
+      const ok = hit && (hit === el || hit.closest(".dom-widget, .vist3a-viewer, .comfy-markdown, .comfy-multiline-input, textarea, .p-panel-content, [class*='widget']"));
+      if (!ok) { hidden.push({ type, at: [Math.round(x), Math.round(y)], hit: hit ? String(hit.className).slice(0, 60) || hit.tagName : "outside" }); break; }
+    }
+  }
+  return { scale: ds.scale, offset: [...ds.offset], overlaps, hidden, nodes: rects.length };
+});
+await page.waitForTimeout(600);
+if (cfg.graphShot) await page.screenshot({ path: cfg.graphShot });
+
 const result = { consoleErrors: [], pageErrors: [] };
 const t00 = Date.now();
 const log = (m) => process.stderr.write(`[ui_test ${((Date.now() - t00) / 1000).toFixed(1)}s] ${m}\n`);
@@ -79,20 +104,22 @@ try {
     const buttons = banner ? banner.querySelectorAll("button") : [];
     if (buttons.length > 1) buttons[buttons.length - 1].click();
   });
-  await page.evaluate(() => {
-    // frame the whole graph (what the "fit view" command does), without sending keys to the page
-    const nodes = window.app.graph._nodes;
-    const x0 = Math.min(...nodes.map((n) => n.pos[0])), y0 = Math.min(...nodes.map((n) => n.pos[1] - 30));
-    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
-    const el = window.app.canvas.canvas, ds = window.app.canvas.ds;
-    const w = el.clientWidth, h = el.clientHeight - 120;
-    ds.scale = Math.min(1, 0.95 * Math.min(w / (x1 - x0), h / (y1 - y0)));
-    ds.offset = [(w / ds.scale - (x1 - x0)) / 2 - x0 + 30 / ds.scale, 110 / ds.scale - y0];
-    window.app.graph.setDirtyCanvas(true, true);
-  });
   await page.waitForTimeout(600);
-  if (cfg.graphShot) await page.screenshot({ path: cfg.graphShot });
-
+  // the workflow's saved view: no two nodes overlap (title bars included) and every node is fully on
+  // screen, not under the side bar, menu, floating toolbar or canvas buttons (hit-tested in the page)
+  result.layout = await layoutOf(page);
+  if (cfg.layoutOnly) {
+    // more workflows in the same page: their saved views and node rectangles, with a screenshot each
+    result.layouts = { [cfg.workflow]: result.layout };
+    for (const [i, wfPath] of (cfg.moreWorkflows || []).entries()) {
+      await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, JSON.parse(readFileSync(wfPath, "utf8")));
+      await closeDialogs(page);
+      await page.waitForTimeout(600);
+      result.layouts[wfPath] = await layoutOf(page);
+      if (cfg.moreShots?.[i]) await page.screenshot({ path: cfg.moreShots[i] });
+    }
+    throw new Error("layout only");
+  }
   // queue it from the UI and wait for the viewer to draw
   const tq = Date.now();
   await page.evaluate(() => window.app.queuePrompt(0, 1));
@@ -121,20 +148,19 @@ try {
     await page.waitForTimeout(500);
     result.viewer = await viewerState();
   log(`viewer state ${JSON.stringify(result.viewer)}`);
+    result.fullscreenAtLoad = await page.evaluate(() => document.fullscreenElement?.className || null);
+    const box = page.locator(".vist3a-viewer").first();
+    if (cfg.viewerShot) await box.screenshot({ path: cfg.viewerShot, timeout: 120000 });
+    if (cfg.graphAfterShot) await page.screenshot({ path: cfg.graphAfterShot });
     if (cfg.bench) {
       result.bench = await page.evaluate((frames) => {
         const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
         const fps = v.benchmark(frames);
-        v.reset();
         return { fps, frames, fetchMs: v.stats.fetchMs, decodeMs: v.stats.decodeMs, splats: v.stats.splats };
       }, cfg.bench);
       await page.waitForTimeout(300);
     }
     log(`bench ${JSON.stringify(result.bench)}`);
-    result.fullscreenAtLoad = await page.evaluate(() => document.fullscreenElement?.className || null);
-    const box = page.locator(".vist3a-viewer").first();
-    if (cfg.viewerShot) await box.screenshot({ path: cfg.viewerShot });
-    if (cfg.graphAfterShot) await page.screenshot({ path: cfg.graphAfterShot });
   }
   if (loaded === true && cfg.interact !== false) {
     const box = page.locator(".vist3a-viewer").first();
@@ -202,7 +228,7 @@ try {
   }
   result.history = await page.evaluate(async () => (await (await fetch("/history?max_items=1")).json()));
 } catch (e) {
-  result.fatal = String(e && e.stack || e);
+  if (!(cfg.layoutOnly && String(e).includes("layout only"))) result.fatal = String(e && e.stack || e);
 } finally {
   await browser.close();
 }
