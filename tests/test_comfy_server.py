@@ -4,6 +4,7 @@ node is listed, every shipped workflow runs to completion on tiny weights, Cance
 from __future__ import annotations
 
 import json
+import urllib.request
 import time
 from pathlib import Path
 
@@ -70,8 +71,11 @@ def test_shipped_workflows_are_current_and_listed_as_templates(server):
         committed = json.loads((WORKFLOWS / name).read_text())
         assert committed == build_ui(spec(info), info), f"workflows/{name} is stale: python tests/comfy_workflows.py --port N"
     templates = server.get("/workflow_templates")
-    ours = next(v for k, v in templates.items() if "VIST3A" in k)
+    pack, ours = next((k, v) for k, v in templates.items() if "VIST3A" in k)
     assert sorted(ours) == sorted(Path(n).stem for n in SPECS)
+    for stem in ours:  # the template browser's card picture (tools/thumbnails.py)
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{pack}/{stem}.jpg", timeout=30) as r:
+            assert r.status == 200 and r.read(3) == b"\xff\xd8\xff", stem
 
 
 def _check_outputs(server, history) -> dict:
@@ -95,8 +99,9 @@ def _check_outputs(server, history) -> dict:
             else:
                 assert path.stat().st_size % 32 == 0 and path.stat().st_size > 0
         for item in node_out.get("vist3a_splats", []):
-            path = server.output_path(item)
-            assert path.is_file() and path.stat().st_size == 32 * item["count"] > 0
+            path = server.output_path(item)  # .spz with SH up to degree 3 for the Spark viewer
+            assert item["format"] == "spz" and load_spz(path).num == item["count"] > 0
+            assert item["up_source"] in ("cameras", "points") and len(item["up"]) == 3 and item["radius"] > 0
             seen["preview"] += 1
         for item in node_out.get("images", []):
             path = server.output_path(item)

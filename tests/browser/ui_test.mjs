@@ -39,8 +39,6 @@ const layoutOf = (page) => page.evaluate(() => {
   }
   return { scale: ds.scale, offset: [...ds.offset], overlaps, hidden, nodes: rects.length };
 });
-await page.waitForTimeout(600);
-if (cfg.graphShot) await page.screenshot({ path: cfg.graphShot });
 
 const result = { consoleErrors: [], pageErrors: [] };
 const t00 = Date.now();
@@ -108,6 +106,8 @@ try {
   // the workflow's saved view: no two nodes overlap (title bars included) and every node is fully on
   // screen, not under the side bar, menu, floating toolbar or canvas buttons (hit-tested in the page)
   result.layout = await layoutOf(page);
+  await page.waitForTimeout(600);
+  if (cfg.graphShot) await page.screenshot({ path: cfg.graphShot });
   if (cfg.layoutOnly) {
     // more workflows in the same page: their saved views and node rectangles, with a screenshot each
     result.layouts = { [cfg.workflow]: result.layout };
