@@ -21,6 +21,12 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload", "file_upload")
 
 PROMPT = "a cozy living room with a sofa, a wooden table and a lamp"
+CPU_NOTE_SAMPLE = ("\n\n**On a CPU** (no GPU): the defaults take hours. For a quick try lower Sample's steps to 10, frames to 5 "
+                   "and width/height to 256, and Render Views to 8 views at 256x256; Sample prints its time estimate first.")
+CPU_NOTE_KSAMPLER = ("\n\n**On a CPU** (no GPU): the defaults take hours. For a quick try lower KSampler's steps to 10 and the "
+                     "empty latent to 5 frames at 256x256.")
+CPU_NOTE_VIDEO = ("\n\n**On a CPU** (no GPU): lower Images to Splats' max_views to 8 and size to 224 for a quick try; fewer views "
+                  "also give fewer Gaussians (smaller PLY, faster viewer).")
 
 
 class MissingNodeError(KeyError):
@@ -107,11 +113,11 @@ def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
         (5, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (420, 560), None),
         (6, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (4, 0), "vae": (2, 0), "decoder": (5, 0)}, (1240, 80), None),
         (7, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (6, 0), "cameras": (6, 1)}, (1620, 80), None),
-        (8, "VIST3ASavePLY", dict(filename_prefix=prefix, sh_degree="full", also_splat=False, also_spz=True), {"gaussians": (6, 0)}, (1240, 420), None),
+        (8, "VIST3ASavePLY", dict(filename_prefix=prefix, sh_degree="3", also_splat=False, also_spz=True), {"gaussians": (6, 0)}, (1240, 420), None),
         (9, "VIST3ARenderViews", dict(mode="orbit", views=24, width=512, height=512, fov=50.0, elevation=15.0, background="white"),
          {"gaussians": (6, 0)}, (1240, 640), None),
         (10, "SaveAnimatedWEBP", dict(filename_prefix=prefix + "_orbit", fps=12.0, lossless=False, quality=85, method="default"), {"images": (9, 0)}, (1620, 600), None),
-        (11, "MarkdownNote", {"_text": note}, {}, (40, 640), "About this workflow"),
+        (11, "MarkdownNote", {"_text": note + CPU_NOTE_SAMPLE}, {}, (40, 640), "About this workflow"),
     ]
 
 
@@ -153,7 +159,8 @@ def spec_native(oi):
         (14, "MarkdownNote", {"_text": "**Native ComfyUI Wan + VIST3A LoRA + Decode Splats.**\n\nComfyUI's Load Diffusion Model, "
                                        "KSampler (uni_pc / simple, ModelSamplingSD3 shift 5 approximates the official UniPC flow-shift-5 sampler) "
                                        "and Load VAE drive generation with ComfyUI's own memory management and offloading; VIST3A only adds the "
-                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works."}, {}, (40, 820), "About this workflow"),
+                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works." + CPU_NOTE_KSAMPLER},
+         {}, (40, 820), "About this workflow"),
     ]
 
 
@@ -165,12 +172,13 @@ def spec_video(oi):
         (4, "VIST3AImagesToSplats", dict(max_views=24, size=448, resize="crop square", voxelize="auto", min_opacity=0.0),
          {"anysplat": (3, 0), "images": (2, 0)}, (420, 80), None),
         (5, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"gaussians": (4, 0), "cameras": (4, 1)}, (820, 80), None),
-        (6, "VIST3ASavePLY", dict(filename_prefix="VIST3A/video_to_3dgs", sh_degree="full", also_splat=False, also_spz=False), {"gaussians": (4, 0)}, (420, 460), None),
+        (6, "VIST3ASavePLY", dict(filename_prefix="VIST3A/video_to_3dgs", sh_degree="3", also_splat=False, also_spz=False), {"gaussians": (4, 0)}, (420, 460), None),
         (7, "VIST3ARenderViews", dict(mode="predicted cameras", views=24, width=448, height=448, fov=50.0, elevation=15.0, background="black"),
          {"gaussians": (4, 0), "cameras": (4, 1)}, (820, 560), None),
         (8, "PreviewImage", {}, {"images": (7, 0)}, (1200, 560), "Re-rendered input views"),
         (9, "MarkdownNote", {"_text": "**Images / video -> 3D Gaussians (plain AnySplat).**\n\nLoad a video (or batch images) of one scene, "
-                                      "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."},
+                                      "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."
+                                      + CPU_NOTE_VIDEO},
          {}, (40, 800), "About this workflow"),
     ]
 
@@ -191,7 +199,7 @@ MIN_HEIGHT = {
     "VIST3ALoadStitchedDecoder": 132, "VIST3ALoadAnySplat": 108, "VIST3ADecodeSplats": 124, "VIST3AImagesToSplats": 196,
     "VIST3ARenderViews": 224, "VIST3ASavePLY": 132, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
     "EmptyHunyuanLatentVideo": 132, "KSampler": 264, "VAELoader": 60, "PreviewImage": 200, "SaveAnimatedWEBP": 156,
-    "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 200,
+    "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 260,
 }
 WIDTH = {"VIST3APreviewSplats": 480}
 NODE_WIDTH, TITLE_H, GAP_X, GAP_Y = 340, 30, 50, 40
