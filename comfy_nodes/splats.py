@@ -96,15 +96,17 @@ class PreviewSplats(io.ComfyNode):
             node_id="VIST3APreviewSplats",
             display_name="Preview Splats (VIST3A)",
             category=C.SPLATS,
-            description="Shows the Gaussians in an interactive 3D viewer inside the node: drag to orbit, right-drag or "
-                        "shift-drag to pan, wheel to zoom, double-click or R to reset, F or the button for full screen.",
+            description="Shows the Gaussians in an interactive 3D viewer (Spark) inside the node: drag to orbit, right-drag or "
+                        "shift-drag to pan, wheel to zoom, double-click or R to reset, U or the up button to change the up axis, "
+                        "F or the button for full screen.",
             is_output_node=True,
             inputs=[
                 io.Custom("GAUSSIANS").Input("gaussians", tooltip="From Decode Splats, Images to Splats or Load PLY."),
                 io.Int.Input("max_splats", default=1_000_000, min=1000, max=20_000_000, step=1000,
                              tooltip="Show at most this many Gaussians (the most visible ones) to keep the browser fast."),
                 io.Custom("CAMERAS").Input("cameras", optional=True,
-                                           tooltip="Predicted cameras: the viewer starts from the first one (otherwise it frames the scene)."),
+                                           tooltip="Predicted cameras: they give the scene's up axis and the side the viewer starts from "
+                                                   "(otherwise the up axis is guessed from the splats)."),
             ],
             outputs=[],
         )
