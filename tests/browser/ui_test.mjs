@@ -4,7 +4,7 @@
 // the controls, and take the README screenshots. Prints one JSON line with the findings.
 //
 //   node ui_test.mjs '{"url": "...", "workflow": "path.json", "overrides": {...}, "graphShot": "...", "viewerShot": "..."}'
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const cfg = JSON.parse(process.argv[2]);
@@ -151,6 +151,18 @@ try {
     result.fullscreenAtLoad = await page.evaluate(() => document.fullscreenElement?.className || null);
     const box = page.locator(".vist3a-viewer").first();
     if (cfg.viewerShot) await box.screenshot({ path: cfg.viewerShot, timeout: 120000 });
+    if (cfg.canvasDump) {
+      // the viewer's own pixels and camera, for a comparison with the torch renderer from the same view
+      const dump = await page.evaluate(() => {
+        const v = window.VIST3A_VIEWERS.find((x) => x.stats.loaded);
+        v.draw();
+        return { png: v.canvas.toDataURL("image/png"), eye: v.eye(), target: v.view.target, up: v.view.up, fovY: v.view.fovY,
+                 width: v.canvas.width, height: v.canvas.height, background: v.background };
+      });
+      writeFileSync(cfg.canvasDump, Buffer.from(dump.png.split(",")[1], "base64"));
+      delete dump.png;
+      result.camera = dump;
+    }
     if (cfg.graphAfterShot) await page.screenshot({ path: cfg.graphAfterShot });
     if (cfg.bench) {
       result.bench = await page.evaluate((frames) => {
