@@ -46,6 +46,10 @@ def _pip(*args: str) -> None:
 
 def install(python_deps: bool = True) -> Path:
     """Unpack ComfyUI into the cache (once), install its requirements, link this repo. Idempotent."""
+    # the stamp says ComfyUI is unpacked; its Python requirements may be gone if the venv was rebuilt
+    deps_missing = python_deps and importlib.util.find_spec("av") is None
+    if deps_missing and STAMP.is_file():
+        STAMP.unlink()
     if not (STAMP.is_file() and (COMFY / "main.py").is_file()):
         CACHE.mkdir(parents=True, exist_ok=True)
         wheel_dir = CACHE / "wheel"
