@@ -39,7 +39,8 @@ def test_extension_imports_without_error(server):
     assert "ComfyUI-VIST3A" in log, "ComfyUI did not try to load the extension:\n" + log[-3000:]
     assert not import_problems(log), "\n".join(import_problems(log))
     ours = [e for e in server.get("/extensions") if e.startswith("/extensions/ComfyUI-VIST3A/")]
-    assert sorted(ours) == ["/extensions/ComfyUI-VIST3A/splat_viewer.js", "/extensions/ComfyUI-VIST3A/vist3a.js"], ours
+    assert sorted(ours) == ["/extensions/ComfyUI-VIST3A/splat_viewer.js", "/extensions/ComfyUI-VIST3A/vendor/spark_three.js",
+                            "/extensions/ComfyUI-VIST3A/vist3a.js"], ours
 
 
 def test_object_info_lists_every_node_with_tooltips(server):
