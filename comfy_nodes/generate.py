@@ -117,11 +117,28 @@ class Sample(io.ComfyNode):
         pos, neg = _pad_to(pos, length), _pad_to(neg, length)
         models = wan.ready("transformer")
         wan.apply_loras()
+        _say_cpu_estimate(models, steps, cfg, frames, height, width)
         bar = C.Progress(steps)
         C.check_cancel()
         latent = sample_latents(models, pos, neg, num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
                                 shift=shift, seed=seed, callback=lambda i, n: bar.set(i), should_cancel=C.should_cancel)
         return io.NodeOutput({"samples": latent.float().cpu()})
+
+
+def _say_cpu_estimate(models, steps, cfg, frames, height, width) -> None:
+    """Print how long sampling will take when it runs on the CPU and takes over a minute."""
+    from vist3a.cpu_estimate import LONG_RUN_S, describe, estimate_sample, measure_gflops
+
+    t = models.transformer
+    if t is None or torch.device(models.device).type != "cpu":
+        return
+    cfgd = getattr(t, "config", None)
+    layers = len(getattr(t, "blocks", [])) or 1
+    dim = int(getattr(cfgd, "num_attention_heads", 1) * getattr(cfgd, "attention_head_dim", 1)) if cfgd else 1
+    params = sum(p.numel() for p in t.parameters())
+    est = estimate_sample(params, layers, dim, steps, cfg, frames, height, width, measure_gflops())
+    if est.seconds > LONG_RUN_S:
+        print(describe(est), flush=True)
 
 
 VOXELIZE = ["auto", "on", "off"]

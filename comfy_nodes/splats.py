@@ -130,15 +130,17 @@ class PreviewSplats(io.ComfyNode):
             node_id="VIST3APreviewSplats",
             display_name="Preview Splats (VIST3A)",
             category=C.SPLATS,
-            description="Shows the Gaussians in an interactive 3D viewer inside the node: drag to orbit, right-drag or "
-                        "shift-drag to pan, wheel to zoom, double-click or R to reset, F or the button for full screen.",
+            description="Shows the Gaussians in an interactive 3D viewer (Spark) inside the node: drag to orbit, right-drag or "
+                        "shift-drag to pan, wheel to zoom, double-click or R to reset, U or the up button to change the up axis, "
+                        "F or the button for full screen.",
             is_output_node=True,
             inputs=[
                 C.Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.Int.Input("max_splats", default=1_000_000, min=1000, max=20_000_000, step=1000,
                              tooltip="Show at most this many Gaussians (the most visible ones) to keep the browser fast."),
                 C.Cameras.Input("cameras", optional=True,
-                                           tooltip="Predicted cameras: the viewer starts from the first one (otherwise it frames the scene)."),
+                                tooltip="Predicted cameras: they give the scene's up axis and the side the viewer starts from "
+                                        "(otherwise the up axis is guessed from the splats)."),
             ],
             outputs=[],
         )
@@ -146,8 +148,9 @@ class PreviewSplats(io.ComfyNode):
     @classmethod
     @C.friendly("Preview Splats")
     def execute(cls, splat, max_splats, cameras=None) -> io.NodeOutput:
-        from vist3a.gaussians import save_splat
-        from vist3a.render import scene_bounds
+        from vist3a.atomic import atomic_save_bytes
+        from vist3a.scene_view import view_hint
+        from vist3a.splat_formats import spz_bytes
 
         scenes = C.check_splat(splat)
         cams = C.check_cameras(cameras)
@@ -162,15 +165,22 @@ class PreviewSplats(io.ComfyNode):
             if n > max_splats:
                 score = g.opacities * g.scales.prod(dim=1).clamp_min(0) ** (1 / 3)
                 g = g.select(torch.topk(score, max_splats).indices)
-            name = f"preview_{uuid.uuid4().hex[:12]}.splat"
-            save_splat(g, os.path.join(temp, sub, name))
-            center, radius = scene_bounds(g)
-            item = {"filename": name, "subfolder": sub, "type": "temp", "count": int(g.num), "total": int(n),
-                    "center": [float(v) for v in center], "radius": float(radius)}
-            if cams:
-                item["camera"] = _camera_json(cams[min(i, len(cams) - 1)])
+            cs = cams[min(i, len(cams) - 1)] if cams else None
+            # .spz keeps SH up to degree 3 for the viewer (Spark); fast gzip, it is a temp file
+            name = f"preview_{uuid.uuid4().hex[:12]}.spz"
+            atomic_save_bytes(os.path.join(temp, sub, name), spz_bytes(g, 3, _fractional_bits(g), compresslevel=1))
+            item = {"filename": name, "subfolder": sub, "type": "temp", "format": "spz", "count": int(g.num), "total": int(n),
+                    **view_hint(g, cs.c2w if cs is not None else None)}
+            if cs is not None:
+                item["camera"] = _camera_json(cs)
             items.append(item)
         return io.NodeOutput(ui={"vist3a_splats": items})
+
+
+def _fractional_bits(g) -> int:
+    """Most .spz fixed-point fraction bits that still fit the scene's coordinates in 24 bits."""
+    extent = float(g.means.detach().abs().max()) if g.num else 0.0
+    return int(max(0, min(12, 22 - math.ceil(math.log2(extent + 1.0)))))
 
 
 SH_CHOICES = ["full", "3", "2", "1", "0"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,8 @@ def test_extension_imports_without_error(server):
     assert "ComfyUI-VIST3A" in log, "ComfyUI did not try to load the extension:\n" + log[-3000:]
     assert not import_problems(log), "\n".join(import_problems(log))
     ours = [e for e in server.get("/extensions") if e.startswith("/extensions/ComfyUI-VIST3A/")]
-    assert sorted(ours) == ["/extensions/ComfyUI-VIST3A/splat_viewer.js", "/extensions/ComfyUI-VIST3A/vist3a.js"], ours
+    assert sorted(ours) == ["/extensions/ComfyUI-VIST3A/splat_viewer.js", "/extensions/ComfyUI-VIST3A/vendor/spark_three.js",
+                            "/extensions/ComfyUI-VIST3A/vist3a.js"], ours
 
 
 def test_object_info_lists_every_node_with_tooltips(server):
@@ -72,8 +74,11 @@ def test_shipped_workflows_are_current_and_listed_as_templates(server):
         committed = json.loads((WORKFLOWS / name).read_text())
         assert committed == build_ui(spec(info), info), f"workflows/{name} is stale: python tools/comfy_workflows.py --port N"
     templates = server.get("/workflow_templates")
-    ours = next(v for k, v in templates.items() if "VIST3A" in k)
+    pack, ours = next((k, v) for k, v in templates.items() if "VIST3A" in k)
     assert sorted(ours) == sorted(Path(n).stem for n in [*SPECS, *NATIVE_SPECS])
+    for stem in ours:  # the template browser's card picture (tools/thumbnails.py)
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{pack}/{stem}.jpg", timeout=30) as r:
+            assert r.status == 200 and r.read(3) == b"\xff\xd8\xff", stem
 
 
 def _check_outputs(server, history) -> dict:
@@ -103,8 +108,9 @@ def _check_outputs(server, history) -> dict:
             else:
                 assert path.stat().st_size % 32 == 0 and path.stat().st_size > 0
         for item in node_out.get("vist3a_splats", []):
-            path = server.output_path(item)
-            assert path.is_file() and path.stat().st_size == 32 * item["count"] > 0
+            path = server.output_path(item)  # .spz with SH up to degree 3 for the Spark viewer
+            assert item["format"] == "spz" and load_spz(path).num == item["count"] > 0
+            assert item["up_source"] in ("cameras", "points") and len(item["up"]) == 3 and item["radius"] > 0
             seen["preview"] += 1
         for item in node_out.get("images", []):
             path = server.output_path(item)

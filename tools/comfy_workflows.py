@@ -21,6 +21,12 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "LOAD_3D"}  # LOAD
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload", "file_upload")
 
 PROMPT = "a cozy living room with a sofa, a wooden table and a lamp"
+CPU_NOTE_SAMPLE = ("\n\n**On a CPU** (no GPU): the defaults take hours. For a quick try lower Sample's steps to 10, frames to 5 "
+                   "and width/height to 256, and Render Views to 8 views at 256x256; Sample prints its time estimate first.")
+CPU_NOTE_KSAMPLER = ("\n\n**On a CPU** (no GPU): the defaults take hours. For a quick try lower KSampler's steps to 10 and the "
+                     "empty latent to 5 frames at 256x256.")
+CPU_NOTE_VIDEO = ("\n\n**On a CPU** (no GPU): lower Images to Splats' max_views to 8 and size to 224 for a quick try; fewer views "
+                  "also give fewer Gaussians (smaller PLY, faster viewer).")
 
 
 class MissingNodeError(KeyError):
@@ -114,7 +120,7 @@ def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
         (9, "VIST3ARenderViews", dict(mode="orbit", views=24, width=512, height=512, fov=50.0, elevation=15.0, background="white"),
          {"splat": (6, 0)}, (1240, 640), None),
         (10, "SaveAnimatedWEBP", dict(filename_prefix=prefix + "_orbit", fps=12.0, lossless=False, quality=85, method="default"), {"images": (9, 0)}, (1620, 600), None),
-        (11, "MarkdownNote", {"_text": note + ANY_COMFY}, {}, (40, 640), "About this workflow"),
+        (11, "MarkdownNote", {"_text": note + CPU_NOTE_SAMPLE + ANY_COMFY}, {}, (40, 640), "About this workflow"),
     ]
 
 
@@ -156,7 +162,8 @@ def spec_native(oi):
         (14, "MarkdownNote", {"_text": "**Native ComfyUI Wan + VIST3A LoRA + Decode Splats.**\n\nComfyUI's Load Diffusion Model, "
                                        "KSampler (uni_pc / simple, ModelSamplingSD3 shift 5 approximates the official UniPC flow-shift-5 sampler) "
                                        "and Load VAE drive generation with ComfyUI's own memory management and offloading; VIST3A only adds the "
-                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works." + ANY_COMFY}, {}, (40, 820), "About this workflow"),
+                                       "LoRA, the prompt template and the 3D decoder. The latent of any Wan 2.1 sampler works." + CPU_NOTE_KSAMPLER + ANY_COMFY},
+         {}, (40, 820), "About this workflow"),
     ]
 
 
@@ -174,7 +181,7 @@ def spec_video(oi):
         (8, "PreviewImage", {}, {"images": (7, 0)}, (1200, 560), "Re-rendered input views"),
         (9, "MarkdownNote", {"_text": "**Images / video -> 3D Gaussians (plain AnySplat).**\n\nLoad a video (or batch images) of one scene, "
                                       "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."
-                                      + ANY_COMFY},
+                                      + CPU_NOTE_VIDEO + ANY_COMFY},
          {}, (40, 800), "About this workflow"),
     ]
 
@@ -215,6 +222,50 @@ NATIVE_SPECS = {
 }
 
 
+# ------------------------------------------------------------------------------------ the layout
+# Node heights the frontend needs at width 360 (measured on 1.32.9 and 1.58.1 from node.computeSize());
+# a node is never drawn smaller than this, so stacking by these sizes keeps title bars and bodies apart.
+MIN_HEIGHT = {
+    "VIST3ALoadWan": 180, "VIST3ALoadLoRA": 84, "VIST3AApplyLoRAToModel": 84, "VIST3ATextEncode": 190, "VIST3ASample": 270,
+    "VIST3ALoadStitchedDecoder": 132, "VIST3ALoadAnySplat": 108, "VIST3ADecodeSplats": 124, "VIST3AImagesToSplats": 196,
+    "VIST3ARenderViews": 224, "VIST3ASavePLY": 132, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
+    "EmptyHunyuanLatentVideo": 132, "KSampler": 264, "VAELoader": 60, "PreviewImage": 200, "SaveAnimatedWEBP": 156,
+    "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 260,
+}
+WIDTH = {"VIST3APreviewSplats": 480}
+NODE_WIDTH, TITLE_H, GAP_X, GAP_Y = 340, 30, 50, 40
+# Where the saved view may put nodes on a 1600x1000 window with 1.32.9's side bar (48 px) on the left,
+# the menu, tabs and floating Run toolbar on top (~140 px) and the canvas buttons at the bottom right.
+VIEW_BOX = (64, 150, 1580, 950)
+
+
+def layout(spec: list) -> tuple[dict, dict, dict]:
+    """Spec positions -> (pos, size per node id, saved view): nodes keep their column (spec x) and their
+    order in it (spec y) but are stacked by real heights, so nothing overlaps; the view fits them all."""
+    cols: dict[int, list] = {}
+    for node in spec:
+        cols.setdefault(node[4][0], []).append(node)
+    pos, size, x = {}, {}, 0
+    for cx in sorted(cols):
+        y = TITLE_H
+        width = 0
+        for node in sorted(cols[cx], key=lambda n: n[4][1]):
+            w, h = WIDTH.get(node[1], NODE_WIDTH), MIN_HEIGHT.get(node[1], 200)
+            pos[node[0]], size[node[0]] = [x, y], [w, h]
+            y += h + TITLE_H + GAP_Y
+            width = max(width, w)
+        x += width + GAP_X
+    x0 = min(p[0] for p in pos.values())
+    y0 = min(p[1] - TITLE_H for p in pos.values())
+    x1 = max(pos[i][0] + size[i][0] for i in pos)
+    y1 = max(pos[i][1] + size[i][1] for i in pos)
+    bx0, by0, bx1, by1 = VIEW_BOX
+    scale = min(1.0, (bx1 - bx0) / (x1 - x0), (by1 - by0) / (y1 - y0))
+    scale = int(scale * 100) / 100
+    view = {"scale": scale, "offset": [bx0 / scale - x0, by0 / scale - y0]}
+    return pos, size, view
+
+
 def build_ui(spec: list, object_info: dict) -> dict:
     """Spec -> UI-format graph (frontend workflow version 0.4)."""
     nodes, links, link_id = [], [], 0
@@ -228,11 +279,12 @@ def build_ui(spec: list, object_info: dict) -> dict:
             links.append([link_id, src, slot, nid, None, out_type, name])
             out_links.setdefault((src, slot), []).append(link_id)
     order = {n[0]: i for i, n in enumerate(spec)}
+    positions, sizes, view = layout(spec)
     for nid, typ, widgets, inputs, pos, title in spec:
-        node = {"id": nid, "type": typ, "pos": list(pos), "size": [360, 200], "flags": {}, "order": order[nid], "mode": 0,
+        node = {"id": nid, "type": typ, "pos": positions[nid], "size": sizes[nid], "flags": {}, "order": order[nid], "mode": 0,
                 "inputs": [], "outputs": [], "properties": {"Node name for S&R": typ}}
         if typ == "MarkdownNote":
-            node.update(size=[360, 160], widgets_values=[widgets["_text"]], color="#432", bgcolor="#653")
+            node.update(widgets_values=[widgets["_text"]], color="#432", bgcolor="#653")
             node["properties"] = {}
             if title:
                 node["title"] = title
@@ -277,7 +329,7 @@ def build_ui(spec: list, object_info: dict) -> dict:
         "links": links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 0.75, "offset": [20, 20]}, "frontendVersion": "1.32.9"},
+        "extra": {"ds": view, "frontendVersion": "1.32.9"},
         "version": 0.4,
     }
 

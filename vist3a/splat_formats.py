@@ -54,8 +54,8 @@ def _quantize_sh(x: np.ndarray, bucket: int) -> np.ndarray:
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
-def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: int = 12) -> bytes:
-    """The gzip-compressed ``.spz`` (v2) encoding of ``g``."""
+def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: int = 12, compresslevel: int = 6) -> bytes:
+    """The gzip-compressed ``.spz`` (v2) encoding of ``g`` (``compresslevel`` 1 is ~6x faster, ~3% larger)."""
     degree = min(g.sh_degree, 3) if sh_degree is None else min(int(sh_degree), g.sh_degree, 3)
     if degree < 0:
         raise ValueError(f"sh_degree must be >= 0, got {sh_degree}")
@@ -98,7 +98,7 @@ def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: in
             q_sh[:, 3:] = _quantize_sh(rest[:, 3:], 16)
         parts.append(q_sh.reshape(-1).tobytes())
     header = _HEADER.pack(SPZ_MAGIC, SPZ_VERSION, n, degree, fractional_bits, 0, 0)
-    return gzip.compress(header + b"".join(parts), compresslevel=6, mtime=0)
+    return gzip.compress(header + b"".join(parts), compresslevel=compresslevel, mtime=0)
 
 
 def save_spz(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> Path:

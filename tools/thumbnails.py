@@ -1,0 +1,157 @@
+"""Template-browser pictures for the shipped workflows: workflows/<name>.jpg beside each <name>.json.
+
+ComfyUI lists a custom node pack's workflows/*.json as templates and asks for the card picture at
+/api/workflow_templates/<pack>/<name>.jpg (frontends 1.32 to 1.58). No real weights can ship, so this
+runs every workflow on a real ComfyUI with the tiny random models (heavy sizes shrunk as in the tests),
+renders the Gaussians it saved with our renderer around the scene's up axis, and says "tiny random
+models" in the picture. Rerun it after adding a workflow:
+
+    python tools/thumbnails.py            # all workflows/*.json without a picture
+    python tools/thumbnails.py --all      # redo every picture
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+SIZE = 512
+CAPTION = "rendered with tiny random models (real weights give a real scene)"
+
+
+def _harness():
+    """comfy_harness / comfyui_env live in tests/ (or tools/ after the move)."""
+    for d in (REPO / "tools", REPO / "tests"):
+        if (d / "comfy_harness.py").is_file() or (d / "comfyui_env.py").is_file():
+            sys.path.insert(0, str(d))
+    sys.path.insert(0, str(REPO))
+    import comfy_harness
+    import comfyui_env
+
+    return comfy_harness, comfyui_env
+
+
+def title_of(workflow: dict, stem: str) -> str:
+    """The workflow's title: the first bold line of its note, else the file name."""
+    for node in workflow.get("nodes", []):
+        if node.get("type") in ("MarkdownNote", "Note") and node.get("widgets_values"):
+            text = str(node["widgets_values"][0])
+            if text.startswith("**") and "**" in text[2:]:
+                return text[2:text.index("**", 2)].rstrip(".")
+    return stem.replace("_", " ")
+
+
+def render_scene(gaussians, size: int = SIZE):
+    """One orbit view of the scene around its up axis (float RGB [H, W, 3] in 0..1)."""
+    import math
+
+    import torch
+
+    from vist3a.render import orbit_cameras, render_gaussians
+    from vist3a.scene_view import view_hint
+
+    hint = view_hint(gaussians)
+    fov = 50.0
+    dist = 1.08 * hint["radius"] / math.sin(math.radians(fov) / 2)
+    c2w, K = orbit_cameras(hint["center"], dist, 1, 20.0, fov, size, size, up=tuple(hint["up"]), start_azimuth_deg=30.0)
+    with torch.no_grad():
+        rgb, _, _ = render_gaussians(gaussians.to("cpu"), c2w, K, size, size, background=(0.13, 0.13, 0.14))
+    return rgb[0].clamp(0, 1)
+
+
+def compose(rgb, title: str, caption: str = CAPTION):
+    """Picture with the workflow title on top and the caption below, both on dark bars (PIL image)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.fromarray((np.asarray(rgb) * 255).round().astype("uint8"), "RGB")
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    try:
+        big, small = ImageFont.load_default(size=26), ImageFont.load_default(size=17)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        big = small = ImageFont.load_default()
+    lines = textwrap.wrap(title, 34)[:2]
+    top = 12 + 32 * len(lines)
+    draw.rectangle([0, 0, w, top], fill=(0, 0, 0))
+    for i, line in enumerate(lines):
+        draw.text((14, 8 + 32 * i), line, fill=(255, 255, 255), font=big)
+    cap = textwrap.wrap(caption, 52)[:2]
+    bottom = h - 10 - 22 * len(cap)
+    draw.rectangle([0, bottom, w, h], fill=(0, 0, 0))
+    for i, line in enumerate(cap):
+        draw.text((14, bottom + 5 + 22 * i), line, fill=(255, 214, 90), font=small)
+    return img
+
+
+def _saved_gaussians(server, history):
+    from vist3a.gaussians import load_ply
+
+    for out in history["outputs"].values():
+        for item in out.get("vist3a_files", []):
+            if item["filename"].endswith(".ply"):
+                return load_ply(server.output_path(item))
+    raise RuntimeError("the workflow saved no .ply (it needs a Save PLY node for its thumbnail)")
+
+
+def make_thumbnails(names: list[Path], log=print) -> list[Path]:
+    import json
+
+    from vist3a.atomic import atomic_save_bytes
+    from vist3a.tiny_release import write_tiny_release
+
+    harness, env = _harness()
+    from comfy_workflows import ui_to_api
+
+    written = []
+    with tempfile.TemporaryDirectory(prefix="vist3a_thumbs_") as tmp:
+        base = Path(tmp)
+        write_tiny_release(base / "models")
+        env.write_example_video(base / "input" / "vist3a_example_orbit.mp4")
+        server = harness.ComfyServer(base, base / "models").start()
+        try:
+            info = server.object_info()
+            for path in names:
+                ui = json.loads(path.read_text())
+                prompt = ui_to_api(ui, info)
+                for node in prompt.values():
+                    node["inputs"].update(harness.FAST.get(node["class_type"], {}))
+                log(f"[thumbnails] running {path.name} with tiny random models ...")
+                history, seconds = server.run(prompt, timeout=900)
+                if history["status"].get("status_str") != "success":
+                    raise RuntimeError(f"{path.name} failed: {history['status']}")
+                img = compose(render_scene(_saved_gaussians(server, history)), title_of(ui, path.stem))
+                import io
+
+                buf = io.BytesIO()
+                img.save(buf, "JPEG", quality=88)
+                out = atomic_save_bytes(path.with_suffix(".jpg"), buf.getvalue())
+                log(f"[thumbnails] wrote {out} ({seconds:.0f} s)")
+                written.append(out)
+        finally:
+            server.stop()
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--all", action="store_true", help="redo every picture, not only the missing ones")
+    parser.add_argument("names", nargs="*", help="workflow file names (default: all in workflows/)")
+    args = parser.parse_args(argv)
+    paths = [WORKFLOWS / n for n in args.names] if args.names else sorted(WORKFLOWS.glob("*.json"))
+    if not args.all and not args.names:
+        paths = [p for p in paths if not p.with_suffix(".jpg").is_file()]
+    if not paths:
+        print("[thumbnails] every workflow has a picture (use --all to redo them)")
+        return 0
+    make_thumbnails(paths)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""A one-line time estimate before a long CPU run, so a CPU user learns what to lower before waiting.
+
+The Wan transformer's work per denoising step is about 2 * parameters * tokens multiply-adds for the
+linear layers plus 4 * layers * tokens^2 * width for attention (tokens: latent frames x (H/16) x (W/16)),
+twice per step with classifier-free guidance. The CPU's speed is measured on the spot with a short
+float32 matrix product, so the figure follows the machine it runs on (a rough guide, not a promise).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["LONG_RUN_S", "wan_tokens", "wan_step_flops", "measure_gflops", "SampleEstimate", "estimate_sample", "describe"]
+
+LONG_RUN_S = 60.0  # say something only when the run will take longer than this
+
+
+def wan_tokens(frames: int, height: int, width: int) -> int:
+    """Transformer tokens of a Wan 2.1 video: latent frames 1+(F-1)//4, VAE /8 then 2x2 patches."""
+    return (1 + (frames - 1) // 4) * max(1, height // 16) * max(1, width // 16)
+
+
+def wan_step_flops(params: int, layers: int, dim: int, tokens: int) -> float:
+    """Floating-point operations of one transformer forward pass."""
+    return 2.0 * params * tokens + 4.0 * layers * float(tokens) ** 2 * dim
+
+
+def measure_gflops(size: int = 384, repeats: int = 3) -> float:
+    """float32 matmul throughput of this CPU in GFLOP/s (best of a few ~10 ms runs)."""
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    torch.mm(a, b)  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / max(best, 1e-9) / 1e9
+
+
+@dataclass
+class SampleEstimate:
+    seconds: float
+    steps: int
+    passes: int
+    frames: int
+    height: int
+    width: int
+
+
+def estimate_sample(params: int, layers: int, dim: int, steps: int, cfg: float, frames: int, height: int, width: int,
+                    gflops: float) -> SampleEstimate:
+    """Seconds for `steps` denoising steps (two passes per step when cfg != 1) at `gflops`."""
+    passes = 2 if cfg != 1.0 else 1
+    flops = steps * passes * wan_step_flops(params, layers, dim, wan_tokens(frames, height, width))
+    return SampleEstimate(flops / (gflops * 1e9), steps, passes, frames, height, width)
+
+
+def _human(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe(est: SampleEstimate) -> str:
+    """The line printed before a long CPU run, with what to lower for a quick try."""
+    return (f"[VIST3A] Sample on the CPU: about {_human(est.seconds)} ({est.steps} steps x {est.passes} passes, "
+            f"{est.frames} frames at {est.width}x{est.height}); for a quick try lower steps (e.g. 10), "
+            "frames (5) and width/height (256).")
