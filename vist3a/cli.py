@@ -1,4 +1,4 @@
-"""Command line: `python -m vist3a {generate, batch, info, render, parity, demo}`.
+"""Command line: `python -m vist3a {generate, batch, eval, info, render, parity, demo}`.
 
 Bad input gets one line on stderr and exit code 2 (no traceback); outputs are written atomically, so
 a failed run never leaves a partial file behind.
@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--video-ext", dest="video_ext", choices=("mp4", "webp"), default="mp4",
                    help="gs/depth video format (mp4 as official; the evaluation reads both)")
     b.set_defaults(func=_batch)
+
+    from .evaluation.cli import add_eval_parser
+
+    add_eval_parser(sub)
 
     i = sub.add_parser("info", help="detect, validate and summarise a weight file/folder or a PLY")
     i.add_argument("path")
