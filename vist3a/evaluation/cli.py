@@ -87,6 +87,22 @@ def _nvs(args) -> int:
     return 0
 
 
+def _gen(args) -> int:
+    from .gen import build_metrics, read_config, run_gen_eval
+
+    paths = read_config(args.config)
+    for key in ("clip", "longclip", "aesthetic_clip", "aesthetic_head", "aesthetic_arch", "musiq", "unified_reward"):
+        if getattr(args, key) is not None:
+            paths[key] = getattr(args, key)
+    wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    metrics = build_metrics(paths, wanted, device=_device(args.device or paths.get("device")))
+    out = args.output or str(Path(args.folder) / "eval")
+    result = run_gen_eval(args.folder, metrics, out)
+    means = ", ".join(f"{k} {'n/a' if v is None else format(v, '.4f')}" for k, v in result["all_average"].items())
+    print(f"{result['samples']} samples: {means}; results in {out}")
+    return 0
+
+
 def add_eval_parser(sub) -> None:
     """Register `eval` with its sub-commands on the main parser's subparsers."""
     e = sub.add_parser("eval", help="official benchmarks: novel-view synthesis (nvs), generation metrics (gen)")
@@ -112,3 +128,18 @@ def add_eval_parser(sub) -> None:
     n.add_argument("--device", default=None)
     n.add_argument("--model-seed", dest="model_seed", type=int, default=0, help=argparse.SUPPRESS)
     n.set_defaults(func=_nvs)
+
+    g = esub.add_parser("gen", help="CLIP score, LAION aesthetic, MUSIQ, UnifiedReward over a batch folder (official)")
+    g.add_argument("folder", help="output folder of `python -m vist3a batch` (sub-folders with prompt.txt + gs.mp4)")
+    g.add_argument("-o", "--output", help="results folder (default FOLDER/eval)")
+    g.add_argument("--config", help="JSON file: {clip, longclip, aesthetic_clip, aesthetic_head, musiq, unified_reward: PATH}")
+    g.add_argument("--metrics", help="comma list of clip,longclip,aesthetic,musiq,unified_reward (default: all configured)")
+    g.add_argument("--clip", help="Hugging Face CLIP folder (official: openai/clip-vit-base-patch16)")
+    g.add_argument("--longclip", help="LongCLIP folder (official: zer0int/LongCLIP-L-Diffusers)")
+    g.add_argument("--aesthetic-clip", dest="aesthetic_clip", help="OpenAI CLIP ViT-L/14 as an open_clip state dict")
+    g.add_argument("--aesthetic-arch", dest="aesthetic_arch", help="open_clip architecture of --aesthetic-clip (default ViT-L-14)")
+    g.add_argument("--aesthetic-head", dest="aesthetic_head", help="LAION predictor sa_0_4_vit_l_14_linear.pth")
+    g.add_argument("--musiq", help="pyiqa MUSIQ SPAQ checkpoint musiq_spaq_ckpt-358bb6af.pth (needs pyiqa)")
+    g.add_argument("--unified-reward", dest="unified_reward", help="UnifiedReward-qwen-7b folder (needs qwen-vl-utils)")
+    g.add_argument("--device", default=None)
+    g.set_defaults(func=_gen)
