@@ -149,7 +149,7 @@ def _batch(args) -> int:
 
     def load(info):
         device = args.device
-        if device is None and _cuda():
+        if device in (None, "cuda") and _cuda():  # one GPU per local rank
             import torch
 
             device = f"cuda:{info.local_rank % torch.cuda.device_count()}"
