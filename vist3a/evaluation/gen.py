@@ -61,11 +61,16 @@ def read_video(path: Path) -> list[np.ndarray]:
     if path.suffix == ".mp4":
         import imageio.v2 as imageio
 
-        reader = imageio.get_reader(path, format="FFMPEG")
-        try:
-            return [np.asarray(f) for f in reader]
-        finally:
-            reader.close()
+        for attempt in range(3):  # imageio-ffmpeg gives ffmpeg 10 s to report the header; a busy machine can miss it
+            try:
+                reader = imageio.get_reader(path, format="FFMPEG")
+                try:
+                    return [np.asarray(f) for f in reader]
+                finally:
+                    reader.close()
+            except OSError as exc:
+                if attempt == 2 or "meta information" not in str(exc):
+                    raise VIST3AError(f"cannot read video {path}: {str(exc).splitlines()[0]}") from None
     with Image.open(path) as im:
         frames = []
         for i in range(getattr(im, "n_frames", 1)):
