@@ -1,4 +1,4 @@
-"""Command line: `python -m vist3a {generate, info, render, convert, parity, demo}`.
+"""Command line: `python -m vist3a {generate, batch, eval, info, render, convert, parity, demo}`.
 
 Bad input gets one line on stderr and exit code 2 (no traceback); outputs are written atomically, so
 a failed run never leaves a partial file behind.
@@ -71,10 +71,10 @@ def _cuda() -> bool:
 # ---------------------------------------------------------------------------------------- commands
 
 
-def _generate(args) -> int:
-    from .pipeline import GenerateSettings, VIST3APipeline
+def _settings(args):
+    """Check generate's model paths and sizes; return GenerateSettings (shared by generate and batch)."""
+    from .pipeline import GenerateSettings
 
-    out = _check_output(args.output, (".ply", ".spz", ".splat"))
     for what, path in (("Wan model", args.wan), ("VAE", args.vae), ("text encoder", args.text_encoder),
                        ("tokenizer", args.tokenizer), ("LoRA", args.lora), ("decoder", args.decoder),
                        ("AnySplat weights", args.anysplat)):
@@ -93,10 +93,22 @@ def _generate(args) -> int:
     from .limits import check_generation
 
     check_generation(settings.frames, settings.height, settings.width, device=args.device or ("cuda" if _cuda() else "cpu"))
-    t0 = time.perf_counter()
-    pipe = VIST3APipeline.load(wan=args.wan, vae=args.vae, text_encoder=args.text_encoder, tokenizer=args.tokenizer,
+    return settings
+
+
+def _load_pipeline(args, device=None):
+    from .pipeline import VIST3APipeline
+
+    return VIST3APipeline.load(wan=args.wan, vae=args.vae, text_encoder=args.text_encoder, tokenizer=args.tokenizer,
                                lora=args.lora, lora_strength=args.lora_strength, decoder=args.decoder,
-                               anysplat=args.anysplat, tiny=args.tiny, device=args.device, seed=args.model_seed)
+                               anysplat=args.anysplat, tiny=args.tiny, device=device or args.device, seed=args.model_seed)
+
+
+def _generate(args) -> int:
+    out = _check_output(args.output, (".ply", ".spz", ".splat"))
+    settings = _settings(args)
+    t0 = time.perf_counter()
+    pipe = _load_pipeline(args)
     for part, what in pipe.described.items():
         print(f"{part}: {what}")
     t1 = time.perf_counter()
@@ -109,6 +121,33 @@ def _generate(args) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _batch(args) -> int:
+    from .batch import batch_main
+    from .render.media import mp4_available
+
+    if args.video_ext == "mp4" and not mp4_available():
+        raise UsageError("batch writes gs.mp4/depth.mp4 and needs imageio + imageio-ffmpeg (pip install imageio imageio-ffmpeg), or pass --video-ext webp")
+    if args.trajectory_interp < 0:
+        raise UsageError(f"--trajectory-interp must be >= 0, got {args.trajectory_interp}")
+    _check_input(args.prompts, "prompt file")
+    settings = _settings(args)
+
+    def load(info):
+        device = args.device
+        if device in (None, "cuda") and _cuda():  # one GPU per local rank
+            import torch
+
+            device = f"cuda:{info.local_rank % torch.cuda.device_count()}"
+            torch.cuda.set_device(device)
+        pipe = _load_pipeline(args, device)
+        if info.rank == 0:
+            for part, what in pipe.described.items():
+                print(f"{part}: {what}", flush=True)
+        return pipe
+
+    return batch_main(args, load, settings)
 
 
 def _info(args) -> int:
@@ -164,13 +203,8 @@ def _demo(args) -> int:
 # ---------------------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vist3a", description="VIST3A: text to 3D Gaussian splats")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    g = sub.add_parser("generate", help="text -> 3D Gaussian splats (.ply)")
-    g.add_argument("prompt")
-    g.add_argument("-o", "--output", required=True, help="output .ply, .spz or .splat (format from the extension)")
+def _generate_options(g: argparse.ArgumentParser) -> None:
+    """generate's model and sampling options (also taken by batch)."""
     g.add_argument("--tiny", action="store_true", help="tiny random models for whatever is not given by path (offline demo)")
     g.add_argument("--wan", help="Wan 2.1 T2V: diffusers folder or ComfyUI diffusion-model file")
     g.add_argument("--vae", help="Wan VAE file (ComfyUI single file), overrides the folder's")
@@ -192,10 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-camera-template", dest="no_camera_template", action="store_true", help="use the prompt as is")
     g.add_argument("--min-opacity", dest="min_opacity", type=float, default=0.0, help="drop Gaussians fainter than this")
     g.add_argument("--no-voxelize", dest="no_voxelize", action="store_true", help="keep one Gaussian per pixel")
-    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP, trajectory + depth WebP)")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--model-seed", dest="model_seed", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vist3a", description="VIST3A: text to 3D Gaussian splats")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="text -> 3D Gaussian splats (.ply)")
+    g.add_argument("prompt")
+    g.add_argument("-o", "--output", required=True, help="output .ply, .spz or .splat (format from the extension)")
+    _generate_options(g)
+    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP, trajectory + depth WebP)")
     g.set_defaults(func=_generate)
+
+    b = sub.add_parser("batch", help="one folder per prompt of a prompt file (official layout); torchrun shards it")
+    b.add_argument("prompts", help="text file, one prompt per line")
+    b.add_argument("-o", "--output", required=True, help="output folder (created; rerun to resume)")
+    _generate_options(b)
+    b.add_argument("--trajectory-interp", dest="trajectory_interp", type=int, default=10,
+                   help="views interpolated between predicted cameras in gs/depth videos (official 10)")
+    b.add_argument("--video-ext", dest="video_ext", choices=("mp4", "webp"), default="mp4",
+                   help="gs/depth video format (mp4 as official; the evaluation reads both)")
+    b.set_defaults(func=_batch)
+
+    from .evaluation.cli import add_eval_parser
+
+    add_eval_parser(sub)
 
     i = sub.add_parser("info", help="detect, validate and summarise a weight file/folder or a PLY")
     i.add_argument("path")

@@ -1,0 +1,214 @@
+"""`python -m vist3a batch`: official folder layout, sharding, resume after a killed rank (torchrun, 2 CPU ranks)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vist3a import batch
+from vist3a.batch_media import colorize_depth, interpolate_cameras, turbo
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--tiny", "--steps", "2", "--size", "64", "--frames", "5", "--sh-degree", "0", "--trajectory-interp", "2"]
+PROMPTS = ["a red chair", "a blue/green vase", "a wooden boat on a lake", "a stone tower"]
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+def _torchrun(args, **kw):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "vist3a", "batch", *map(str, args)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
+
+
+def _workers(parent: int) -> dict[int, int]:
+    """rank -> pid of torchrun's worker processes."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            env = dict(kv.split("=", 1) for kv in (d / "environ").read_bytes().decode(errors="replace").split("\0") if "=" in kv)
+        except (OSError, ValueError):
+            continue
+        if "RANK" in env:
+            found[int(env["RANK"])] = int(d.name)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------- units
+
+
+def test_folder_names_are_official_and_unique():
+    long = "x" * 150
+    names = batch.folder_names(["a/b c", long, "a/b c", "///", "ab c"])
+    assert names == ["ab c", "x" * 100, "ab c (2)", "_", "ab c (3)"]
+
+
+def test_shard_matches_official_slicing():
+    items = list(range(11))
+    shards = [batch.shard(items, r, 4) for r in range(4)]
+    assert shards[1] == items[1::4]
+    assert sorted(sum(shards, [])) == items
+
+
+def test_read_prompts_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="one prompt per line"):
+        batch.read_prompts(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(ValueError, match="no prompts"):
+        batch.read_prompts(tmp_path / "empty.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        batch.read_prompts(tmp_path / "bin.txt")
+
+
+def test_folder_of_another_prompt_is_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "prompt.txt").write_text("y")
+    with pytest.raises(ValueError, match="another prompt"):
+        batch.is_done(tmp_path / "x", "x")
+
+
+def test_stale_temp_matching_is_exact(tmp_path):
+    for name in (".a.abcd1234.tmp", ".a.b.abcd1234.tmp", ".a.abcd1234.old", "a", ".ab.abcd1234.tmp"):
+        (tmp_path / name).mkdir()
+    assert sorted(p.name for p in batch._stale_temp(tmp_path, "a")) == [".a.abcd1234.old", ".a.abcd1234.tmp"]
+
+
+def _rot(axis_angle):
+    a = torch.tensor(axis_angle, dtype=torch.float64)
+    theta = a.norm()
+    k = a / theta
+    K = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=torch.float64)
+    return torch.eye(3, dtype=torch.float64) + math.sin(theta) * K + (1 - math.cos(theta)) * K @ K
+
+
+def test_interpolate_cameras_keeps_ends_and_rigidity():
+    c2w = torch.eye(4).repeat(3, 1, 1)
+    for i, aa in enumerate([[0.1, 0.2, 0.3], [0.3, -0.2, 0.1], [-0.5, 0.1, 0.2]]):
+        c2w[i, :3, :3] = _rot(aa).float()
+        c2w[i, :3, 3] = torch.tensor([i, 2.0 * i, -1.0])
+    K = torch.tensor([[0.9, 0, 0.5], [0, 0.9, 0.5], [0, 0, 1]]).repeat(3, 1, 1)
+    K[2, 0, 0] = 1.2
+    out_c, out_k = interpolate_cameras(c2w, K, t=10)
+    assert out_c.shape == (2 * 11 + 1, 4, 4) and out_k.shape == (23, 3, 3)
+    assert torch.equal(out_c[0], c2w[0]) and torch.equal(out_c[11], c2w[1]) and torch.equal(out_c[-1], c2w[2])
+    R = out_c[:, :3, :3]
+    assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3).expand_as(R), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(23), atol=1e-5)
+    assert torch.allclose(out_c[5, :3, 3], (1 - 5 / 11) * c2w[0, :3, 3] + (5 / 11) * c2w[1, :3, 3], atol=1e-6)
+    assert torch.allclose(out_k[16], (1 - 5 / 11) * K[1] + (5 / 11) * K[2], atol=1e-6)
+
+
+def test_depth_colours_follow_turbo():
+    blue, green, red = turbo(np.array([0.15, 0.5, 0.85]))  # turbo: blue -> green -> red
+    assert blue.argmax() == 2 and green.argmax() == 1 and red.argmax() == 0
+    depth = torch.linspace(1, 5, 100).reshape(1, 10, 10).repeat(3, 1, 1)
+    rgb = colorize_depth(depth, stride=2)
+    assert rgb.shape == (3, 10, 10, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert np.allclose(rgb[0, 5, 5].numpy(), turbo((depth[0, 5, 5] - torch.quantile(depth[::2].flatten(), 0.01))
+                                                      / (torch.quantile(depth[::2].flatten(), 0.99) - torch.quantile(depth[::2].flatten(), 0.01))), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_batch_two_ranks_kill_and_resume(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "out"
+    names = batch.folder_names(PROMPTS)
+
+    # 1. start, kill rank 1 as soon as the first prompt folder is complete
+    proc = _torchrun([prompts, "-o", out, *TINY])
+    deadline = time.monotonic() + 240
+    killed = False
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_dir() and any((out / n).is_dir() for n in names):
+                workers = _workers(proc.pid)
+                if 1 in workers:
+                    os.kill(workers[1], signal.SIGKILL)
+                    killed = True
+                    break
+            time.sleep(0.05)
+        log1, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert killed, log1
+    assert proc.returncode != 0, log1
+    done1 = {n: (out / n / "gaussians.ply").stat() for n in names if (out / n).is_dir()}
+    assert 1 <= len(done1) < len(PROMPTS), log1
+    assert not (out / "summary.json").exists()
+    for n in done1:  # finished folders are complete
+        assert sorted(p.name for p in (out / n).iterdir()) == ["depth.mp4", "frames.png", "gaussians.ply", "gs.mp4",
+                                                             "info.json", "prompt.txt"]
+    # a temporary folder as a kill during writing leaves it
+    todo = [n for n in names if n not in done1]
+    stale = out / f".{todo[0]}.abcd1234.tmp"
+    stale.mkdir()
+    (stale / "gaussians.ply").write_bytes(b"partial")
+
+    # 2. resume: finished prompts untouched, the rest done, leftovers removed, summary written
+    proc = _torchrun([prompts, "-o", out, *TINY])
+    log2, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log2
+    for n, st in done1.items():
+        assert (out / n / "gaussians.ply").stat().st_mtime_ns == st.st_mtime_ns
+    assert log2.count("already done, skipped") == len(done1), log2
+    assert "ETA" in log2
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == summary["total"] == len(PROMPTS) and summary["missing"] == []
+    assert summary["world_size"] == 2
+    for i, (prompt, name) in enumerate(zip(PROMPTS, names)):
+        assert (out / name / "prompt.txt").read_text() == prompt
+        info = json.loads((out / name / "info.json").read_text())
+        assert info["rank"] == i % 2 and info["world_size"] == 2
+        assert summary["prompts"][i]["gaussians"] == info["gaussians"] > 0
+    # the videos hold the interpolated trajectory: (views - 1) * (t + 1) + 1 frames
+    frames = _read_mp4(out / names[0] / "gs.mp4")
+    views = 5  # tiny decoder: one view per video frame
+    assert len(frames) == (views - 1) * 3 + 1
+
+
+def _read_mp4(path):
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+        return [f for f in reader]
+    finally:
+        reader.close()
+
+
+def test_batch_cli_errors(tmp_path):
+    env = _env()
+    proc = subprocess.run([sys.executable, "-m", "vist3a", "batch", tmp_path / "nope.txt", "-o", tmp_path / "o", "--tiny"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "prompt file" in proc.stderr and "does not exist" in proc.stderr

@@ -1,0 +1,1 @@
+"""Evaluation: the official VIST3A benchmarks (novel-view synthesis, generation metrics)."""
