@@ -92,28 +92,38 @@ def compose(rgb, title: str, caption: str = CAPTION):
 def _saved_gaussians(server, history):
     from vist3a.gaussians import load_ply
 
-    for out in history["outputs"].values():
-        for item in out.get("vist3a_files", []):
-            if item["filename"].endswith(".ply"):
-                return load_ply(server.output_path(item))
-    raise RuntimeError("the workflow saved no .ply (it needs a Save PLY node for its thumbnail)")
+    for out in history["outputs"].values():  # our Save PLY ("vist3a_files") or ComfyUI's Save Splat (0.28)
+        for items in out.values():
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and str(item.get("filename", "")).endswith(".ply"):
+                    return load_ply(server.output_path(item))
+    raise RuntimeError("the workflow saved no .ply (it needs a Save PLY or Save Splat node for its thumbnail)")
 
 
 def make_thumbnails(names: list[Path], log=print) -> list[Path]:
+    harness, env = _harness()
+    from comfy_workflows import NATIVE_SPECS, ui_to_api
+
+    written = []
+    for version in ("0.3.75", "0.28.0"):  # the native-splat workflows need ComfyUI 0.28's nodes
+        todo = [p for p in names if (p.name in NATIVE_SPECS) == (version == "0.28.0")]
+        if todo:
+            written += _run_on(version, todo, harness, env, ui_to_api, log)
+    return written
+
+
+def _run_on(version, names, harness, env, ui_to_api, log) -> list[Path]:
     import json
 
     from vist3a.atomic import atomic_save_bytes
     from vist3a.tiny_release import write_tiny_release
-
-    harness, env = _harness()
-    from comfy_workflows import ui_to_api
 
     written = []
     with tempfile.TemporaryDirectory(prefix="vist3a_thumbs_") as tmp:
         base = Path(tmp)
         write_tiny_release(base / "models")
         env.write_example_video(base / "input" / "vist3a_example_orbit.mp4")
-        server = harness.ComfyServer(base, base / "models").start()
+        server = harness.ComfyServer(base, base / "models", version=version).start()
         try:
             info = server.object_info()
             for path in names:
