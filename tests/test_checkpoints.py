@@ -605,6 +605,10 @@ def test_one_wan_classifier_for_sniff_and_loaders(tmp_path):
         info = sniff_wan_path(path)
         assert (det.kind, det.subkind) == ("wan_single_file", kind), name
         assert (info.kind, info.key_format, info.detail) == (kind, key_format, det.detail), name
+    from vist3a.info import describe
+
+    assert describe(tmp_path / "i2v.safetensors")[1] == "Wan 2.1 transformer_i2v: not loadable by the VIST3A Wan loaders"
+    assert describe(tmp_path / "vae_diffusers.safetensors")[1] == "Wan 2.1 vae: loadable by the VIST3A Wan loaders"
 
 
 def test_checkpoints_alias_reexports_weights():
