@@ -47,6 +47,7 @@ from vist3a_train.common.prompts import augment_camera_prompt, load_camera_templ
 from vist3a_train.common.rewards import build_rewards
 from vist3a_train.common.script import Context, resume, run_main
 from vist3a_train.common.vae import decode_with_grad
+from vist3a_train.common.zero_load import load_wan_transformer_zero3
 from vist3a_train.find_layer import encode_latents
 
 EMA_FILE = "ema.safetensors"
@@ -140,6 +141,25 @@ class Rollout:
         return loss_render + loss_frame, metrics
 
 
+def zero3_streaming_plan(ctx: Context):
+    """(path, DeepSpeed config) when the Wan transformer can be streamed into ZeRO-3 partitions: ZeRO-3,
+    ``models.stream_zero3`` on, and a diffusers transformer folder or a safetensors file + config.json."""
+    cfg = ctx.cfg
+    if cfg.models.tiny or not cfg.models.stream_zero3 or cfg.run.engine != "deepspeed" or not cfg.models.wan:
+        return None
+    from vist3a_train.common.engine import load_deepspeed_config
+    from vist3a_train.common.zero_load import zero3_source
+
+    path = resolve_path(cfg, cfg.models.wan)
+    if cfg.models.wan_vae or cfg.models.wan_text_encoder or zero3_source(path) is None:
+        return None
+    ds = load_deepspeed_config(ctx.deepspeed_config(), micro_batch=ctx.per_rank(cfg.align.batch_size),
+                               grad_clip=cfg.align.grad_clip, bf16=ctx.bf16)
+    if int(ds["zero_optimization"]["stage"]) != 3:
+        return None
+    return path, ds
+
+
 def body(ctx: Context) -> None:
     cfg, ac = ctx.cfg, ctx.cfg.align
     device = ctx.device
@@ -148,13 +168,29 @@ def body(ctx: Context) -> None:
     dtype = torch.bfloat16 if ctx.bf16 else torch.float32
     if ac.vae_dtype not in ("fp32", "bf16") or ac.text_encoder_device not in ("auto", "cpu"):
         raise ConfigError("align.vae_dtype must be fp32 or bf16 and align.text_encoder_device auto or cpu")
-    wan = load_wan_models(cfg, device, dtype=dtype, vae_dtype=torch.bfloat16 if ac.vae_dtype == "bf16" else torch.float32)
+    vae_dtype = torch.bfloat16 if ac.vae_dtype == "bf16" else torch.float32
+    streamed = zero3_streaming_plan(ctx)
+    if streamed is not None:  # each rank holds only its ZeRO-3 shard of the frozen transformer
+        wan = load_wan_models(cfg, device, dtype=dtype, vae_dtype=vae_dtype, components=("vae", "text_encoder"))
+        wan.transformer = load_wan_transformer_zero3(streamed[0], streamed[1], dtype)
+        tc = wan.transformer.config
+        from vist3a.wan.loading import wan_size_name
+
+        wan.name = wan_size_name(tc.num_layers, tc.num_attention_heads * tc.attention_head_dim)
+        ctx.log.info(f"Wan transformer streamed from {streamed[0]} into ZeRO-3 partitions")
+    else:
+        wan = load_wan_models(cfg, device, dtype=dtype, vae_dtype=vae_dtype)
     if ac.text_encoder_device == "cpu":
         wan.text_encoder.to("cpu")
     transformer = wan.transformer
     if cfg.run.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    peft_model = add_wan_lora(transformer, ac.lora_rank, ac.lora_alpha).to(device)
+    peft_model = add_wan_lora(transformer, ac.lora_rank, ac.lora_alpha)
+    for p in peft_model.parameters():  # the LoRA (ZeRO-3 partitions already sit on their device)
+        if not hasattr(p, "ds_id"):
+            p.data = p.data.to(device)
+    for b in peft_model.buffers():
+        b.data = b.data.to(device)
     peft_model.train()
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     per_rank = ctx.per_rank(ac.batch_size)

@@ -66,6 +66,9 @@ class ModelsConfig:
     wan_tokenizer: Optional[str] = None  # with single files: a folder/file with the UMT5 tokenizer
     decoder: Optional[str] = None  # align: stitched decoder; default OUTPUT/export/stitched_decoder
     layer_search: Optional[str] = None  # stitch: find_layer output; default OUTPUT/layer_search.json
+    # align under ZeRO-3: build the frozen transformer under deepspeed.zero.Init and stream its
+    # safetensors in, so each rank holds only its shard (diffusers folders / safetensors + config.json)
+    stream_zero3: bool = True
 
 
 @dataclass(frozen=True)
