@@ -81,7 +81,7 @@ def worker(args) -> None:
     base = _rss_peak_mb()
     t0 = time.time()
     ds_cfg = load_deepspeed_config(REPO / "vist3a_train" / "configs" / "zero3.json", micro_batch=1, grad_clip=1.0,
-                                   bf16=False)
+                                   bf16=True)  # both paths hold bf16 weights, as on GH200
     if args.mode == "full":
         from diffusers import WanTransformer3DModel
 

@@ -97,8 +97,11 @@ def load_wan_transformer_zero3(path: Path, ds_config: dict, dtype: torch.dtype):
     index = read_safetensors_index(files)
     rank = dist.get_rank() if dist.is_initialized() else 0
     config = {k: v for k, v in config.items() if not k.startswith("_")}
-    with deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype):
+    # dtype comes from ds_config (bf16.enabled); DeepSpeed 0.19 ignores an explicit dtype on accelerators
+    # without fp16 (operator precedence in Init._set_dtype) and would pick bf16 on the CPU
+    with deepspeed.zero.Init(config_dict_or_path=ds_config):
         model = WanTransformer3DModel.from_config(config)
+    _trim_heap()  # each submodule was allocated whole before partitioning; return those pages
     names = dict(model.named_parameters())
     names.update((n, b) for n, b in model.named_buffers() if n in index and b is not None)
     missing = [n for n in names if n not in index]
@@ -116,8 +119,24 @@ def load_wan_transformer_zero3(path: Path, ds_config: dict, dtype: torch.dtype):
             if rank == 0 or not is_param:
                 with torch.no_grad():
                     tensor.data.copy_(stream_tensor(index[name]).to(tensor.dtype))
+    if dtype is not None:
+        got = next(model.parameters()).dtype
+        if got != dtype:
+            raise ConfigError(f"ZeRO-3 built the transformer in {got}, expected {dtype}: set bf16.enabled in the "
+                              "DeepSpeed config to match run.precision")
     model.eval().requires_grad_(False)
+    _trim_heap()
     return model
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them after many large temporary buffers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _Null:
