@@ -71,7 +71,7 @@ def worker(args) -> None:
     import torch.distributed as dist
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed  # noqa: F401
+    import deepspeed
 
     from vist3a_train.common.engine import load_deepspeed_config
     from vist3a_train.common.lora import add_wan_lora
@@ -94,12 +94,12 @@ def worker(args) -> None:
     for p in peft_model.parameters():
         if p.requires_grad:
             p.data = p.data.float()
-    import deepspeed
 
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     engine, *_ = deepspeed.initialize(model=peft_model, optimizer=opt, config=ds_cfg, dist_init_required=False)
     dist.barrier()
     load_s = time.time() - t0
+    peak_after_load, rss_after_load = _rss_peak_mb(), _rss_now_mb()  # before the (optional) check below
     local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in engine.module.parameters())
     check = None
     if args.check:  # every weight equals the file's (gathered on all ranks, compared on rank 0)
@@ -115,8 +115,8 @@ def worker(args) -> None:
                 if rank == 0:
                     worst = max(worst, float((p.data.float() - stream_tensor(index[key]).float()).abs().max()))
         check = worst
-    out = {"rank": rank, "peak_rss_mb_after_imports": base, "peak_rss_mb_after_load": _rss_peak_mb(),
-           "rss_mb_after_load": _rss_now_mb(), "load_s": load_s, "local_param_numel": local, "max_abs_diff": check}
+    out = {"rank": rank, "peak_rss_mb_after_imports": base, "peak_rss_mb_after_load": peak_after_load,
+           "rss_mb_after_load": rss_after_load, "load_s": load_s, "local_param_numel": local, "max_abs_diff": check}
     every = [None] * dist.get_world_size()
     dist.all_gather_object(every, out)
     if rank == 0:

@@ -185,7 +185,9 @@ def body(ctx: Context) -> None:
     transformer = wan.transformer
     if cfg.run.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    peft_model = add_wan_lora(transformer, ac.lora_rank, ac.lora_alpha)
+    with torch.random.fork_rng(devices=[]):  # the LoRA init must not depend on how the base was loaded
+        torch.manual_seed(ctx.seed)
+        peft_model = add_wan_lora(transformer, ac.lora_rank, ac.lora_alpha)
     for p in peft_model.parameters():  # the LoRA (ZeRO-3 partitions already sit on their device)
         if not hasattr(p, "ds_id"):
             p.data = p.data.to(device)
