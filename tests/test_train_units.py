@@ -41,7 +41,7 @@ KEYS = json.loads((Path(__file__).parent / "fixtures" / "stitched_checkpoint_key
 def test_configs_load_and_typos_fail(tmp_path):
     cfg = load_config(TINY, ["stitch.lr=0.5", "run.engine=torch"])
     assert cfg.models.tiny is True and cfg.stitch.lr == 0.5 and cfg.run.engine == "torch"
-    assert cfg.stitch.loss_weights.gaussian_scales == 10.0  # official default kept
+    assert cfg.stitch.loss_weights["gaussian_scales"] == 10.0  # official default kept
     for name in ("gh200_1.3b.yaml", "gh200_14b.yaml"):
         real = load_config(REPO / "vist3a_train" / "configs" / name)
         assert real.run.precision in ("auto", "bf16") and real.models.tiny is False
@@ -363,14 +363,6 @@ def test_tiny_clip_reward_is_differentiable_and_pluggable():
         REWARD_TYPES.pop("mine")
     with pytest.raises(ValueError, match="nope"):
         build_rewards([{"type": "nope"}], "cpu")
-
-
-def test_camera_prompt_augmentation():
-    from vist3a_train.common.prompts import CAMERA_PROMPTS, augment_camera_prompt
-
-    seen = {augment_camera_prompt("a lamp", random.Random(i)) for i in range(200)}
-    assert "a lamp" in seen and len(seen) == len(CAMERA_PROMPTS)
-    assert all("`a lamp`" in s for s in seen if s != "a lamp")
 
 
 def test_checkpointed_vae_decode_matches_plain_decode():

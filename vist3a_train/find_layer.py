@@ -31,7 +31,7 @@ import torch
 
 from vist3a_train.common import distributed as D
 from vist3a_train.common.config import ConfigError, resolve_path
-from vist3a_train.common.data import StreamDataset, build_dataset, make_loader
+from vist3a_train.common.data import BadSampleMonitor, StreamDataset, build_dataset, make_loader
 from vist3a_train.common.models import load_teacher, load_wan_models
 from vist3a_train.common.ridge import RidgeStats, solve_ridge, unfold_conv3d, upsample_latent
 from vist3a_train.common.script import Context, resume, run_main
@@ -118,7 +118,8 @@ def body(ctx: Context) -> None:
     d = sc.latent_channels * sc.kernel[0] * sc.kernel[1] * sc.kernel[2]
     stats = RidgeStats(d, teacher.cfg.embed_dim, layers, device=device)
 
-    dataset = build_dataset("multiview", cfg.data.multiview, resolve=lambda p: resolve_path(cfg, p), num_views=fl.num_views)
+    dataset = build_dataset("multiview", cfg.data.multiview, resolve=lambda p: resolve_path(cfg, p), num_views=fl.num_views,
+                            window=fl.window)
     first = dataset.parts[0] if hasattr(dataset, "parts") else dataset
     check_sizes(teacher, first.video_size, first.context_size)
     step, folder, _ = resume(ctx)
@@ -127,9 +128,9 @@ def body(ctx: Context) -> None:
 
         stats.load_tensors(load_file(str(folder / STATS_FILE)))  # global sums live on rank 0 only
     stream = StreamDataset(dataset, seed=ctx.seed, name="find_layer")
-    per_rank = ctx.per_rank(int(fl.batch_size))
-    loader = make_loader(stream, global_batch=int(fl.batch_size), rank=ctx.dist.rank, world=ctx.dist.world_size,
-                         start_step=step, num_workers=int(cfg.run.num_workers))
+    per_rank = ctx.per_rank(fl.batch_size)
+    loader = make_loader(stream, global_batch=fl.batch_size, rank=ctx.dist.rank, world=ctx.dist.world_size,
+                         start_step=step, num_workers=cfg.run.num_workers)
     ctx.log.info(f"{len(dataset)} clips ({dataset.describe()}), candidate layers {', '.join(layers)}, "
                  f"{per_rank} clip(s) per rank per step, steps {step} -> {ctx.max_steps}")
 
@@ -142,15 +143,17 @@ def body(ctx: Context) -> None:
 
                 save_safetensors_atomic({k: v.cpu() for k, v in total.tensors().items()}, tmp / STATS_FILE)
 
-        ctx.ckpt.save(at_step, state={"data_position": at_step * int(fl.batch_size)}, writers=writers)
+        ctx.ckpt.save(at_step, state={"data_position": at_step * fl.batch_size}, writers=writers)
         # what is now on disk is the global sum: keep it on rank 0 and restart the others from zero
         for (_, mine), (_, tot) in zip(stats.tensors().items(), total.tensors().items()):
             mine.copy_(tot if ctx.dist.is_main else torch.zeros_like(tot))
 
+    bad_samples = BadSampleMonitor("data.multiview", cfg.run.max_bad_sample_share, cfg.run.bad_sample_min_count)
     bar = ctx.log.progress(ctx.max_steps, step)
     while step < ctx.max_steps:
         t = time.time()
         batch = next(loader)
+        data_stats = bad_samples.update(batch)
         video = batch["video"].to(device)
         context = batch["context"].to(device)
         z = upsample_latent(encode_latents(vae, video, batch["position"].tolist(), ctx.seed), sc.temporal_upsample)
@@ -162,8 +165,8 @@ def body(ctx: Context) -> None:
         stats.add(X, {layer_name(c): tokens[c].reshape(-1, tokens[c].shape[-1]) for c in cuts})
         step += 1
         bar.update(1)
-        if step % int(cfg.run.log_every) == 0:
-            ctx.log.log(step, {"rows_per_rank": float(stats.n), "step_time_s": time.time() - t})
+        if step % cfg.run.log_every == 0:
+            ctx.log.log(step, {"rows_per_rank": float(stats.n), **data_stats, "step_time_s": time.time() - t})
         if step % ctx.save_every == 0 or step == ctx.max_steps:
             save(step)
     bar.close()
@@ -179,7 +182,7 @@ def write_result(ctx: Context, total: RidgeStats, sc, cuts: list[int], step: int
     from vist3a.atomic import atomic_write
     from vist3a.weights import save_safetensors_atomic
 
-    ridge = float(ctx.cfg.find_layer.ridge)
+    ridge = ctx.cfg.find_layer.ridge
     C = total.XtY[layer_name(cuts[0])].shape[1]
     mse, weights = {}, {}
     for c in cuts:

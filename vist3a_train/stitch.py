@@ -31,7 +31,7 @@ from torch import nn
 
 from vist3a_train.common import distributed as D
 from vist3a_train.common.config import ConfigError, resolve_path
-from vist3a_train.common.data import StreamDataset, build_dataset, make_loader
+from vist3a_train.common.data import BadSampleMonitor, StreamDataset, build_dataset, make_loader
 from vist3a_train.common.engine import LRSchedule, TrainEngine
 from vist3a_train.common.export import STITCHED_EXPORT, export_stitched
 from vist3a_train.common.find_layer_io import load_layer_search
@@ -76,7 +76,7 @@ def body(ctx: Context) -> None:
     vae = load_wan_models(cfg, device, dtype=torch.float32, components=("vae",)).vae
     cut, conv_init, source = load_layer_search(cfg, ctx.out_dir, sc.cut)
     student = build_student(teacher, cut, conv_init)
-    names = inject_lora(student, int(sc.lora_rank), float(sc.lora_alpha), seed=ctx.seed)
+    names = inject_lora(student, sc.lora_rank, sc.lora_alpha, seed=ctx.seed)
     trainable = mark_stitch_trainable(student)
     if cfg.run.gradient_checkpointing:
         enable_block_checkpointing(student)
@@ -92,32 +92,34 @@ def body(ctx: Context) -> None:
     if any((v - 1) % 4 for v in view_counts) or not view_counts:
         raise ConfigError(f"stitch.view_counts {view_counts}: each must be 4k+1 (Wan clips), e.g. [9, 13, 17, 21]")
     dataset = build_dataset("multiview", cfg.data.multiview, resolve=lambda p: resolve_path(cfg, p),
-                            num_views=max(view_counts))
+                            num_views=max(view_counts), window=sc.window, color_jitter=sc.color_jitter)
     first = dataset.parts[0] if hasattr(dataset, "parts") else dataset
     check_sizes(teacher, first.video_size, first.context_size)
     if first.num_views < max(view_counts):
         raise ConfigError(f"data.multiview.num_views {first.num_views} < the largest stitch.view_counts {max(view_counts)}")
 
-    per_rank = ctx.per_rank(int(sc.batch_size))
+    per_rank = ctx.per_rank(sc.batch_size)
     engine = TrainEngine(
-        model, kind=cfg.run.engine, lr=float(sc.lr), weight_decay=float(sc.weight_decay), betas=sc.betas,
-        schedule=LRSchedule("cosine", int(sc.warmup_steps), int(sc.schedule_steps)), grad_clip=float(sc.grad_clip),
+        model, kind=cfg.run.engine, lr=sc.lr, weight_decay=sc.weight_decay, betas=sc.betas,
+        schedule=LRSchedule("cosine", sc.warmup_steps, sc.schedule_steps), grad_clip=sc.grad_clip,
         micro_batch=per_rank, deepspeed_config=ctx.deepspeed_config(), bf16_params=False,
         # forward_tokens reads the DINO encoder's own tokens/pos_embed outside its forward()
         external_params=list(student.encoder.aggregator.patch_embed.parameters(recurse=False)),
     )
     step, _, _ = resume(ctx, engine)
     stream = StreamDataset(dataset, seed=ctx.seed, name="stitch")
-    loader = make_loader(stream, global_batch=int(sc.batch_size), rank=ctx.dist.rank, world=ctx.dist.world_size,
-                         start_step=step, num_workers=int(cfg.run.num_workers))
+    loader = make_loader(stream, global_batch=sc.batch_size, rank=ctx.dist.rank, world=ctx.dist.world_size,
+                         start_step=step, num_workers=cfg.run.num_workers)
     ctx.log.info(f"{len(dataset)} clips ({dataset.describe()}), view counts {view_counts}, {per_rank} clip(s) per rank, "
                  f"steps {step} -> {ctx.max_steps}")
     raw_dim = teacher.cfg.raw_gs_dim
+    bad_samples = BadSampleMonitor("data.multiview", cfg.run.max_bad_sample_share, cfg.run.bad_sample_min_count)
     bar = ctx.log.progress(ctx.max_steps, step)
     while step < ctx.max_steps:
         t = time.time()
         views = view_counts[D.py_random(ctx.seed, "views", step).randrange(len(view_counts))]
         batch = next(loader)
+        data_stats = bad_samples.update(batch)
         video = batch["video"][:, :, :views].to(device)
         context = batch["context"][:, :, :views].to(device)
         z = encode_latents(vae, video, batch["position"].tolist(), ctx.seed)
@@ -125,18 +127,24 @@ def body(ctx: Context) -> None:
             target = teacher(((context + 1) / 2).permute(0, 2, 1, 3, 4), voxelize_output=False)
         out = as_output(engine(z, context))
         losses = distillation_losses(out, target, sc.loss_weights, raw_dim)
-        engine.backward(losses["loss"])
+        loss = losses["loss"]
+        if step + 1 in cfg.run.inject_nonfinite_steps:
+            loss = loss * float("nan")
+        engine.backward(loss)
         info = engine.step()
         step += 1
         bar.update(1)
         names_ = sorted(losses)
         mean = D.all_reduce_(torch.stack([losses[k].detach().float() for k in names_])) / ctx.dist.world_size
-        if step % int(cfg.run.log_every) == 0 or step == ctx.max_steps:
+        if step % cfg.run.log_every == 0 or step == ctx.max_steps:
             ctx.log.log(step, {**dict(zip(names_, mean.tolist())), "lr": info["lr"], "grad_norm": info["grad_norm"],
-                               "views": views, "step_time_s": time.time() - t})
+                               "skipped": float(info["skipped"]), **data_stats, "views": views,
+                               "step_time_s": time.time() - t})
+        if info["skipped"]:
+            ctx.log.info(f"step {step}: non-finite gradient norm ({info['grad_norm']}), update skipped")
         bar.set_postfix(loss=f"{float(mean[names_.index('loss')]):.4f}")
         if step % ctx.save_every == 0 or step == ctx.max_steps:
-            ctx.ckpt.save(step, engine=engine, state={"data_position": step * int(sc.batch_size)})
+            ctx.ckpt.save(step, engine=engine, state={"data_position": step * sc.batch_size})
     bar.close()
     export(ctx, engine, teacher, cut, step)
 
@@ -152,7 +160,7 @@ def export(ctx: Context, engine: TrainEngine, teacher, cut: int, step: int) -> N
         base = wt.stitched_from_anysplat({k: v.detach().float().cpu() for k, v in teacher.state_dict().items()}, cut)
         folder = ctx.out_dir / "export" / STITCHED_EXPORT
         export_stitched(folder, base_state=base, trained=trained, cfg=StitchConfig(cut_block=cut, anysplat=teacher.cfg),
-                        lora_rank=int(sc.lora_rank), lora_alpha=float(sc.lora_alpha), extra={"step": step})
+                        lora_rank=sc.lora_rank, lora_alpha=sc.lora_alpha, extra={"step": step})
         ctx.log.info(f"exported the stitched decoder to {folder}")
         if sc.export_anysplat_base:
             from vist3a.decoders import save_anysplat_export

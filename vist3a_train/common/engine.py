@@ -161,10 +161,22 @@ class TrainEngine:
 
     def step(self) -> dict:
         if self.ds is not None:
+            # DeepSpeed's ZeRO optimizers detect a non-finite global norm themselves (all ranks agree),
+            # drop the update and leave the LR scheduler alone; we step the scheduler anyway so the LR
+            # stays a function of the step count, as on the torch path.
             self.ds.step()
             norm = self.ds.get_global_grad_norm()
             norm = float(norm) if norm is not None else float("nan")
-            return {"grad_norm": norm, "lr": self.lr, "skipped": False}
+            skipped = not self.ds.was_step_applied()
+            if skipped:
+                self.scheduler.step()
+            elif not math.isfinite(norm):
+                import deepspeed
+
+                raise RuntimeError(f"DeepSpeed {deepspeed.__version__} applied an optimizer step with a non-finite "
+                                   f"gradient norm ({norm}); the weights are now invalid. Use deepspeed >= 0.19, "
+                                   "whose ZeRO optimizers skip such steps, or run.engine: torch")
+            return {"grad_norm": norm, "lr": self.lr, "skipped": skipped}
         self._all_reduce_grads()
         params = [p for _, p in self.named_trainable]
         norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else float("inf"))

@@ -8,12 +8,12 @@ from typing import Optional
 
 import torch
 
-from .config import Cfg, ConfigError, resolve_path
+from .config import Config, ConfigError, resolve_path
 
 __all__ = ["load_layer_search"]
 
 
-def load_layer_search(cfg: Cfg, out_dir: Path, cut_spec) -> tuple[int, Optional[dict], str]:
+def load_layer_search(cfg: Config, out_dir: Path, cut_spec) -> tuple[int, Optional[dict], str]:
     """-> (cut, {"weight", "bias"} or None, description). ``models.layer_search: none`` skips the file
     (PyTorch's default conv init; the cut must then be a number)."""
     value = cfg.models.layer_search

@@ -14,25 +14,25 @@ from vist3a import weights as wt
 from vist3a.models import AnySplat, StitchConfig, StitchedDecoder
 from vist3a.models.layers import Block
 
-from .config import Cfg, ConfigError, resolve_path
+from .config import Config, ConfigError, resolve_path
 
 __all__ = ["load_teacher", "load_wan_models", "build_student", "load_decoder", "enable_block_checkpointing",
            "default_decoder_path"]
 
 
-def _require(cfg: Cfg, key: str, what: str) -> Path:
-    value = cfg.models[key]
+def _require(cfg: Config, key: str, what: str) -> Path:
+    value = getattr(cfg.models, key)
     if value in (None, ""):
-        raise ConfigError(f"config '{cfg['_config_path']}': models.{key} ({what}) is required unless models.tiny is true")
+        raise ConfigError(f"config '{cfg.path}': models.{key} ({what}) is required unless models.tiny is true")
     return resolve_path(cfg, value, must_exist=True, what=f"models.{key}")
 
 
-def load_teacher(cfg: Cfg, device: torch.device) -> AnySplat:
+def load_teacher(cfg: Config, device: torch.device) -> AnySplat:
     """The frozen AnySplat (float32 weights; the transformer runs under bf16 autocast on CUDA)."""
     if cfg.models.tiny:
         from vist3a.tiny import build_tiny_anysplat
 
-        model = build_tiny_anysplat(seed=int(cfg.models.tiny_seed))
+        model = build_tiny_anysplat(seed=cfg.models.tiny_seed)
     else:
         from vist3a.decoders import load_anysplat
 
@@ -41,13 +41,13 @@ def load_teacher(cfg: Cfg, device: torch.device) -> AnySplat:
     return model.to(device).eval()
 
 
-def load_wan_models(cfg: Cfg, device: torch.device, *, dtype: torch.dtype, vae_dtype: torch.dtype = torch.float32,
+def load_wan_models(cfg: Config, device: torch.device, *, dtype: torch.dtype, vae_dtype: torch.dtype = torch.float32,
                     components=("transformer", "vae", "text_encoder")):
     """WanModels with the requested components (others dropped to save memory)."""
     if cfg.models.tiny:
         from vist3a.wan.tiny import build_tiny_wan
 
-        models = build_tiny_wan(seed=int(cfg.models.tiny_seed), dtype=dtype, vae_dtype=vae_dtype)
+        models = build_tiny_wan(seed=cfg.models.tiny_seed, dtype=dtype, vae_dtype=vae_dtype)
     else:
         from vist3a.wan import load_wan
 
@@ -85,7 +85,7 @@ def default_decoder_path(out_dir: Path) -> Path:
     return Path(out_dir) / "export" / "stitched_decoder"
 
 
-def load_decoder(cfg: Cfg, out_dir: Path, device: torch.device) -> StitchedDecoder:
+def load_decoder(cfg: Config, out_dir: Path, device: torch.device) -> StitchedDecoder:
     """The frozen stitched decoder for align.py: models.decoder, else stitch.py's export in OUTPUT."""
     from vist3a.decoders import load_stitched_decoder
 

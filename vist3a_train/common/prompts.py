@@ -1,42 +1,92 @@
 """Camera-motion prompt augmentation for the reward rollouts of align.py.
 
-The official alignment wraps each training prompt in a randomly chosen camera-motion sentence (or
-leaves it bare) so the LoRA learns 3D-consistent videos for many trajectories, not only the orbit
-template used at inference. These are our own templates in the same spirit; ``{p}`` is the prompt
-in backticks, as in the released inference template (:data:`vist3a.wan.CAMERA_TEMPLATE`, included).
+The official alignment wraps each reward prompt, in backticks, in a randomly chosen camera-motion
+sentence (``augment_camera_prompt`` in the release's ``train_vdm.py``), so the LoRA learns
+3D-consistent videos for many trajectories. We ship none of those sentences: the templates are read
+from a file the user points ``align.reward.camera_prompts`` at, either
+
+* the official ``train_vdm.py`` itself: the list literal ``possible_prompts`` inside
+  ``augment_camera_prompt`` is parsed (never executed); its f-strings' ``{base}`` becomes the
+  placeholder, and its plain ``"base"`` entry is read as "the prompt unchanged" (the release
+  passes the literal word there, an evident slip), or
+* a UTF-8 text file with one template per line containing ``{prompt}`` (a line that is just
+  ``{prompt}`` keeps the prompt unchanged; empty lines and ``#`` comments are skipped).
 """
 
 from __future__ import annotations
 
+import ast
 import random
+from pathlib import Path
+from typing import Sequence
 
-from vist3a.wan.prompts import CAMERA_TEMPLATE
+from .config import ConfigError
 
-__all__ = ["CAMERA_PROMPTS", "augment_camera_prompt"]
+__all__ = ["load_camera_templates", "augment_camera_prompt", "BARE"]
 
-CAMERA_PROMPTS = (
-    "{p}",
-    CAMERA_TEMPLATE.replace("`{prompt}`", "{p}"),
-    "A slow orbit around the subject keeps it centred while the background turns: {p}.",
-    "The camera circles the scene at a steady height, showing it from every side: {p}.",
-    "The camera pans slowly from left to right across {p}.",
-    "A smooth right-to-left pan sweeps over {p}, revealing its full width.",
-    "The camera dollies forward towards the centre of {p}.",
-    "The camera pulls back gently to reveal the whole of {p}.",
-    "The view tilts upward from the ground, taking in the height of {p}.",
-    "The view tilts down from above onto {p}.",
-    "A drone-like flight glides over {p}, low and steady.",
-    "The camera rises like a crane shot, lifting to an overview of {p}.",
-    "The camera moves along a gentle arc past {p}, changing the parallax of near and far objects.",
-    "A half circle around {p} shows the front and then the side.",
-    "The camera spirals slowly upward around {p}.",
-    "A steady tracking shot moves sideways alongside {p}.",
-    "A handheld walk-through explores {p} from a human point of view.",
-    "The camera zooms in slowly on the middle of {p}.",
-)
+BARE = "{p}"  # the template that leaves the prompt unchanged
 
 
-def augment_camera_prompt(prompt: str, rng: random.Random) -> str:
-    """The prompt alone (first template) or wrapped, in backticks, in a camera-motion sentence."""
-    template = rng.choice(CAMERA_PROMPTS)
-    return prompt if template == "{p}" else template.format(p=f"`{prompt}`")
+def _from_official_source(path: Path, text: str) -> tuple[str, ...]:
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        raise ConfigError(f"camera-prompt file '{path}' is not valid Python ({exc.msg}, line {exc.lineno})") from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "augment_camera_prompt":
+            for sub in ast.walk(node):
+                if (isinstance(sub, ast.Assign) and isinstance(sub.value, ast.List)
+                        and any(isinstance(t, ast.Name) and t.id == "possible_prompts" for t in sub.targets)):
+                    return tuple(_template(e, path) for e in sub.value.elts)
+    raise ConfigError(f"camera-prompt file '{path}' has no `possible_prompts = [...]` list inside "
+                      "`def augment_camera_prompt`; point align.reward.camera_prompts at the official train_vdm.py "
+                      "or at a text file with one template per line containing {prompt}")
+
+
+def _template(node: ast.expr, path: Path) -> str:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return BARE if node.value == "base" else node.value.replace("{", "{{").replace("}", "}}")
+    if isinstance(node, ast.JoinedStr):
+        out = []
+        for part in node.values:
+            if isinstance(part, ast.Constant):
+                out.append(str(part.value).replace("{", "{{").replace("}", "}}"))
+            elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) and part.value.id == "base":
+                out.append("{p}")
+            else:
+                raise ConfigError(f"camera-prompt file '{path}' line {node.lineno}: only {{base}} may be interpolated")
+        return "".join(out)
+    raise ConfigError(f"camera-prompt file '{path}' line {getattr(node, 'lineno', '?')}: expected a string template")
+
+
+def _from_text(path: Path, text: str) -> tuple[str, ...]:
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "{prompt}" not in line:
+            raise ConfigError(f"camera-prompt file '{path}' line {n} has no {{prompt}} placeholder: {line[:80]!r}")
+        out.append(line.replace("{", "{{").replace("}", "}}").replace("{{prompt}}", "{p}"))
+    return tuple(out)
+
+
+def load_camera_templates(path: str | Path) -> tuple[str, ...]:
+    """Templates (``{p}`` = the prompt in backticks; :data:`BARE` = prompt unchanged) from ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"camera-prompt file '{path}' does not exist (align.reward.camera_prompts)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"camera-prompt file '{path}' cannot be read as UTF-8 text ({exc})") from None
+    templates = _from_official_source(path, text) if path.suffix == ".py" else _from_text(path, text)
+    if not templates:
+        raise ConfigError(f"camera-prompt file '{path}' holds no templates")
+    return templates
+
+
+def augment_camera_prompt(prompt: str, rng: random.Random, templates: Sequence[str]) -> str:
+    """One template drawn uniformly (as the official ``random.choice``), applied to the prompt."""
+    template = rng.choice(list(templates))
+    return prompt if template == BARE else template.format(p=f"`{prompt}`")

@@ -8,7 +8,8 @@ lower loss is better and gradients flow back into the images. Built-in types (co
   side is 224 (bicubic, antialiased), centre-cropped, CLIP-normalised; score = logit_scale * cos(image,
   text); loss ``|target - score / div|`` with target 1, div 100 (the official loss).
 * ``open_clip`` -- an open_clip model (default ``hf-hub:apple/DFN5B-CLIP-ViT-H-14-378``): images resized
-  to 378x378, CLIP-normalised; loss ``1 - cos``.
+  to 378x378, CLIP-normalised; loss ``1 - cos``. Offline: ``architecture: ViT-H-14-378-quickgelu`` and
+  ``pretrained: <folder>/open_clip_pytorch_model.bin`` (the file of that hub repository).
 * ``clip`` -- any transformers CLIP checkpoint, cosine loss (``model: <id or folder>``).
 * ``tiny_clip`` -- a tiny randomly initialised transformers ``CLIPModel`` built locally from
   ``CLIPConfig`` and the tiny UMT5 tokenizer (nothing downloaded; tests and the CPU config);
@@ -180,8 +181,12 @@ def build_open_clip(spec: dict, device, dtype) -> ClipReward:
         import open_clip
     except ImportError:
         raise ImportError("reward type 'open_clip' needs the open_clip_torch package (pip install -e .[train])") from None
-    model_id = spec.get("model", "hf-hub:apple/DFN5B-CLIP-ViT-H-14-378")
-    model, _, _ = open_clip.create_model_and_transforms(model_id, cache_dir=spec.get("cache_dir"))
+    if spec.get("pretrained"):  # offline: architecture name + a local open_clip_pytorch_model.bin
+        model_id = spec["architecture"]
+        model, _, _ = open_clip.create_model_and_transforms(model_id, pretrained=str(spec["pretrained"]))
+    else:
+        model_id = spec.get("model", "hf-hub:apple/DFN5B-CLIP-ViT-H-14-378")
+        model, _, _ = open_clip.create_model_and_transforms(model_id, cache_dir=spec.get("cache_dir"))
     model = _freeze(model, device, dtype)
     if spec.get("checkpointing", True):
         model.set_grad_checkpointing(True)

@@ -27,7 +27,7 @@ import torch
 
 from . import distributed as D
 from .checkpoint import CheckpointManager
-from .config import Cfg, ConfigError, load_config, resolve_path
+from .config import Config, ConfigError, load_config, resolve_path
 from .logs import RunLogger
 
 __all__ = ["Context", "build_parser", "setup", "run_main"]
@@ -36,7 +36,7 @@ __all__ = ["Context", "build_parser", "setup", "run_main"]
 @dataclass
 class Context:
     script: str
-    cfg: Cfg
+    cfg: Config
     args: argparse.Namespace
     out_dir: Path
     dist: D.DistInfo
@@ -52,16 +52,16 @@ class Context:
         return self.dist.device
 
     @property
-    def step_cfg(self) -> Cfg:
-        return self.cfg[self.script]
+    def step_cfg(self) -> Config:
+        return self.cfg.section(self.script)
 
     @property
     def seed(self) -> int:
-        return int(self.cfg.run.seed)
+        return self.cfg.run.seed
 
-    def per_rank(self, global_batch: int) -> int:
+    def per_rank(self, global_batch: int, key: str = "") -> int:
         if global_batch % self.dist.world_size:
-            raise ConfigError(f"{self.script}.batch_size {global_batch} is not divisible by the {self.dist.world_size} "
+            raise ConfigError(f"{key or self.script + '.batch_size'} {global_batch} is not divisible by the {self.dist.world_size} "
                               f"ranks; use a multiple of {self.dist.world_size}")
         return global_batch // self.dist.world_size
 
@@ -75,7 +75,7 @@ class Context:
             if shipped.exists():
                 p = shipped
         if not p.exists():
-            raise ConfigError(f"run.deepspeed_config '{value}' does not exist (looked beside '{self.cfg['_config_path']}' "
+            raise ConfigError(f"run.deepspeed_config '{value}' does not exist (looked beside '{self.cfg.path}' "
                               "and in vist3a_train/configs/)")
         return p
 
@@ -101,14 +101,14 @@ def setup(script: str, args: argparse.Namespace) -> Context:
     if args.engine:
         overrides.append(f"run.engine={args.engine}")
     cfg = load_config(args.config, overrides)
-    sc = cfg[script]
+    sc = cfg.section(script)
     max_steps = int(args.max_steps if args.max_steps is not None else sc.max_steps)
     save_every = int(args.save_every if args.save_every is not None else sc.save_every)
     if max_steps < 0 or save_every < 1:
         raise ConfigError(f"--max-steps must be >= 0 and --save-every >= 1 (got {max_steps}, {save_every})")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "torch_extensions"))
     info = D.init_distributed(cfg.run.device, use_deepspeed=cfg.run.engine == "deepspeed",
-                              timeout_minutes=int(cfg.run.timeout_minutes))
+                              timeout_minutes=cfg.run.timeout_minutes)
     precision = cfg.run.precision
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"run.precision must be auto, fp32 or bf16, got {precision!r}")
@@ -118,13 +118,13 @@ def setup(script: str, args: argparse.Namespace) -> Context:
     if info.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    D.seed_everything(int(cfg.run.seed), info.rank)
+    D.seed_everything(cfg.run.seed, info.rank)
     out_dir = Path(args.output_dir).expanduser().resolve()
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     D.barrier()
-    log = RunLogger(out_dir, script, tensorboard=bool(cfg.run.tensorboard))
-    ckpt = CheckpointManager(out_dir / "checkpoints" / script, keep=int(cfg.run.keep_checkpoints))
+    log = RunLogger(out_dir, script, tensorboard=cfg.run.tensorboard)
+    ckpt = CheckpointManager(out_dir / "checkpoints" / script, keep=cfg.run.keep_checkpoints)
     log.info(f"rank 0 of {info.world_size} ({info.backend}, {info.device}, {'bf16' if bf16 else 'fp32'}, "
              f"engine {cfg.run.engine}); output {out_dir}")
     return Context(script, cfg, args, out_dir, info, bf16, log, ckpt, max_steps, save_every)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .base import DatasetError, StreamDataset, make_loader
+from .base import BadSampleMonitor, DatasetError, StreamDataset, make_loader
 from .prompts import PromptDataset
 from .real import DL3DV, RE10K, DL3DVCaptioned, ScanNet
 from .synthetic import SyntheticMultiView
 
-__all__ = ["DatasetError", "StreamDataset", "make_loader", "build_dataset", "PromptDataset", "DL3DV",
+__all__ = ["BadSampleMonitor", "DatasetError", "StreamDataset", "make_loader", "build_dataset", "PromptDataset", "DL3DV",
            "DL3DVCaptioned", "ScanNet", "RE10K", "SyntheticMultiView"]
 
 _MULTIVIEW = {"synthetic": SyntheticMultiView, "dl3dv": DL3DV, "scannet": ScanNet, "re10k": RE10K}

@@ -10,6 +10,7 @@ the step number and a resumed run sees exactly the batches the uninterrupted one
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import generator, py_random
+
+_log = logging.getLogger("vist3a_train.data")
 
 __all__ = [
     "DatasetError",
@@ -30,6 +33,8 @@ __all__ = [
     "collate",
     "make_loader",
     "pick_views",
+    "color_jitter",
+    "BadSampleMonitor",
 ]
 
 
@@ -106,6 +111,33 @@ def pick_views(num_available: int, num_views: int, window_max: int, rng: random.
     return [start] + [start + i for i in picked]
 
 
+def color_jitter(frames: torch.Tensor, strength, rng: random.Random) -> torch.Tensor:
+    """torchvision ``ColorJitter(brightness, contrast, saturation, hue)`` on a clip [T, 3, H, W] in [0, 1]
+    (one draw for the whole clip, as the official loaders apply it to the stacked frames), with the
+    factors and the order of the four adjustments drawn from ``rng`` so the result depends only on
+    (seed, position)."""
+    import torchvision.transforms.functional as TF
+
+    b, c, s, h = (float(v) for v in strength)
+    ops = []
+    if b > 0:
+        f = rng.uniform(max(0.0, 1 - b), 1 + b)
+        ops.append(lambda x, f=f: TF.adjust_brightness(x, f))
+    if c > 0:
+        f = rng.uniform(max(0.0, 1 - c), 1 + c)
+        ops.append(lambda x, f=f: TF.adjust_contrast(x, f))
+    if s > 0:
+        f = rng.uniform(max(0.0, 1 - s), 1 + s)
+        ops.append(lambda x, f=f: TF.adjust_saturation(x, f))
+    if h > 0:
+        f = rng.uniform(-h, h)
+        ops.append(lambda x, f=f: TF.adjust_hue(x, f))
+    rng.shuffle(ops)
+    for op in ops:
+        frames = op(frames)
+    return frames.clamp(0, 1)
+
+
 class StreamDataset(torch.utils.data.Dataset):
     """Position -> item of ``base`` (a sequence-like with ``load(index, rng)``), reshuffled each epoch."""
 
@@ -114,6 +146,7 @@ class StreamDataset(torch.utils.data.Dataset):
             raise DatasetError(f"dataset '{name}' is empty ({getattr(base, 'describe', lambda: '')()})",
                                getattr(base, "root", None))
         self.base, self.seed, self.name, self.shuffle = base, seed, name, shuffle
+        self.max_attempts = 20
         self._perm: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:  # positions are unbounded; DataLoader only needs this for its repr
@@ -131,9 +164,32 @@ class StreamDataset(torch.utils.data.Dataset):
         return int(perm[offset])
 
     def __getitem__(self, position: int) -> dict:
+        """The item at ``position``; a sample whose files are missing or unreadable is skipped with a
+        warning and another one is drawn (deterministically from (seed, position, attempt), so a resumed
+        run makes the same choice). ``bad_samples`` counts the skips; ``bad_paths`` names them."""
         index = self.index_of(position)
-        item = self.base.load(index, py_random(self.seed, self.name, "item", position))
+        bad: list[str] = []
+        tried = {index}
+        attempt = 0
+        while True:
+            try:
+                rng = py_random(self.seed, self.name, "item", position, *((attempt,) if attempt else ()))
+                item = self.base.load(index, rng)
+                break
+            except DatasetError as exc:
+                bad.append(exc.path or str(exc))
+                _log.warning(f"skipped a bad sample of '{self.name}' at position {position}: {exc}")
+                attempt += 1
+                if attempt >= self.max_attempts or len(tried) == len(self.base):
+                    raise DatasetError(f"dataset '{self.name}': {attempt} samples in a row are bad (last: {exc}); "
+                                       "check the dataset files", exc.path) from None
+                redraw = py_random(self.seed, self.name, "redraw", position, attempt)
+                while index in tried:  # another sample, one not yet found bad for this position
+                    index = redraw.randrange(len(self.base))
+                tried.add(index)
         item["position"] = int(position)
+        item["bad_samples"] = len(bad)
+        item["bad_paths"] = "\n".join(bad)
         return item
 
 
@@ -169,6 +225,35 @@ def collate(items: Sequence[dict]) -> dict:
         else:
             out[key] = values
     return out
+
+
+class BadSampleMonitor:
+    """Counts skipped samples over all ranks and stops the run past ``max_share`` of those drawn.
+
+    ``update(batch)`` is collective (one all-reduce of two numbers); it returns the running totals for
+    the logs and raises :class:`DatasetError` once at least ``min_count`` bad samples make up more than
+    ``max_share`` of every sample drawn so far (good ones plus skipped ones)."""
+
+    def __init__(self, name: str, max_share: float, min_count: int = 8):
+        self.name, self.max_share, self.min_count = name, float(max_share), int(min_count)
+        self.bad = 0
+        self.drawn = 0
+
+    def update(self, batch: dict) -> dict:
+        from .. import distributed as D
+
+        bad = int(batch["bad_samples"].sum()) if "bad_samples" in batch else 0
+        n = len(batch["position"])
+        counts = D.all_reduce_(torch.tensor([float(bad), float(n + bad)], dtype=torch.float64))
+        self.bad += int(counts[0])
+        self.drawn += int(counts[1])
+        share = self.bad / max(1, self.drawn)
+        if self.bad >= self.min_count and share > self.max_share:
+            paths = [p for p in batch.get("bad_paths", []) if p]
+            raise DatasetError(f"{self.bad} of {self.drawn} samples drawn from '{self.name}' were bad ({share:.1%} > "
+                               f"run.max_bad_sample_share {self.max_share:.1%}); last on this rank: "
+                               f"{paths[-1].splitlines()[-1] if paths else 'another rank'}. Fix or remove those files")
+        return {"data/bad_samples": float(self.bad), "data/bad_share": share}
 
 
 def make_loader(stream: StreamDataset, *, global_batch: int, rank: int, world: int, start_step: int,

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from .base import (
     DatasetError,
+    color_jitter,
     decode_image_bytes,
     load_image,
     pick_views,
@@ -61,8 +62,12 @@ _FRAME_RE = re.compile(r"^frame_(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 _OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
 
-def _frames(images: torch.Tensor, video_size: int, context_size: int, square: bool = False) -> dict:
+def _frames(images: torch.Tensor, video_size: int, context_size: int, square: bool = False,
+            jitter=None, rng: Optional[random.Random] = None) -> dict:
+    """Resize (and optionally colour-jitter, before the context resize, as the official loaders) a clip."""
     video = resize_square(images, video_size) if square else resize_shorter_crop(images, video_size)
+    if jitter is not None:
+        video = color_jitter(video.clamp(0, 1), jitter, rng)
     context = F.interpolate(video, size=(context_size, context_size), mode="bilinear", align_corners=False,
                             antialias=True)
     return {"video": to_signed(video), "context": to_signed(context)}
@@ -79,8 +84,10 @@ def _crop_intrinsics(K: torch.Tensor, w: float, h: float) -> torch.Tensor:
 
 
 class _MultiViewBase:
-    def __init__(self, root, num_views: int, video_size: int, context_size: int, window: Optional[int] = None):
+    def __init__(self, root, num_views: int, video_size: int, context_size: int, window: Optional[int] = None,
+                 color_jitter=None):
         self.root = Path(root).expanduser()
+        self.color_jitter = None if color_jitter is None else tuple(float(v) for v in color_jitter)
         self.num_views, self.video_size, self.context_size = int(num_views), int(video_size), int(context_size)
         self.window = int(window or num_views)
         if (self.num_views - 1) % 4:
@@ -93,8 +100,8 @@ class _MultiViewBase:
 class DL3DV(_MultiViewBase):
     def __init__(self, root, num_views: int = 13, video_size: int = 512, context_size: int = 448,
                  window: Optional[int] = None, images_dir: str = "images_4", subsets: Optional[list] = None,
-                 load_cameras: bool = True):
-        super().__init__(root, num_views, video_size, context_size, window)
+                 load_cameras: bool = True, color_jitter=None):
+        super().__init__(root, num_views, video_size, context_size, window, color_jitter)
         require_dir(self.root, "DL3DV root")
         self.images_dir, self.load_cameras = images_dir, load_cameras
         groups = [self.root / s for s in subsets] if subsets else sorted(p for p in self.root.iterdir() if p.is_dir())
@@ -145,7 +152,7 @@ class DL3DV(_MultiViewBase):
         files = self.frame_files(scene)
         picked = pick_views(len(files), self.num_views, self.window, rng)
         images = torch.stack([load_image(files[i]) for i in picked])
-        item = _frames(images, self.video_size, self.context_size)
+        item = _frames(images, self.video_size, self.context_size, jitter=self.color_jitter, rng=rng)
         cams = self.cameras(scene, files)
         if cams is not None:
             item["c2w"], item["K"] = cams[0][picked], cams[1][picked]
@@ -206,8 +213,8 @@ class DL3DVCaptioned(DL3DV):
 
 class ScanNet(_MultiViewBase):
     def __init__(self, root, num_views: int = 13, video_size: int = 512, context_size: int = 448,
-                 window: Optional[int] = None, split_file: Optional[str] = None):
-        super().__init__(root, num_views, video_size, context_size, window)
+                 window: Optional[int] = None, split_file: Optional[str] = None, color_jitter=None):
+        super().__init__(root, num_views, video_size, context_size, window, color_jitter)
         require_dir(self.root, "ScanNet root")
         scenes = sorted(p for p in self.root.iterdir() if (p / "frames" / "color").is_dir())
         if split_file:
@@ -231,13 +238,14 @@ class ScanNet(_MultiViewBase):
             raise DatasetError(f"ScanNet folder '{folder}' has no <number>.jpg frames", folder)
         files.sort(key=lambda p: int(p.stem))
         picked = pick_views(len(files), self.num_views, self.window, rng)
-        return _frames(torch.stack([load_image(files[i]) for i in picked]), self.video_size, self.context_size)
+        return _frames(torch.stack([load_image(files[i]) for i in picked]), self.video_size, self.context_size,
+                       jitter=self.color_jitter, rng=rng)
 
 
 class RE10K(_MultiViewBase):
     def __init__(self, root, num_views: int = 13, video_size: int = 512, context_size: int = 448,
-                 window: Optional[int] = None, split: str = "train", layout: str = "auto"):
-        super().__init__(root, num_views, video_size, context_size, window)
+                 window: Optional[int] = None, split: str = "train", layout: str = "auto", color_jitter=None):
+        super().__init__(root, num_views, video_size, context_size, window, color_jitter)
         require_dir(self.root, "RealEstate10K root")
         if layout == "auto":
             layout = "chunks" if (self.root / split / "index.json").is_file() else "annotations"
@@ -287,7 +295,7 @@ class RE10K(_MultiViewBase):
             n = min(len(entry["images"]), cams.shape[0])
             picked = pick_views(n, self.num_views, self.window, rng)
             images = torch.stack([decode_image_bytes(entry["images"][i], str(self.chunk_dir / where)) for i in picked])
-            item = _frames(images, self.video_size, self.context_size)
+            item = _frames(images, self.video_size, self.context_size, jitter=self.color_jitter, rng=rng)
             h, w = images.shape[-2:]
             K = torch.zeros(len(picked), 3, 3)
             c = cams[picked]
@@ -308,4 +316,5 @@ class RE10K(_MultiViewBase):
         except (KeyError, TypeError) as exc:
             raise DatasetError(f"RealEstate10K annotations file '{path}' is malformed (entries need idx and filepath; {exc})", path) from None
         picked = pick_views(len(files), self.num_views, self.window, rng)
-        return _frames(torch.stack([load_image(files[i]) for i in picked]), self.video_size, self.context_size)
+        return _frames(torch.stack([load_image(files[i]) for i in picked]), self.video_size, self.context_size,
+                       jitter=self.color_jitter, rng=rng)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from vist3a.render import look_at, rasterize, world_to_camera
 
 from ..distributed import generator
-from .base import to_signed
+from .base import color_jitter, to_signed
 
 __all__ = ["SyntheticMultiView"]
 
@@ -34,7 +34,7 @@ _SH_C0 = 0.28209479177387814
 class SyntheticMultiView:
     def __init__(self, num_scenes: int = 64, num_views: int = 13, video_size: int = 512, context_size: int = 448,
                  gaussians_per_object: int = 96, floor_gaussians: int = 160, seed: int = 0, arc_degrees=(40.0, 120.0),
-                 fov_degrees: float = 55.0, cache: bool = True):
+                 fov_degrees: float = 55.0, cache: bool = True, color_jitter=None):
         if (num_views - 1) % 4:
             raise ValueError(f"synthetic num_views={num_views}: Wan clips need 4k+1 frames (5, 9, 13, 17, 21)")
         self.num_scenes, self.num_views = int(num_scenes), int(num_views)
@@ -42,6 +42,7 @@ class SyntheticMultiView:
         self.per_object, self.floor = int(gaussians_per_object), int(floor_gaussians)
         self.seed, self.arc, self.fov = int(seed), tuple(arc_degrees), float(fov_degrees)
         self.cache = {} if cache else None
+        self.color_jitter = None if color_jitter is None else tuple(float(v) for v in color_jitter)
         self.root = None
 
     def __len__(self) -> int:
@@ -118,4 +119,10 @@ class SyntheticMultiView:
 
     def load(self, index: int, rng: random.Random) -> dict:
         r = self.render(index)
-        return {"video": r["video"], "context": r["context"], "c2w": r["c2w"], "K": r["K"], "caption": r["caption"]}
+        video, context = r["video"], r["context"]
+        if self.color_jitter is not None:  # as the real loaders: jitter the video frames, then resize
+            frames = color_jitter((video.permute(1, 0, 2, 3) + 1) / 2, self.color_jitter, rng)
+            ctx = F.interpolate(frames, size=(self.context_size, self.context_size), mode="bilinear",
+                                align_corners=False, antialias=True)
+            video, context = to_signed(frames), to_signed(ctx)
+        return {"video": video, "context": context, "c2w": r["c2w"], "K": r["K"], "caption": r["caption"]}
