@@ -11,12 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from vist3a import batch
-from vist3a.batch_media import colorize_depth, interpolate_cameras, turbo
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--tiny", "--steps", "2", "--size", "64", "--frames", "5", "--sh-degree", "0", "--trajectory-interp", "2"]
@@ -102,33 +100,6 @@ def _rot(axis_angle):
     k = a / theta
     K = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=torch.float64)
     return torch.eye(3, dtype=torch.float64) + math.sin(theta) * K + (1 - math.cos(theta)) * K @ K
-
-
-def test_interpolate_cameras_keeps_ends_and_rigidity():
-    c2w = torch.eye(4).repeat(3, 1, 1)
-    for i, aa in enumerate([[0.1, 0.2, 0.3], [0.3, -0.2, 0.1], [-0.5, 0.1, 0.2]]):
-        c2w[i, :3, :3] = _rot(aa).float()
-        c2w[i, :3, 3] = torch.tensor([i, 2.0 * i, -1.0])
-    K = torch.tensor([[0.9, 0, 0.5], [0, 0.9, 0.5], [0, 0, 1]]).repeat(3, 1, 1)
-    K[2, 0, 0] = 1.2
-    out_c, out_k = interpolate_cameras(c2w, K, t=10)
-    assert out_c.shape == (2 * 11 + 1, 4, 4) and out_k.shape == (23, 3, 3)
-    assert torch.equal(out_c[0], c2w[0]) and torch.equal(out_c[11], c2w[1]) and torch.equal(out_c[-1], c2w[2])
-    R = out_c[:, :3, :3]
-    assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3).expand_as(R), atol=1e-5)
-    assert torch.allclose(torch.linalg.det(R), torch.ones(23), atol=1e-5)
-    assert torch.allclose(out_c[5, :3, 3], (1 - 5 / 11) * c2w[0, :3, 3] + (5 / 11) * c2w[1, :3, 3], atol=1e-6)
-    assert torch.allclose(out_k[16], (1 - 5 / 11) * K[1] + (5 / 11) * K[2], atol=1e-6)
-
-
-def test_depth_colours_follow_turbo():
-    blue, green, red = turbo(np.array([0.15, 0.5, 0.85]))  # turbo: blue -> green -> red
-    assert blue.argmax() == 2 and green.argmax() == 1 and red.argmax() == 0
-    depth = torch.linspace(1, 5, 100).reshape(1, 10, 10).repeat(3, 1, 1)
-    rgb = colorize_depth(depth, stride=2)
-    assert rgb.shape == (3, 10, 10, 3) and rgb.min() >= 0 and rgb.max() <= 1
-    assert np.allclose(rgb[0, 5, 5].numpy(), turbo((depth[0, 5, 5] - torch.quantile(depth[::2].flatten(), 0.01))
-                                                      / (torch.quantile(depth[::2].flatten(), 0.99) - torch.quantile(depth[::2].flatten(), 0.01))), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------- end to end

@@ -97,6 +97,9 @@ def _saved_gaussians(server, history):
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, dict) and str(item.get("filename", "")).endswith(".ply"):
                     return load_ply(server.output_path(item))
+    saved = sorted((server.base / "output").rglob("*.ply"), key=lambda p: p.stat().st_mtime)  # native Save Splat
+    if saved:
+        return load_ply(saved[-1])
     raise RuntimeError("the workflow saved no .ply (it needs a Save PLY or Save Splat node for its thumbnail)")
 
 
