@@ -25,6 +25,7 @@ import torch
 from ..errors import VIST3AError
 from ..perf import execution_device, no_host_sync
 from .loading import WanModels
+from .text_clean import clean_prompt
 from .schedule import UniPCUpdate, make_official_scheduler, official_flow_schedule, unipc_updates
 
 __all__ = [
@@ -113,12 +114,10 @@ def encode_prompt(models: WanModels, prompts: Union[str, Sequence[str]],
                   max_sequence_length: int = MAX_SEQUENCE_LENGTH) -> torch.Tensor:
     """UMT5 embeddings ``[B, max_sequence_length, 4096]`` exactly as ``WanPipeline`` computes them:
     cleaned text, padded to ``max_sequence_length``, positions after the prompt zeroed."""
-    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
-
     models.require("text_encoder", "tokenizer", purpose="Encoding a prompt")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     text_inputs = models.tokenizer(
-        [prompt_clean(p) for p in prompts], padding="max_length", max_length=max_sequence_length,
+        [clean_prompt(p) for p in prompts], padding="max_length", max_length=max_sequence_length,
         truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
     )
     text_encoder = models.text_encoder
