@@ -26,6 +26,7 @@ from ..errors import VIST3AError
 from ..perf import execution_device, no_host_sync
 from .loading import WanModels
 from .text_clean import clean_prompt
+from .seeding import SEED_MODES, initial_noise
 from .schedule import UniPCUpdate, make_official_scheduler, official_flow_schedule, unipc_updates
 
 __all__ = [
@@ -194,6 +195,8 @@ def sample_latents(
     shift: float = DEFAULT_SHIFT,
     seed: Optional[int],
     generator: Optional[torch.Generator] = None,
+    seed_mode: str = "portable",
+    prompt_index: int = 0,
     batched_cfg: bool = True,
     sync_free: bool = True,
     callback: Optional[Callable[[int, int], None]] = None,
@@ -206,21 +209,21 @@ def sample_latents(
     ``cfg > 1`` and a negative is given, as in ``WanPipeline``.  The initial noise is
     ``randn_tensor(shape, generator)`` with ``generator = torch.Generator('cpu').manual_seed(seed)``
     unless one is passed, so ``WanPipeline(generator=torch.Generator('cpu').manual_seed(seed))``
-    starts from the same noise on any device.  ``batched_cfg`` runs cond+uncond as one transformer
+    starts from the same noise on any device.  ``seed_mode='official'`` draws it instead as the official
+    script does (global RNGs seeded with ``seed``, default 12413, noise of prompt ``prompt_index`` of the
+    run drawn on the execution device; see :mod:`.seeding`).  ``batched_cfg`` runs cond+uncond as one transformer
     call.  ``sync_free`` applies the scheduler through :func:`unipc_plan` (no device -> host syncs in
     the loop; the guidance and update are computed in float32); ``sync_free=False`` calls diffusers'
     scheduler itself.  Each step first asks ``should_cancel()`` (raising :class:`Cancelled`) and
     finally calls ``callback(step, steps)``.  ``check_syncs`` runs the loop under
     :func:`vist3a.perf.no_host_sync` (raises :class:`vist3a.perf.HostSyncError` / a CUDA error on a sync).
     """
-    from diffusers.utils.torch_utils import randn_tensor
-
     models.require("transformer", purpose="Sampling a Wan latent")
     check_video_shape(num_frames, height, width, steps)
-    if generator is None:
-        if seed is None:
-            raise SamplingInputError("sample_latents needs a seed (or a torch.Generator)")
-        generator = torch.Generator("cpu").manual_seed(int(seed))
+    if seed_mode not in SEED_MODES:
+        raise SamplingInputError(f"seed_mode={seed_mode!r} is not known: use one of {', '.join(SEED_MODES)}")
+    if seed_mode == "portable" and generator is None and seed is None:
+        raise SamplingInputError("sample_latents needs a seed (or a torch.Generator)")
     transformer = models.transformer
     device = execution_device(transformer)
     dtype = transformer.dtype
@@ -246,7 +249,7 @@ def sample_latents(
         scheduler.set_begin_index(0)
         timesteps = scheduler.timesteps
     shape = latent_shape(batch, num_frames, height, width, transformer.config.in_channels)
-    latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    latents = initial_noise(seed_mode, shape, device, seed, prompt_index, generator)
     state = [latents] + [None] * (len(updates[0]) - 1) if sync_free else None
 
     with no_host_sync(device) if check_syncs else contextlib.nullcontext():
