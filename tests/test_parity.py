@@ -35,7 +35,9 @@ def test_fixture_passes_tightly(fixture_run):
     name, ref, named = fixture_run
     report = parity.compare(named, ref, tol=2e-5)
     assert report.passed, [l for l in report.lines if not l.ok]
-    assert report.worst.rel < 1e-6
+    # The public fixtures were made with 2 threads like this suite (bit-level agreement); the conf fixture with 1,
+    # so it carries the official code's own 1-vs-2-thread noise (PARITY.md section 6: <= 5e-6).
+    assert report.worst.rel < (5e-6 if name == "anysplat_conf" else 1e-6)
     assert len(report.lines) >= {"stitched": 35, "anysplat": 30, "anysplat_conf": 23}[name]
     assert not report.skipped
 
