@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from vist3a.view_prep import RESIZE_MODES, prepare_views
+from vist3a.wan.seeding import SEED_MODES
 
 from . import common as C
 from .loaders import WanHandle
@@ -101,13 +102,22 @@ class Sample(io.ComfyNode):
                              tooltip="Video frames, 4k+1 (official: 13; the extended decoder takes 21)."),
                 io.Int.Input("width", default=512, min=16, max=4096, step=16, tooltip="Video width in pixels, a multiple of 16 (official: 512)."),
                 io.Int.Input("height", default=512, min=16, max=4096, step=16, tooltip="Video height in pixels, a multiple of 16 (official: 512)."),
+                io.Combo.Input("seed_mode", options=list(SEED_MODES), default="portable", optional=True,
+                               tooltip="portable: noise from a CPU generator seeded with 'seed' (same scene on any machine). "
+                                       "official: noise exactly as the official script draws it (global RNG seeded with "
+                                       "'seed', set it to 12413, drawn on the GPU); reproduces official samples on the same "
+                                       "GPU model and torch version."),
+                io.Int.Input("prompt_index", default=0, min=0, max=100000, optional=True,
+                             tooltip="official seed mode only: position of this prompt in the official run's prompt list "
+                                     "(0 = first); the official script draws one noise per prompt from one stream."),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Raw Wan latent [1, 16, 1+(frames-1)/4, H/8, W/8].")],
         )
 
     @classmethod
     @C.friendly("Sample")
-    def execute(cls, wan, positive, negative, seed, steps, cfg, shift, frames, width, height) -> io.NodeOutput:
+    def execute(cls, wan, positive, negative, seed, steps, cfg, shift, frames, width, height, seed_mode="portable",
+                prompt_index=0) -> io.NodeOutput:
         from vist3a.wan import sample_latents
 
         if not isinstance(wan, WanHandle):
@@ -121,7 +131,8 @@ class Sample(io.ComfyNode):
         bar = C.Progress(steps)
         C.check_cancel()
         latent = sample_latents(models, pos, neg, num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
-                                shift=shift, seed=seed, callback=lambda i, n: bar.set(i), should_cancel=C.should_cancel)
+                                shift=shift, seed=seed, seed_mode=seed_mode, prompt_index=prompt_index,
+                                callback=lambda i, n: bar.set(i), should_cancel=C.should_cancel)
         return io.NodeOutput({"samples": latent.float().cpu()})
 
 

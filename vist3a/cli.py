@@ -71,6 +71,14 @@ def _cuda() -> bool:
 # ---------------------------------------------------------------------------------------- commands
 
 
+def _seed(args) -> int:
+    if args.seed is not None:
+        return args.seed
+    from .wan.seeding import OFFICIAL_SEED
+
+    return OFFICIAL_SEED if args.seed_mode == "official" else 0
+
+
 def _settings(args):
     """Check generate's model paths and sizes; return GenerateSettings (shared by generate and batch)."""
     from .pipeline import GenerateSettings
@@ -81,10 +89,13 @@ def _settings(args):
         _check_input(path, what)
     if not args.tiny and (args.wan is None or args.decoder is None):
         raise UsageError("give --wan PATH and --decoder PATH (plus --anysplat for anysplat_stitched.pth), or --tiny for tiny random models")
+    if args.prompt_index < 0:
+        raise UsageError(f"--prompt-index must be 0 or more, got {args.prompt_index}")
     if not 0 <= args.sh_degree <= 4:
         raise UsageError(f"--sh-degree must be between 0 and 4, got {args.sh_degree}")
     settings = GenerateSettings(frames=args.frames, height=args.size, width=args.size, steps=args.steps, cfg=args.cfg,
-                                shift=args.shift, seed=args.seed, camera_template=not args.no_camera_template,
+                                shift=args.shift, seed=_seed(args), seed_mode=args.seed_mode,
+                                prompt_index=args.prompt_index, camera_template=not args.no_camera_template,
                                 negative_prompt=args.negative, voxelize=False if args.no_voxelize else None,
                                 min_opacity=args.min_opacity)
     from .wan.sampling import check_video_shape
@@ -217,7 +228,12 @@ def _generate_options(g: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--cfg", type=float, default=7.5)
     g.add_argument("--shift", type=float, default=5.0)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=None, help="noise seed (default 0; 12413 with --seed-mode official)")
+    g.add_argument("--seed-mode", dest="seed_mode", choices=("portable", "official"), default="portable",
+                   help="portable: CPU generator, same scene on any machine; official: global RNG seeded and drawn "
+                        "on the device as inference_t23d.py does (reproduces official samples on the same GPU)")
+    g.add_argument("--prompt-index", dest="prompt_index", type=int, default=0,
+                   help="official seed mode: position of the prompt in the official run's prompt list (0 = first)")
     g.add_argument("--frames", type=int, default=13, help="video frames, 4k+1 (13 official, 21 for the extended decoder)")
     g.add_argument("--size", type=int, default=512, help="video width = height, multiple of 16")
     g.add_argument("--sh-degree", dest="sh_degree", type=int, default=3,

@@ -155,7 +155,8 @@ def run_model(model, inputs: dict) -> dict:
         out = model(inputs["input/images"], voxelize_output=False, capture=True)
     encoder: AnySplatEncoder = model.encoder
     B = out.depth.shape[0]
-    vox = encoder.gaussians_from_raw(out.raw_gs, out.points, B, True)
+    # opacity_conf has no voxelised variant (the official code cannot combine them either).
+    vox = None if encoder.cfg.opacity_conf else encoder.gaussians_from_raw(out.raw_gs, out.points, B, True, out.depth_conf)
     named = {
         "inter/patch_embed_norm_out": out.captures["patch_embed_norm_out"],
         "inter/gs_head_out": out.raw_gs,
@@ -166,14 +167,17 @@ def run_model(model, inputs: dict) -> dict:
         "out/pred_context_pose_extrinsic": out.extrinsics,
         "out/pred_context_pose_intrinsic": out.intrinsics,
         "out/scene_scale": out.scene_scale.double().reshape(1),
-        "vox/num_gaussians": torch.tensor([float(vox[0].means.shape[0])], dtype=torch.float64),
     }
+    if vox is not None:
+        named["vox/num_gaussians"] = torch.tensor([float(vox[0].means.shape[0])], dtype=torch.float64)
     for i, agg in enumerate(out.captures["agg_out"]):
         named[f"inter/agg_out_{i}"] = agg
     if "stitch_tokens" in out.captures:
         named["inter/stitch_tokens"] = out.captures["stitch_tokens"]
         named["inter/latent_up"] = out.captures["latent_up"]
     for prefix, gs in (("out", out.gaussians), ("vox", vox)):
+        if gs is None:
+            continue
         for f, t in _gaussians_dict(gs).items():
             named[f"{prefix}/gaussians/{f}"] = t
     return named

@@ -60,6 +60,8 @@ class GenerateSettings:
     cfg: float = 7.5
     shift: float = 5.0
     seed: int = 0
+    seed_mode: str = "portable"  # or "official": noise as inference_t23d.py draws it (vist3a.wan.seeding)
+    prompt_index: int = 0  # official mode: position of the prompt in the official run's prompt list
     camera_template: bool = True
     negative_prompt: Optional[str] = None  # None -> the official negative prompt
     voxelize: Optional[bool] = None  # None -> the decoder config (the release voxelises)
@@ -335,7 +337,7 @@ class VIST3APipeline:
         with self.stage("denoise"):
             return sample_latents(
                 self.wan, pos, neg, num_frames=s.frames, height=s.height, width=s.width, steps=s.steps, cfg=s.cfg,
-                shift=s.shift, seed=s.seed, batched_cfg=fast, sync_free=fast,
+                shift=s.shift, seed=s.seed, seed_mode=s.seed_mode, prompt_index=s.prompt_index, batched_cfg=fast, sync_free=fast,
                 callback=(lambda i, n: progress("denoise", i, n)) if progress else None,
                 should_cancel=should_cancel,
             )

@@ -87,7 +87,7 @@ class AnySplatEncoder(nn.Module):
             depth, depth_conf = self.depth_head(aggregated, images01, start)
             points = unproject_depth(depth, w2c, K)
             raw = self.gaussian_param_head(aggregated, images01, start)
-            gaussians = self.gaussians_from_raw(raw, points, B, voxelize_output)
+            gaussians = self.gaussians_from_raw(raw, points, B, voxelize_output, depth_conf)
             scene_scale = points.flatten(2, 3).norm(dim=-1).mean().clip(min=1e-8)
             bottom = torch.tensor([0, 0, 0, 1], dtype=w2c.dtype, device=w2c.device).expand(B, S, 1, 4)
             c2w = torch.linalg.inv(torch.cat((w2c, bottom), dim=2))
@@ -105,20 +105,50 @@ class AnySplatEncoder(nn.Module):
             captures=captures,
         )
 
-    def gaussians_from_raw(self, raw: torch.Tensor, points: torch.Tensor, B: int, voxelize_output) -> list[RawGaussians]:
+    def gaussians_from_raw(self, raw: torch.Tensor, points: torch.Tensor, B: int, voxelize_output,
+                           depth_conf: torch.Tensor | None = None) -> list[RawGaussians]:
         """Gaussian-head output + depth points -> per-scene Gaussians (voxel-fused if asked); the parity
-        tool calls it again on the same head outputs to get both variants from one run."""
+        tool calls it again on the same head outputs to get both variants from one run.
+
+        With ``cfg.render_conf`` (per-pixel path only, as in the official code) only pixels whose depth
+        confidence exceeds the ``conf_threshold`` quantile of the whole batch's confidences are kept; with
+        ``cfg.opacity_conf`` each kept Gaussian's opacity is scaled by ``sigmoid(conf - that quantile)``.
+        The official code supports ``opacity_conf`` for one scene without voxelisation only (other shapes
+        do not broadcast there); we apply it per scene, which is the same for one scene.
+        """
         cfg = self.cfg
         do_voxelize = cfg.voxelize if voxelize_output is None else voxelize_output
         anchor, conf = raw[:, :, : cfg.raw_gs_dim], raw[:, :, cfg.raw_gs_dim]
+        keep, conf_weight = None, None
+        if cfg.render_conf or cfg.opacity_conf:
+            if depth_conf is None:
+                raise ValueError("render_conf/opacity_conf need the depth confidence [B, S, H, W]")
+            if cfg.opacity_conf and do_voxelize:
+                raise ValueError(
+                    "opacity_conf cannot be combined with voxelisation (the official code cannot either: its per-pixel "
+                    "weights do not match the fused voxels); turn voxelize off or opacity_conf off"
+                )
+            threshold = torch.quantile(depth_conf.flatten(0, 1), cfg.conf_threshold)
+            if cfg.render_conf:
+                keep = depth_conf > threshold
+            if cfg.opacity_conf:
+                conf_weight = torch.sigmoid(depth_conf - threshold)
         scenes = []
         for b in range(B):
             if do_voxelize:
                 pts, feats = voxelize(anchor[b], points[b].permute(0, 3, 1, 2), conf[b], cfg.voxel_size)
+                weight = None
             else:
                 feats = anchor[b].permute(0, 2, 3, 1).reshape(-1, anchor.shape[2])
                 pts = points[b].reshape(-1, 3)
+                weight = None if conf_weight is None else conf_weight[b].reshape(-1)
+                if keep is not None:
+                    mask = keep[b].reshape(-1)
+                    feats, pts = feats[mask], pts[mask]
+                    weight = None if weight is None else weight[mask]
             opacity = opacity_from_density(feats[:, 0].sigmoid(), cfg.opacity_mapping)
+            if weight is not None:
+                opacity = opacity * weight
             scenes.append(adapt_gaussians(pts, feats[:, 1:], opacity, cfg.sh_degree))
         return scenes
 

@@ -31,6 +31,11 @@ class AnySplatConfig:
     voxel_size: float = 0.002
     voxelize: bool = True
     opacity_mapping: tuple[float, float, int] = (0.0, 0.0, 1)  # initial, final, warm_up
+    # Official confidence options (off in the release): keep only pixels whose depth confidence is above its
+    # `conf_threshold` quantile (per-pixel path only) / scale opacity by sigmoid(conf - that quantile).
+    render_conf: bool = False
+    opacity_conf: bool = False
+    conf_threshold: float = 0.1
 
     @property
     def head_dim_in(self) -> int:
@@ -51,17 +56,22 @@ class AnySplatConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "AnySplatConfig":
         known = {f.name for f in fields(cls)}
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"architecture keys {unknown} are not implemented by this version of vist3a "
+                             f"(known: {sorted(known)}); update vist3a or remove them")
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         return cls(**kwargs)
 
     @classmethod
     def from_official(cls, config: dict) -> "AnySplatConfig":
         """Read the released `config.json` (PyTorchModelHubMixin dump of encoder_cfg/decoder_cfg)."""
-        enc = config.get("encoder_cfg", config)
+        enc = config.get("encoder_cfg", {k: v for k, v in config.items() if k not in ("architecture", "decoder_cfg")})
         if enc.get("pred_head_type", "depth") != "depth":
             raise ValueError(
                 f"pred_head_type={enc.get('pred_head_type')!r} is not supported: the released AnySplat uses 'depth'"
             )
+        check_official_encoder_cfg(enc)
         ga = enc.get("gaussian_adapter", {})
         om = enc.get("opacity_mapping", {})
         # Not in the release: our tiny test models and exports may state their dimensions here.
@@ -77,6 +87,9 @@ class AnySplatConfig:
                 float(om.get("final", 0.0)),
                 int(om.get("warm_up", 1)),
             ),
+            render_conf=bool(enc.get("render_conf", False)),
+            opacity_conf=bool(enc.get("opacity_conf", False)),
+            conf_threshold=float(enc.get("conf_threshold", 0.1)),
         )
 
     @classmethod
@@ -96,6 +109,38 @@ class AnySplatConfig:
         )
         base.update(overrides)
         return cls(**base)
+
+
+# Every key of the official `encoder_cfg` (EncoderAnySplatCfg), sorted by how we treat it; a key in none of
+# these sets, or a required value we do not implement, is an error instead of being silently ignored.
+OFFICIAL_IMPLEMENTED = {"voxel_size", "voxelize", "gaussian_adapter", "opacity_mapping", "intermediate_layer_idx",
+                        "pred_head_type", "render_conf", "opacity_conf", "conf_threshold"}
+# Only this value exists in our code (the released model's); others change the architecture or the maths.
+OFFICIAL_REQUIRED = {"pose_free": True, "gs_params_head_type": "dpt_gs", "gaussians_per_pixel": 1, "num_surfaces": 1}
+# Not read on the inference path of the official code: training/data options, unused legacy fields,
+# commented-out pruning (gs_prune & co.), the distillation copy that AnySplat.inference switches off.
+OFFICIAL_INERT = {"name", "anchor_feat_dim", "n_offsets", "d_feature", "add_view", "num_monocular_samples", "backbone",
+                  "visualizer", "apply_bounds_shim", "input_mean", "input_std", "pretrained_weights", "pred_pose",
+                  "gt_pose_to_pts", "gs_prune", "opacity_threshold", "gs_keep_ratio", "freeze_backbone",
+                  "freeze_module", "distill"}
+OFFICIAL_ADAPTER_KEYS = {"sh_degree", "gaussian_scale_min", "gaussian_scale_max"}  # min/max: unused when pose_free
+OFFICIAL_OPACITY_KEYS = {"initial", "final", "warm_up"}
+
+
+def check_official_encoder_cfg(enc: dict) -> None:
+    """Refuse official config keys/values this implementation does not reproduce (one line: which, why, what to do)."""
+    unknown = sorted(set(enc) - OFFICIAL_IMPLEMENTED - set(OFFICIAL_REQUIRED) - OFFICIAL_INERT)
+    unknown += [f"gaussian_adapter.{k}" for k in sorted(set(enc.get("gaussian_adapter") or {}) - OFFICIAL_ADAPTER_KEYS)]
+    unknown += [f"opacity_mapping.{k}" for k in sorted(set(enc.get("opacity_mapping") or {}) - OFFICIAL_OPACITY_KEYS)]
+    if unknown:
+        raise ValueError(f"AnySplat config keys {unknown} are not implemented by vist3a; this config is not the released "
+                         f"AnySplat's, so its outputs could not be reproduced (remove the keys or update vist3a)")
+    for key, value in OFFICIAL_REQUIRED.items():
+        if key in enc and enc[key] != value:
+            raise ValueError(f"AnySplat config {key}={enc[key]!r} is not implemented by vist3a (only {value!r}, as released)")
+    q = enc.get("conf_threshold", 0.1)
+    if not isinstance(q, (int, float)) or not 0.0 <= float(q) <= 1.0:
+        raise ValueError(f"AnySplat config conf_threshold={q!r} must be a quantile between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -127,7 +172,11 @@ class StitchConfig:
         data = dict(data)
         anysplat = AnySplatConfig.from_dict(data.pop("anysplat", {}))
         known = {f.name for f in fields(cls)}
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"stitching architecture keys {unknown} are not implemented by this version of vist3a "
+                             f"(known: {sorted(known)}); update vist3a or remove them")
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         return cls(anysplat=anysplat, **kwargs)
 
     @staticmethod

@@ -9,15 +9,14 @@ output is the **raw** VAE latent (ComfyUI's ``LATENT`` convention), not the norm
 Host syncs: diffusers' UniPC ``step`` moves scalar sigmas to the device and solves a small linear
 system there on every step, each a blocking device -> host round trip.  Every UniPC update is
 linear in the sample, its own state and the model output with coefficients that depend only on the
-schedule, so :func:`unipc_plan` reads those coefficients once off diffusers' own scheduler (run on
-symbolic basis vectors in float64) and the ``sync_free`` loop applies them as plain tensor
-arithmetic: same update, no syncs, agreement with the scheduler to ~1e-6 (fp32 rounding).
+schedule, so :func:`unipc_plan` computes those coefficients once in float64 (:mod:`.schedule`, on the
+official diffusers-0.33.1 grid) and the ``sync_free`` loop applies them as plain tensor arithmetic: same
+update, no syncs, agreement with the scheduler to ~1e-6 (fp32 rounding).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 from typing import Callable, Optional, Sequence, Union
 
@@ -27,6 +26,9 @@ from ..errors import Cancelled, SamplingInputError
 from ..offload import execution_device
 from ..sync import no_host_sync
 from .loading import WAN_VAE_CONFIG, WanModels
+from .schedule import UniPCUpdate, make_official_scheduler, official_flow_schedule, unipc_updates
+from .seeding import SEED_MODES, initial_noise
+from .text_clean import clean_prompt
 
 __all__ = [
     "Cancelled",
@@ -54,12 +56,9 @@ MAX_SEQUENCE_LENGTH = 512
 
 
 def make_scheduler(shift: float = DEFAULT_SHIFT):
-    """The official scheduler: UniPC with flow-matching sigmas shifted by ``shift``."""
-    from diffusers import UniPCMultistepScheduler
-
-    return UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=float(shift), num_train_timesteps=1000
-    )
+    """The official scheduler: UniPC with flow-matching sigmas shifted by ``shift``, on the grid of
+    diffusers 0.33.1 (the official pin) whatever diffusers is installed (see :mod:`.schedule`)."""
+    return make_official_scheduler(shift)
 
 
 def check_video_shape(num_frames: int, height: int, width: int, steps: Optional[int] = None) -> None:
@@ -111,12 +110,10 @@ def encode_prompt(models: WanModels, prompts: Union[str, Sequence[str]],
                   max_sequence_length: int = MAX_SEQUENCE_LENGTH) -> torch.Tensor:
     """UMT5 embeddings ``[B, max_sequence_length, 4096]`` exactly as ``WanPipeline`` computes them:
     cleaned text, padded to ``max_sequence_length``, positions after the prompt zeroed."""
-    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
-
     models.require("text_encoder", "tokenizer", purpose="Encoding a prompt")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     text_inputs = models.tokenizer(
-        [prompt_clean(p) for p in prompts], padding="max_length", max_length=max_sequence_length,
+        [clean_prompt(p) for p in prompts], padding="max_length", max_length=max_sequence_length,
         truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
     )
     text_encoder = models.text_encoder
@@ -143,43 +140,12 @@ def _batch(embeds: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     raise SamplingInputError(f"{name} has batch {embeds.shape[0]} but the prompt batch is {batch}")
 
 
-# One UniPC step as a linear map.  State slots: 0 = sample, 1 = last (corrected) sample, 2.. = the
-# scheduler's model outputs (x0 predictions), then one input slot for the model output (eps).  For
-# every output slot: None (not set yet) or the non-zero (input slot, coefficient) pairs.
-UniPCUpdate = tuple[Optional[tuple[tuple[int, float], ...]], ...]
-
-
 @functools.lru_cache(maxsize=32)
 def unipc_plan(steps: int, shift: float = DEFAULT_SHIFT) -> tuple[torch.Tensor, tuple[UniPCUpdate, ...]]:
-    """Timesteps and per-step update coefficients of the official UniPC scheduler (see the module doc).
-
-    diffusers' scheduler is run step by step on symbolic inputs: the sample, its state tensors and the
-    model output are unit vectors, so what comes out of ``step`` are the coefficients themselves
-    (float64).  A reference copy advances on dummies to give each step the right internal state
-    (order warm-up, corrector on/off, lower order at the end).
-    """
-    ref = make_scheduler(shift)
-    ref.set_timesteps(int(steps), device="cpu")
-    ref.set_begin_index(0)
-    ref.sigmas = ref.sigmas.double()
-    n_state = 2 + ref.config.solver_order
-    n_in = n_state + 1
-    basis = torch.eye(n_in, dtype=torch.float64)
-    dummy = torch.zeros(1, 1, dtype=torch.float64)
-    updates = []
-    for t in ref.timesteps:
-        probe = copy.deepcopy(ref)
-        if probe.last_sample is not None:
-            probe.last_sample = basis[1].view(1, n_in)
-        probe.model_outputs = [None if m is None else basis[2 + k].view(1, n_in) for k, m in enumerate(probe.model_outputs)]
-        x_next = probe.step(basis[n_state].view(1, n_in), t, basis[0].view(1, n_in), return_dict=False)[0]
-        outputs = [x_next, probe.last_sample, *probe.model_outputs]
-        updates.append(tuple(
-            None if o is None else tuple((j, float(c)) for j, c in enumerate(o.view(-1).tolist()) if c != 0.0)
-            for o in outputs
-        ))
-        ref.step(dummy, t, dummy, return_dict=False)
-    return ref.timesteps.clone(), tuple(updates)
+    """Timesteps and per-step update coefficients of the official UniPC scheduler (see the module doc):
+    the diffusers-0.33.1 grid and UniPC's coefficients on it, both computed by :mod:`.schedule`."""
+    timesteps, sigmas = official_flow_schedule(int(steps), float(shift))
+    return timesteps, unipc_updates(sigmas)
 
 
 def _apply_update(update: UniPCUpdate, state: list, eps_terms: list[tuple[torch.Tensor, float]]) -> list:
@@ -224,6 +190,8 @@ def sample_latents(
     shift: float = DEFAULT_SHIFT,
     seed: Optional[int],
     generator: Optional[torch.Generator] = None,
+    seed_mode: str = "portable",
+    prompt_index: int = 0,
     batched_cfg: bool = True,
     sync_free: bool = True,
     callback: Optional[Callable[[int, int], None]] = None,
@@ -236,21 +204,21 @@ def sample_latents(
     ``cfg > 1`` and a negative is given, as in ``WanPipeline``.  The initial noise is
     ``randn_tensor(shape, generator)`` with ``generator = torch.Generator('cpu').manual_seed(seed)``
     unless one is passed, so ``WanPipeline(generator=torch.Generator('cpu').manual_seed(seed))``
-    starts from the same noise on any device.  ``batched_cfg`` runs cond+uncond as one transformer
+    starts from the same noise on any device.  ``seed_mode='official'`` draws it instead as the official
+    script does (global RNGs seeded with ``seed``, default 12413, noise of prompt ``prompt_index`` of the
+    run drawn on the execution device; see :mod:`.seeding`).  ``batched_cfg`` runs cond+uncond as one transformer
     call.  ``sync_free`` applies the scheduler through :func:`unipc_plan` (no device -> host syncs in
     the loop; the guidance and update are computed in float32); ``sync_free=False`` calls diffusers'
     scheduler itself.  Each step first asks ``should_cancel()`` (raising :class:`Cancelled`) and
     finally calls ``callback(step, steps)``.  ``check_syncs`` runs the loop under
     :func:`vist3a.sync.no_host_sync` (raises :class:`vist3a.errors.HostSyncError` / a CUDA error on a sync).
     """
-    from diffusers.utils.torch_utils import randn_tensor
-
     models.require("transformer", purpose="Sampling a Wan latent")
     check_video_shape(num_frames, height, width, steps)
-    if generator is None:
-        if seed is None:
-            raise SamplingInputError("sample_latents needs a seed (or a torch.Generator)")
-        generator = torch.Generator("cpu").manual_seed(int(seed))
+    if seed_mode not in SEED_MODES:
+        raise SamplingInputError(f"seed_mode={seed_mode!r} is not known: use one of {', '.join(SEED_MODES)}")
+    if seed_mode == "portable" and generator is None and seed is None:
+        raise SamplingInputError("sample_latents needs a seed (or a torch.Generator)")
     transformer = models.transformer
     device = execution_device(transformer)
     dtype = transformer.dtype
@@ -276,7 +244,7 @@ def sample_latents(
         scheduler.set_begin_index(0)
         timesteps = scheduler.timesteps
     shape = latent_shape(batch, num_frames, height, width, transformer.config.in_channels)
-    latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    latents = initial_noise(seed_mode, shape, device, seed, prompt_index, generator)
     state = [latents] + [None] * (len(updates[0]) - 1) if sync_free else None
 
     with no_host_sync(device) if check_syncs else contextlib.nullcontext():
