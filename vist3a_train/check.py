@@ -55,7 +55,7 @@ def _model_ref(cfg: Config, value: str, what: str, files: tuple[str, ...], probl
 
 
 def _check_models(cfg: Config, steps: tuple[str, ...], out_dir: Path | None, problems: list[str]) -> None:
-    from vist3a import checkpoints as ck
+    from vist3a.weights import detect as ck
 
     m = cfg.models
     if m.tiny:
