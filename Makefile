@@ -13,7 +13,7 @@ else
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: venv test demo clean-venv
 
