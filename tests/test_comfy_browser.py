@@ -188,7 +188,7 @@ def _non_background(png: Path) -> float:
 
 def test_ui_runs_the_text_to_3dgs_workflow_and_the_viewer_draws(browser_server, tmp_path):
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    wf = WORKFLOWS / "vist3a_text_to_3dgs_1.3B.json"
+    wf = WORKFLOWS / "VIST3A text to 3D splats - Wan 1.3B.json"
     graph_shot = DOCS_IMAGES / "comfyui_graph.png" if browser_server.shots else tmp_path / "graph.png"
     result = _drive(browser_server, wf, FAST, graphShot=str(tmp_path / "graph_before.png"),
                     graphAfterShot=str(graph_shot), viewerShot=str(tmp_path / "viewer_tiny.png"))

@@ -131,5 +131,5 @@ def test_registry_metadata_and_single_entry_point():
     for path in ("tests/test_comfy_server.py", "bench/run.py", ".cache/comfyui/x", "vist3a_train/train.py", "comfy_nodes/__pycache__/a.pyc"):
         assert ignored(path), path
     for path in ("__init__.py", "comfy_nodes/splats.py", "vist3a/splat_contract.py", "web/vist3a.js", "requirements.txt",
-                 "workflows/vist3a_text_to_3dgs_1.3B.json", comfy["Icon"], "pyproject.toml"):
+                 "workflows/VIST3A text to 3D splats - Wan 1.3B.json", comfy["Icon"], "pyproject.toml"):
         assert not ignored(path), path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def test_shipped_workflows_are_current_and_listed_as_templates(server):
     pack, ours = next((k, v) for k, v in templates.items() if "VIST3A" in k)
     assert sorted(ours) == sorted(Path(n).stem for n in [*SPECS, *NATIVE_SPECS])
     for stem in ours:  # the template browser's card picture (tools/thumbnails.py)
-        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{pack}/{stem}.jpg", timeout=30) as r:
+        url = f"{server.url}/api/workflow_templates/{urllib.parse.quote(pack)}/{urllib.parse.quote(stem)}.jpg"
+        with urllib.request.urlopen(url, timeout=30) as r:  # the file names are the titles: spaces, parentheses
             assert r.status == 200 and r.read(3) == b"\xff\xd8\xff", stem
 
 

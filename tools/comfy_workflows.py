@@ -212,13 +212,13 @@ def spec_native_splat_nodes(oi):
 # Workflows for every tested ComfyUI (generated against 0.3.75) and those that need ComfyUI's native
 # splat nodes (0.28+, generated against it); `main` writes the set the running server can load.
 SPECS = {
-    "vist3a_text_to_3dgs_1.3B.json": spec_text_1_3b,
-    "vist3a_text_to_3dgs_14B_offload.json": spec_text_14b,
-    "vist3a_native_wan_ksampler_lora.json": spec_native,
-    "vist3a_video_to_3dgs.json": spec_video,
+    "VIST3A text to 3D splats - Wan 1.3B.json": spec_text_1_3b,
+    "VIST3A text to 3D splats - Wan 14B offload.json": spec_text_14b,
+    "VIST3A text to 3D splats - native KSampler and LoRA.json": spec_native,
+    "VIST3A video to 3D splats - AnySplat.json": spec_video,
 }
 NATIVE_SPECS = {
-    "vist3a_text_to_3dgs_native_splat_nodes.json": spec_native_splat_nodes,
+    "VIST3A text to 3D splats - native splat nodes (ComfyUI 0.28).json": spec_native_splat_nodes,
 }
 
 
