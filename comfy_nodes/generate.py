@@ -152,6 +152,24 @@ def _say_cpu_estimate(models, steps, cfg, frames, height, width) -> None:
         print(describe(est), flush=True)
 
 
+def _say_decode_estimate(model, z: torch.Tensor) -> None:
+    """Print how long the stitched decode will take when it runs on the CPU and takes over a minute."""
+    from vist3a.cpu_estimate import LONG_RUN_S, describe_decode, estimate_decode, measure_gflops
+
+    first = next(model.parameters(), None)
+    cfg = getattr(getattr(model, "encoder", None), "cfg", None)
+    if first is None or first.device.type != "cpu" or cfg is None:
+        return
+    cut = int(getattr(getattr(model, "cfg", None), "cut_block", 0))
+    frames = (z.shape[2] - 1) * 4 + 1  # the stitched decoder upsamples the latent to every video frame
+    tokens = (z.shape[3] // 2) * (z.shape[4] // 2)  # the stitching conv's stride 2 on the latent grid
+    params = sum(p.numel() for p in model.parameters())
+    est = estimate_decode(params, cfg.embed_dim, cfg.dino_depth - cut + cfg.aa_depth, cfg.aa_depth, frames * z.shape[0],
+                          tokens, measure_gflops())
+    if est.seconds > LONG_RUN_S:
+        print(describe_decode(est), flush=True)
+
+
 VOXELIZE = ["auto", "on", "off"]
 
 
@@ -216,6 +234,7 @@ class DecodeSplats(io.ComfyNode):
         bar.set(1)
         C.check_cancel()
         model = decoder.ready()
+        _say_decode_estimate(model, z)
         scenes = splats_from_latent(model, z, video, voxelize=_voxelize(voxelize), min_opacity=min_opacity)
         bar.set(3)
         return io.NodeOutput(*C.scenes_to_outputs(scenes))

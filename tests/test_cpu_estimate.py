@@ -2,7 +2,16 @@
 
 import pytest
 
-from vist3a.cpu_estimate import describe, estimate_sample, measure_gflops, wan_step_flops, wan_tokens
+from vist3a.cpu_estimate import (
+    decoder_flops,
+    describe,
+    describe_decode,
+    estimate_decode,
+    estimate_sample,
+    measure_gflops,
+    wan_step_flops,
+    wan_tokens,
+)
 
 
 def test_tokens_follow_the_wan_latent_grid():
@@ -26,3 +35,17 @@ def test_estimate_scales_with_steps_cfg_and_size():
 
 def test_measured_speed_is_positive():
     assert measure_gflops(size=64, repeats=1) > 0
+
+
+def test_decode_estimate_counts_frame_and_global_attention():
+    # full-size stitched decoder (~1.2 G parameters with its heads), 13 frames of 32x32 tokens
+    full = dict(params=1_200_000_000, dim=1024, frame_blocks=22 + 24, global_blocks=24, frames=13, tokens_per_frame=1024)
+    f = decoder_flops(**full)
+    tokens = 13 * 1024
+    assert f == pytest.approx(2 * 1.2e9 * tokens + 4 * 1024 * (46 * 13 * 1024**2 + 24 * tokens**2))
+    # global attention grows with the square of the frame count, the rest linearly
+    assert decoder_flops(**{**full, "frames": 26}) > 2 * f
+    e = estimate_decode(**full, gflops=100.0)
+    assert e.seconds == pytest.approx(f / 100e9) and e.seconds > 60  # minutes on a 100 GFLOP/s CPU
+    line = describe_decode(e)
+    assert line.startswith("[VIST3A] Decode Splats on the CPU: at least") and "fewer frames" in line

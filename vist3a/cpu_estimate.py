@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LONG_RUN_S", "wan_tokens", "wan_step_flops", "measure_gflops", "SampleEstimate", "estimate_sample", "describe"]
+__all__ = ["LONG_RUN_S", "wan_tokens", "wan_step_flops", "measure_gflops", "SampleEstimate", "estimate_sample", "describe",
+           "DecodeEstimate", "decoder_flops", "estimate_decode", "describe_decode"]
 
 LONG_RUN_S = 60.0  # say something only when the run will take longer than this
 
@@ -72,3 +73,35 @@ def describe(est: SampleEstimate) -> str:
     return (f"[VIST3A] Sample on the CPU: about {_human(est.seconds)} ({est.steps} steps x {est.passes} passes, "
             f"{est.frames} frames at {est.width}x{est.height}); for a quick try lower steps (e.g. 10), "
             "frames (5) and width/height (256).")
+
+
+# --------------------------------------------------------------------------------------------- decoding
+# The stitched decoder is AnySplat from DINO block `cut` on: frame-wise blocks (the remaining DINO blocks and
+# the aggregator's frame-attention blocks) attend within each frame, the aggregator's global blocks across all
+# frames; its linear work is about 2 * parameters * tokens. The DPT heads add work the formula leaves out, so the
+# figure is a lower bound, good enough to tell seconds from hours.
+
+
+@dataclass
+class DecodeEstimate:
+    seconds: float
+    frames: int
+    tokens_per_frame: int
+
+
+def decoder_flops(params: int, dim: int, frame_blocks: int, global_blocks: int, frames: int, tokens_per_frame: int) -> float:
+    """Floating-point operations of one decoder forward pass over `frames` frames."""
+    tokens = frames * tokens_per_frame
+    attention = 4.0 * dim * (frame_blocks * frames * float(tokens_per_frame) ** 2 + global_blocks * float(tokens) ** 2)
+    return 2.0 * params * tokens + attention
+
+
+def estimate_decode(params: int, dim: int, frame_blocks: int, global_blocks: int, frames: int, tokens_per_frame: int,
+                    gflops: float) -> DecodeEstimate:
+    flops = decoder_flops(params, dim, frame_blocks, global_blocks, frames, tokens_per_frame)
+    return DecodeEstimate(flops / (gflops * 1e9), frames, tokens_per_frame)
+
+
+def describe_decode(est: DecodeEstimate) -> str:
+    return (f"[VIST3A] Decode Splats on the CPU: at least {_human(est.seconds)} ({est.frames} frames, "
+            f"{est.tokens_per_frame} tokens each); for a quick try sample fewer frames (5) at a smaller size (256).")
