@@ -160,15 +160,15 @@ def test_diffusers_folder_export_and_load_ply(server):
     assert history["outputs"]["2"]["vist3a_splats"][0]["count"] <= 1000
 
 
-def test_load_ply_reads_official_layout(server, tmp_path):
+def test_load_ply_reads_official_layout(server):
     from test_splat_io import make_scene, write_official_ply
 
-    path = tmp_path / "official_gaussians.ply"
+    path = server.base / "input" / "official_gaussians.ply"  # Load PLY reads only inside ComfyUI's folders
     write_official_ply(path, make_scene(300, degree=0, seed=5))
     first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
     load = {
         "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(path), "opacity": "auto"}},
-        "2": {"class_type": "VIST3APreviewSplats", "inputs": {"gaussians": ["1", 0], "max_splats": 1000}},
+        "2": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["1", 0], "max_splats": 1000}},
     }
     history, _ = server.run(load)
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]

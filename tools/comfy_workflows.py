@@ -231,6 +231,8 @@ MIN_HEIGHT = {
     "VIST3ARenderViews": 224, "VIST3ASavePLY": 132, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
     "EmptyHunyuanLatentVideo": 132, "KSampler": 264, "VAELoader": 60, "PreviewImage": 200, "SaveAnimatedWEBP": 156,
     "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 260,
+    # ComfyUI 0.28's splat nodes (frontend 1.45.21)
+    "TransformSplat": 320, "SplatToFile3D": 84, "SplatToMesh": 250, "SaveGLB": 84,
 }
 WIDTH = {"VIST3APreviewSplats": 480}
 NODE_WIDTH, TITLE_H, GAP_X, GAP_Y = 340, 30, 50, 40
