@@ -161,18 +161,26 @@ def test_diffusers_folder_export_and_load_ply(server):
 
 
 def test_load_ply_reads_official_layout(server):
+    """A PLY written the official way (DC only, opacity stored linear) loads with its opacities as they are:
+    Save PLY writes them back (as logits) and they come back equal, not squashed through a sigmoid."""
+    import torch
     from test_splat_io import make_scene, write_official_ply
 
+    from vist3a.gaussians import load_ply
+
+    scene = make_scene(300, degree=0, seed=5)
     path = server.base / "input" / "official_gaussians.ply"  # Load PLY reads only inside ComfyUI's folders
-    write_official_ply(path, make_scene(300, degree=0, seed=5))
+    write_official_ply(path, scene)
     first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
-    load = {
+    graph = {
         "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(path), "opacity": "auto"}},
-        "2": {"class_type": "VIST3APreviewSplats", "inputs": {"splat": ["1", 0], "max_splats": 1000}},
+        "2": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["1", 0], "filename_prefix": "tests/official", "sh_degree": "0",
+                                                       "also_splat": False, "also_spz": False}},
     }
-    history, _ = server.run(load)
+    history, _ = server.run(graph)
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
-    assert "official VIST3A/AnySplat PLY layout" in server.log()
+    saved = load_ply(server.output_path(history["outputs"]["2"]["vist3a_files"][0]), opacity="logit")
+    torch.testing.assert_close(saved.opacities, scene.opacities, atol=1e-5, rtol=0)
 
 
 def _error(history) -> dict:
