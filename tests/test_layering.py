@@ -24,12 +24,15 @@ FORBIDDEN = {
 # Lower numbers are lower layers; a module may import its own layer or lower ones at module level.
 # A package (e.g. vist3a.weights) counts as one unit; its submodules may import each other freely.
 LAYERS = {
-    0: ["vist3a", "vist3a.errors", "vist3a.atomic", "vist3a.sync", "vist3a.offload"],
-    1: ["vist3a.weights", "vist3a.models", "vist3a.gaussians", "vist3a.splat_formats", "vist3a.render"],
+    0: ["vist3a", "vist3a.errors", "vist3a.atomic", "vist3a.sync", "vist3a.offload", "vist3a.read_roots",
+        "vist3a.cpu_estimate"],
+    1: ["vist3a.weights", "vist3a.models", "vist3a.gaussians", "vist3a.ply_binary", "vist3a.splat_formats",
+        "vist3a.render", "vist3a.view_prep"],
     2: ["vist3a.wan", "vist3a.decoders", "vist3a.parity", "vist3a.tiny", "vist3a.functional", "vist3a.placement",
-        "vist3a.outputs", "vist3a.limits"],
+        "vist3a.outputs", "vist3a.limits", "vist3a.convert", "vist3a.splat_contract", "vist3a.scene_view",
+        "vist3a.batch_media"],
     3: ["vist3a.pipeline", "vist3a.info", "vist3a.tiny_release", "vist3a.checkpoints"],
-    4: ["vist3a.demo", "vist3a.cli", "vist3a.__main__"],
+    4: ["vist3a.demo", "vist3a.cli", "vist3a.__main__", "vist3a.batch", "vist3a.evaluation"],
 }
 
 
