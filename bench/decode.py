@@ -6,7 +6,7 @@ both paths set it: bf16 transformer, fp32 heads) runs on the same inputs two way
 
 - official: resize the video to the decoder context and run `forward_with_latent` under
   `torch.autocast(bf16)`, as inference_t23d.py does;
-- ours: `vist3a.pipeline.splats_from_latent` (no autocast; the stored dtypes decide).
+- ours: `vist3a.functional.splats_from_latent` (no autocast; the stored dtypes decide).
 
 Reported per path: median time over `--repeats` (after `--warmup`), peak memory, Gaussian count,
 and on CUDA the number of device -> host syncs in one decode (`torch.cuda.set_sync_debug_mode`).

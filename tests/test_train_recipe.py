@@ -184,7 +184,7 @@ def test_bad_frames_are_skipped_counted_and_stop_the_run_past_the_share(tmp_path
 def test_reward_context_frames_follow_the_official_reward_not_inference():
     import torch.nn.functional as F
 
-    from vist3a.pipeline import context_from_video
+    from vist3a.functional import context_from_video
     from vist3a_train.align import reward_context_frames
 
     video = torch.rand(1, 3, 5, 32, 32)

@@ -67,7 +67,7 @@ class NVSModel:
 @torch.no_grad()
 def render_targets(model: NVSModel, views: Views) -> tuple[torch.Tensor, torch.Tensor, float]:
     """-> (predicted target views [4, 3, H, W], ground truth [4, 3, H, W], scale factor); both in [0, 1]."""
-    from ..pipeline import to_gaussians
+    from ..functional import to_gaussians
     from ..render import render_gaussians
     from ..render.cameras import denormalize_intrinsics
 
