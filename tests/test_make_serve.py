@@ -22,7 +22,7 @@ def test_serve_prints_the_banner_and_stops_on_ctrl_c(tmp_path):
     log = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "comfyui_env.py"), "serve", "--port", str(port), "--tiny"],
+        proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "comfyui_env.py"), "serve", "--port", str(port), "--tiny"],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             t0 = time.time()
