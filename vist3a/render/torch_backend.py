@@ -34,6 +34,7 @@ ALPHA_MAX = 0.99  # original 3DGS; gsplat's CUDA kernels use 0.999, visible only
 T_MIN = 1e-4
 EPS_2D = 0.3
 PAIR_BUDGET = 1 << 20  # (pixel, Gaussian) pairs composited at once: bounds the memory
+WINDOW = 16  # rows culled together, in PAIR_BUDGETs of their (uncut) boxes
 
 # Real SH constants as in 3DGS (degrees 0-3) and plenoxels/gsplat (degree 4).
 C0 = 0.28209479177387814
@@ -150,40 +151,59 @@ def project_gaussians(
 
 
 def _pixel_pairs(
-    boxes: torch.Tensor, g0: int, g1: int, done: torch.Tensor, width: int
+    boxes: torch.Tensor, rows: torch.Tensor, done: torch.Tensor, width: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(row, pixel) pairs of Gaussians g0..g1 inside their boxes, skipping finished pixels,
-    sorted by pixel and, within a pixel, front to back (rows are depth-sorted)."""
-    box = boxes[g0:g1]
+    """(position in ``rows``, pixel) pairs of those Gaussians inside their boxes, skipping finished
+    pixels, sorted by pixel and, within a pixel, front to back (``rows`` ascend, rows are depth-sorted)."""
+    box = boxes[rows]
     counts = box[:, 2] * box[:, 3]
-    owner = torch.repeat_interleave(torch.arange(g1 - g0, device=box.device), counts)
+    owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=box.device), counts)
     local = torch.arange(owner.shape[0], device=box.device) - (torch.cumsum(counts, 0) - counts)[owner]
     span_x = box[owner, 2]
     pix = (box[owner, 1] + local // span_x) * width + box[owner, 0] + local % span_x
     live = ~done[pix]
     owner, pix = owner[live], pix[live]
     order = torch.sort(pix, stable=True).indices
-    return owner[order] + g0, pix[order]
+    return owner[order], pix[order]
+
+
+def _live_in_boxes(box: torch.Tensor, done: torch.Tensor, width: int) -> torch.Tensor:
+    """Unfinished pixels inside each x0, y0, w, h box, from a summed-area table of the live mask:
+    a Gaussian whose box holds only finished pixels can change nothing, so it is skipped whole."""
+    live = (~done).reshape(-1, width).to(torch.int32)
+    sat = F.pad(live.cumsum(0, dtype=torch.int32).cumsum(1, dtype=torch.int32), (1, 0, 1, 0)).reshape(-1)
+    w1 = width + 1
+    x0, y0 = box[:, 0], box[:, 1]
+    x1, y1 = x0 + box[:, 2], y0 + box[:, 3]
+    return sat[y1 * w1 + x1] - sat[y0 * w1 + x1] - sat[y1 * w1 + x0] + sat[y0 * w1 + x0]
 
 
 def _composite_batch(
-    feats: torch.Tensor,  # [M, 7 + D]: mx, my, conic a, b, c, opacity, features..., depth
+    geo: torch.Tensor,  # [M, 7]: mx, my, conic a, b, c, opacity, depth of the depth-sorted Gaussians
     boxes: torch.Tensor,  # [M, 4] long: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
-    g0: int,
-    g1: int,
+    rows: torch.Tensor,  # [B] ascending rows of geo to composite now
+    src: torch.Tensor,  # [M] index of each row in the caller's Gaussians
+    colors: torch.Tensor,  # [N, D] features or SH [N, 3, K]
+    means: torch.Tensor,  # [N, 3] (view directions of SH)
+    campos: torch.Tensor,  # [3]
+    sh_degree: Optional[int],
     trans: torch.Tensor,  # [H*W] float64 transmittance so far
     done: torch.Tensor,  # [H*W] bool, pixel terminated (3DGS: T would fall below 1e-4)
     width: int,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Composite depth-sorted Gaussians g0..g1 behind what is already accumulated.
+    """Composite the depth-sorted Gaussians ``rows`` behind what is already accumulated.
 
     Returns (sum of w * [features, depth] [H*W, D+1], new transmittance, new done mask).
+    Colours (SH included) are evaluated here, only for the Gaussians that reach a live pixel.
     Per pixel this is the sequential 3DGS loop, vectorised as a segmented cumulative sum of
     log(1 - alpha) over pixel-sorted pairs (float64 keeps the segment differences exact).
     """
     with torch.no_grad():
-        rows, pix = _pixel_pairs(boxes, g0, g1, done, width)
-    f = feats[rows]
+        owner, pix = _pixel_pairs(boxes, rows, done, width)
+    g = geo[rows]
+    gi = src[rows]
+    feat = colors[gi] if sh_degree is None else sh_to_rgb(colors[gi], means[gi] - campos, sh_degree)
+    f = torch.cat([g[:, :6], feat, g[:, 6:]], dim=1)[owner]
     px = (pix % width).to(f.dtype) + 0.5
     py = torch.div(pix, width, rounding_mode="floor").to(f.dtype) + 0.5
     dx, dy = px - f[:, 0], py - f[:, 1]
@@ -263,36 +283,47 @@ def _render_view(
         y1 = hi_y[sel].clamp(0, height - 1).ceil().long()
         boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1)
 
-    if sh_degree is None:
-        feat = colors[idx[sel]]
-    else:
-        campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
-        feat = sh_to_rgb(colors[idx[sel]], means[idx[sel]] - campos, sh_degree)
+    campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
     inv = 1.0 / det[sel]
-    feats = torch.cat(
-        [
-            means2d[sel],
-            torch.stack([c[sel] * inv, -b[sel] * inv, a[sel] * inv, opac[sel]], dim=-1),
-            feat,
-            depth[sel, None],
-        ],
+    geo = torch.cat(
+        [means2d[sel], torch.stack([c[sel] * inv, -b[sel] * inv, a[sel] * inv, opac[sel]], dim=-1), depth[sel, None]],
         dim=1,
     )
+    src = idx[sel]
 
     n_pix = width * height
     acc = torch.zeros(n_pix, d + 1, dtype=dtype, device=device)
     trans = torch.ones(n_pix, dtype=torch.float64, device=device)
     done = torch.zeros(n_pix, dtype=torch.bool, device=device)
-    use_checkpoint = torch.is_grad_enabled() and feats.requires_grad
-    for g0, g1 in _batches(boxes[:, 2] * boxes[:, 3], PAIR_BUDGET):
-        args = (feats, boxes, g0, g1, trans, done, width)
-        if use_checkpoint:
-            part, trans, done = checkpoint(_composite_batch, *args, use_reentrant=False)
-        else:
-            part, trans, done = _composite_batch(*args)
-        acc = acc + part
-        if bool(done.all()):
-            break
+    use_checkpoint = torch.is_grad_enabled() and (geo.requires_grad or colors.requires_grad or means.requires_grad)
+    counts = boxes[:, 2] * boxes[:, 3]
+    cum = torch.cumsum(counts, 0)
+    pos, total = 0, boxes.shape[0]
+    while pos < total and not bool(done.all()):
+        # A window of rows, culled whole where their boxes hold only finished pixels (finished
+        # pixels stay finished, so a culled Gaussian could never contribute later either).
+        base = int(cum[pos - 1]) if pos else 0
+        end = max(int(torch.searchsorted(cum, base + WINDOW * PAIR_BUDGET, right=True)), pos + 1)
+        with torch.no_grad():
+            rows = pos + (_live_in_boxes(boxes[pos:end], done, width) > 0).nonzero().squeeze(1)
+        pos = end
+        if rows.numel() == 0:
+            continue
+        for i, (r0, r1) in enumerate(_batches(counts[rows], PAIR_BUDGET)):
+            batch = rows[r0:r1]
+            if i:
+                with torch.no_grad():
+                    batch = batch[_live_in_boxes(boxes[batch], done, width) > 0]
+                if batch.numel() == 0:
+                    continue
+            args = (geo, boxes, batch, src, colors, means, campos, sh_degree, trans, done, width)
+            if use_checkpoint:
+                part, trans, done = checkpoint(_composite_batch, *args, use_reentrant=False)
+            else:
+                part, trans, done = _composite_batch(*args)
+            acc = acc + part
+            if bool(done.all()):
+                break
     return torch.cat([acc, trans.to(dtype)[:, None]], dim=1).reshape(height, width, d + 2)
 
 
