@@ -34,7 +34,8 @@ ALPHA_MAX = 0.99  # original 3DGS; gsplat's CUDA kernels use 0.999, visible only
 T_MIN = 1e-4
 EPS_2D = 0.3
 PAIR_BUDGET = 1 << 20  # (pixel, Gaussian) pairs composited at once: bounds the memory
-WINDOW = 16  # rows culled together, in PAIR_BUDGETs of their (uncut) boxes
+WINDOW = 16  # rows culled together, in batch budgets of their (uncut) boxes
+PAIRS_PER_PIXEL = 4  # smaller batches on small images: finished pixels are found (and skipped) sooner
 
 # Real SH constants as in 3DGS (degrees 0-3) and plenoxels/gsplat (degree 4).
 C0 = 0.28209479177387814
@@ -150,21 +151,54 @@ def project_gaussians(
     return means2d, cov2d, tz
 
 
+def _project_factored(
+    means: torch.Tensor,  # [N, 3] world
+    factor: torch.Tensor,  # [N, 3, 3] M with covariance M M^T (R S for quaternion R, scales S)
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`project_gaussians` from a covariance factor, elementwise instead of batched 3x3 matmuls.
+
+    The 2D covariance is T T^T with T = J W M [N, 2, 3]; row r of J W is (f_r / z)(W_r - (j_r / z) W_2),
+    one 3-vector per Gaussian, so T costs a few [N, 3] products. Returns means2d, a, b, c, depth with
+    [[a, b], [b, c]] the 2D covariance including the 0.3 low-pass.
+    """
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    mc = means @ R.T + t
+    tx, ty, tz = mc.unbind(-1)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    lim_xp, lim_xn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
+    lim_yp, lim_yn = (height - cy) / fy + 0.3 * tan_y, cy / fy + 0.3 * tan_y
+    rz = 1.0 / tz
+    ux = torch.clamp(tx * rz, min=-lim_xn, max=lim_xp)
+    uy = torch.clamp(ty * rz, min=-lim_yn, max=lim_yp)
+    row_x = (R[0] - ux[:, None] * R[2]) * (fx * rz)[:, None]  # [N, 3]: rows of J W
+    row_y = (R[1] - uy[:, None] * R[2]) * (fy * rz)[:, None]
+    t0 = (row_x[:, :, None] * factor).sum(1)  # [N, 3]
+    t1 = (row_y[:, :, None] * factor).sum(1)
+    a = (t0 * t0).sum(1) + EPS_2D
+    b = (t0 * t1).sum(1)
+    c = (t1 * t1).sum(1) + EPS_2D
+    means2d = torch.stack([fx * tx * rz + cx, fy * ty * rz + cy], dim=-1)
+    return means2d, a, b, c, tz
+
+
 def _pixel_pairs(
     boxes: torch.Tensor, rows: torch.Tensor, done: torch.Tensor, width: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(position in ``rows``, pixel) pairs of those Gaussians inside their boxes, skipping finished
-    pixels, sorted by pixel and, within a pixel, front to back (``rows`` ascend, rows are depth-sorted)."""
+    pixels, in row order (front to back: ``rows`` ascend and rows are depth-sorted)."""
     box = boxes[rows]
     counts = box[:, 2] * box[:, 3]
     owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=box.device), counts)
     local = torch.arange(owner.shape[0], device=box.device) - (torch.cumsum(counts, 0) - counts)[owner]
     span_x = box[owner, 2]
     pix = (box[owner, 1] + local // span_x) * width + box[owner, 0] + local % span_x
-    live = ~done[pix]
-    owner, pix = owner[live], pix[live]
-    order = torch.sort(pix, stable=True).indices
-    return owner[order], pix[order]
+    live = (~done[pix]).nonzero().squeeze(1)
+    return owner[live], pix[live]
 
 
 def _live_in_boxes(box: torch.Tensor, done: torch.Tensor, width: int) -> torch.Tensor:
@@ -203,14 +237,19 @@ def _composite_batch(
     g = geo[rows]
     gi = src[rows]
     feat = colors[gi] if sh_degree is None else sh_to_rgb(colors[gi], means[gi] - campos, sh_degree)
-    f = torch.cat([g[:, :6], feat, g[:, 6:]], dim=1)[owner]
+    f = torch.cat([g[:, :6], feat, g[:, 6:]], dim=1)
     px = (pix % width).to(f.dtype) + 0.5
     py = torch.div(pix, width, rounding_mode="floor").to(f.dtype) + 0.5
-    dx, dy = px - f[:, 0], py - f[:, 1]
-    sigma = 0.5 * (f[:, 2] * dx * dx + f[:, 4] * dy * dy) + f[:, 3] * dx * dy
-    alpha = (f[:, 5] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
-    hit = ((alpha >= ALPHA_MIN) & (sigma >= 0)).nonzero().squeeze(1)  # skipped pairs leave T alone
-    f, pix, alpha = f[hit], pix[hit], alpha[hit].double()
+    fo = f[:, :6][owner]
+    dx, dy = px - fo[:, 0], py - fo[:, 1]
+    sigma = 0.5 * (fo[:, 2] * dx * dx + fo[:, 4] * dy * dy) + fo[:, 3] * dx * dy
+    alpha = (fo[:, 5] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
+    with torch.no_grad():  # skipped pairs leave T alone; the rest sorted by pixel, front to back
+        hit = ((alpha >= ALPHA_MIN) & (sigma >= 0)).nonzero().squeeze(1)
+        order = torch.sort(pix[hit], stable=True).indices
+        hit = hit[order]
+    pix, alpha = pix[hit], alpha[hit].double()
+    f = f[:, 6:][owner[hit]]  # features..., depth
 
     log_keep = torch.log1p(-alpha)
     inclusive = torch.cumsum(log_keep, 0)
@@ -224,8 +263,8 @@ def _composite_batch(
     before = t0 * torch.exp(log_after - log_keep)
     include = after >= T_MIN  # a prefix of each pixel's list: `after` only decreases
     weights = torch.where(include, alpha * before, torch.zeros_like(alpha)).to(f.dtype)
-    acc = torch.zeros(trans.shape[0], f.shape[1] - 6, dtype=f.dtype, device=f.device)
-    acc = acc.index_add(0, pix, weights[:, None] * f[:, 6:])
+    acc = torch.zeros(trans.shape[0], f.shape[1], dtype=f.dtype, device=f.device)
+    acc = acc.index_add(0, pix, weights[:, None] * f)
     kept = torch.zeros_like(trans).index_add(0, pix, torch.where(include, log_keep, torch.zeros_like(log_keep)))
     done = done.clone()
     done[pix[~include]] = True
@@ -246,7 +285,8 @@ def _batches(counts: torch.Tensor, budget: int) -> List[Tuple[int, int]]:
 
 def _render_view(
     means: torch.Tensor,
-    covars: torch.Tensor,
+    covars: Optional[torch.Tensor],
+    factor: Optional[torch.Tensor],
     opacities: torch.Tensor,
     colors: torch.Tensor,
     sh_degree: Optional[int],
@@ -263,8 +303,11 @@ def _render_view(
     depth_all = means @ viewmat[2, :3] + viewmat[2, 3]
     valid = (depth_all > near) & (depth_all < far) & (opacities >= ALPHA_MIN)
     idx = valid.nonzero().squeeze(1)
-    means2d, cov2d, depth = project_gaussians(means[idx], covars[idx], viewmat, K, width, height)
-    a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    if factor is not None:
+        means2d, a, b, c, depth = _project_factored(means[idx], factor[idx], viewmat, K, width, height)
+    else:
+        means2d, cov2d, depth = project_gaussians(means[idx], covars[idx], viewmat, K, width, height)
+        a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
     det = a * c - b * b
     opac = opacities[idx]
 
@@ -298,18 +341,19 @@ def _render_view(
     use_checkpoint = torch.is_grad_enabled() and (geo.requires_grad or colors.requires_grad or means.requires_grad)
     counts = boxes[:, 2] * boxes[:, 3]
     cum = torch.cumsum(counts, 0)
+    budget = max(1, min(PAIR_BUDGET, PAIRS_PER_PIXEL * n_pix))
     pos, total = 0, boxes.shape[0]
     while pos < total and not bool(done.all()):
         # A window of rows, culled whole where their boxes hold only finished pixels (finished
         # pixels stay finished, so a culled Gaussian could never contribute later either).
         base = int(cum[pos - 1]) if pos else 0
-        end = max(int(torch.searchsorted(cum, base + WINDOW * PAIR_BUDGET, right=True)), pos + 1)
+        end = max(int(torch.searchsorted(cum, base + WINDOW * budget, right=True)), pos + 1)
         with torch.no_grad():
             rows = pos + (_live_in_boxes(boxes[pos:end], done, width) > 0).nonzero().squeeze(1)
         pos = end
         if rows.numel() == 0:
             continue
-        for i, (r0, r1) in enumerate(_batches(counts[rows], PAIR_BUDGET)):
+        for i, (r0, r1) in enumerate(_batches(counts[rows], budget)):
             batch = rows[r0:r1]
             if i:
                 with torch.no_grad():
@@ -347,10 +391,9 @@ def rasterize_torch(
     Inputs are assumed checked by :func:`vist3a.render.rasterize`, which adds the background and
     turns the accumulated depth into expected depth.
     """
-    if covars is None:
-        covars = covariance_from_quat_scale(quats, scales)
+    factor = quat_to_rotmat(quats) * scales[..., None, :] if covars is None else None
     views = [
-        _render_view(means, covars, opacities, colors, sh_degree, viewmats[i], Ks[i], width, height, near, far)
+        _render_view(means, covars, factor, opacities, colors, sh_degree, viewmats[i], Ks[i], width, height, near, far)
         for i in range(viewmats.shape[0])
     ]
     out = torch.stack(views)
