@@ -151,39 +151,56 @@ def project_gaussians(
     return means2d, cov2d, tz
 
 
+def _factor_rows(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """[9, N]: entry 3 j + k is (R S)_jk, the covariance factor laid out as contiguous rows
+    (the projection then runs on [N] vectors instead of many tiny 3x3 matrices)."""
+    w, x, y, z = F.normalize(quats, dim=-1).T
+    sx, sy, sz = scales.T
+    return torch.stack([
+        (1 - 2 * (y * y + z * z)) * sx, 2 * (x * y - w * z) * sy, 2 * (x * z + w * y) * sz,
+        2 * (x * y + w * z) * sx, (1 - 2 * (x * x + z * z)) * sy, 2 * (y * z - w * x) * sz,
+        2 * (x * z - w * y) * sx, 2 * (y * z + w * x) * sy, (1 - 2 * (x * x + y * y)) * sz,
+    ])
+
+
 def _project_factored(
     means: torch.Tensor,  # [N, 3] world
-    factor: torch.Tensor,  # [N, 3, 3] M with covariance M M^T (R S for quaternion R, scales S)
+    factor: torch.Tensor,  # [9, N] rows of M with covariance M M^T (R S), see _factor_rows
     viewmat: torch.Tensor,
     K: torch.Tensor,
     width: int,
     height: int,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`project_gaussians` from a covariance factor, elementwise instead of batched 3x3 matmuls.
+    """:func:`project_gaussians` from a covariance factor, on [N] vectors instead of 3x3 matmuls.
 
-    The 2D covariance is T T^T with T = J W M [N, 2, 3]; row r of J W is (f_r / z)(W_r - (j_r / z) W_2),
-    one 3-vector per Gaussian, so T costs a few [N, 3] products. Returns means2d, a, b, c, depth with
-    [[a, b], [b, c]] the 2D covariance including the 0.3 low-pass.
+    The 2D covariance is T T^T with T = J W M; row r of J W is (f_r / z)(W_r - (j_r / z) W_2), one
+    3-vector per Gaussian. Returns means2d [N, 2], a, b, c, depth with [[a, b], [b, c]] the 2D
+    covariance including the 0.3 low-pass.
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
-    mc = means @ R.T + t
-    tx, ty, tz = mc.unbind(-1)
+    tx, ty, tz = (means @ R.T + t).T
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
     lim_xp, lim_xn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
     lim_yp, lim_yn = (height - cy) / fy + 0.3 * tan_y, cy / fy + 0.3 * tan_y
     rz = 1.0 / tz
-    ux = torch.clamp(tx * rz, min=-lim_xn, max=lim_xp)
-    uy = torch.clamp(ty * rz, min=-lim_yn, max=lim_yp)
-    row_x = (R[0] - ux[:, None] * R[2]) * (fx * rz)[:, None]  # [N, 3]: rows of J W
-    row_y = (R[1] - uy[:, None] * R[2]) * (fy * rz)[:, None]
-    t0 = (row_x[:, :, None] * factor).sum(1)  # [N, 3]
-    t1 = (row_y[:, :, None] * factor).sum(1)
-    a = (t0 * t0).sum(1) + EPS_2D
-    b = (t0 * t1).sum(1)
-    c = (t1 * t1).sum(1) + EPS_2D
-    means2d = torch.stack([fx * tx * rz + cx, fy * ty * rz + cy], dim=-1)
+    ux, uy = tx * rz, ty * rz
+    means2d = torch.stack([fx * ux + cx, fy * uy + cy], dim=-1)
+    ux = torch.clamp(ux, min=-lim_xn, max=lim_xp)
+    uy = torch.clamp(uy, min=-lim_yn, max=lim_yp)
+    fxr, fyr = fx * rz, fy * rz
+    m = factor.reshape(3, 3, -1)
+    t0 = sum((fxr * R[0, j] - (ux * fxr) * R[2, j]) * m[j] for j in range(3))  # [3, N]
+    t1 = sum((fyr * R[1, j] - (uy * fyr) * R[2, j]) * m[j] for j in range(3))
+    a = (t0 * t0).sum(0) + EPS_2D
+    b = (t0 * t1).sum(0)
+    c = (t1 * t1).sum(0) + EPS_2D
     return means2d, a, b, c, tz
+
+
+def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """t[index] along dim 0; index_select is much faster than advanced indexing on the CPU."""
+    return t.index_select(0, index)
 
 
 def _pixel_pairs(
@@ -191,14 +208,15 @@ def _pixel_pairs(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(position in ``rows``, pixel) pairs of those Gaussians inside their boxes, skipping finished
     pixels, in row order (front to back: ``rows`` ascend and rows are depth-sorted)."""
-    box = boxes[rows]
-    counts = box[:, 2] * box[:, 3]
-    owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=box.device), counts)
-    local = torch.arange(owner.shape[0], device=box.device) - (torch.cumsum(counts, 0) - counts)[owner]
-    span_x = box[owner, 2]
-    pix = (box[owner, 1] + local // span_x) * width + box[owner, 0] + local % span_x
-    live = (~done[pix]).nonzero().squeeze(1)
-    return owner[live], pix[live]
+    x0, y0, w, h = boxes.index_select(1, rows)
+    counts = w * h
+    owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=rows.device), counts)
+    local = torch.arange(owner.shape[0], device=rows.device) - _take(torch.cumsum(counts, 0) - counts, owner)
+    span_x = _take(w, owner)
+    row = torch.div(local, span_x, rounding_mode="floor")
+    pix = local.add_(_take(y0 * width + x0, owner)).add_(row * (width - span_x))  # (y0 + row) W + x0 + col
+    live = (~_take(done, pix)).nonzero().squeeze(1)
+    return _take(owner, live), _take(pix, live)
 
 
 def _live_in_boxes(box: torch.Tensor, done: torch.Tensor, width: int) -> torch.Tensor:
@@ -207,14 +225,15 @@ def _live_in_boxes(box: torch.Tensor, done: torch.Tensor, width: int) -> torch.T
     live = (~done).reshape(-1, width).to(torch.int32)
     sat = F.pad(live.cumsum(0, dtype=torch.int32).cumsum(1, dtype=torch.int32), (1, 0, 1, 0)).reshape(-1)
     w1 = width + 1
-    x0, y0 = box[:, 0], box[:, 1]
-    x1, y1 = x0 + box[:, 2], y0 + box[:, 3]
-    return sat[y1 * w1 + x1] - sat[y0 * w1 + x1] - sat[y1 * w1 + x0] + sat[y0 * w1 + x0]
+    x0, y0, w, h = box
+    lo, hi = y0 * w1, (y0 + h) * w1
+    x1 = x0 + w
+    return _take(sat, hi + x1) - _take(sat, lo + x1) - _take(sat, hi + x0) + _take(sat, lo + x0)
 
 
 def _composite_batch(
     geo: torch.Tensor,  # [M, 7]: mx, my, conic a, b, c, opacity, depth of the depth-sorted Gaussians
-    boxes: torch.Tensor,  # [M, 4] long: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
+    boxes: torch.Tensor,  # [4, M] long: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
     rows: torch.Tensor,  # [B] ascending rows of geo to composite now
     src: torch.Tensor,  # [M] index of each row in the caller's Gaussians
     colors: torch.Tensor,  # [N, D] features or SH [N, 3, K]
@@ -234,31 +253,33 @@ def _composite_batch(
     """
     with torch.no_grad():
         owner, pix = _pixel_pairs(boxes, rows, done, width)
-    g = geo[rows]
-    gi = src[rows]
-    feat = colors[gi] if sh_degree is None else sh_to_rgb(colors[gi], means[gi] - campos, sh_degree)
-    f = torch.cat([g[:, :6], feat, g[:, 6:]], dim=1)
-    px = (pix % width).to(f.dtype) + 0.5
-    py = torch.div(pix, width, rounding_mode="floor").to(f.dtype) + 0.5
-    fo = f[:, :6][owner]
-    dx, dy = px - fo[:, 0], py - fo[:, 1]
-    sigma = 0.5 * (fo[:, 2] * dx * dx + fo[:, 4] * dy * dy) + fo[:, 3] * dx * dy
-    alpha = (fo[:, 5] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
+    g = _take(geo, rows)
+    gi = _take(src, rows)
+    feat = _take(colors, gi)
+    if sh_degree is not None:
+        feat = sh_to_rgb(feat, _take(means, gi) - campos, sh_degree)
+    py = torch.div(pix, width, rounding_mode="floor")
+    px = (pix - py * width).to(g.dtype) + 0.5
+    py = py.to(g.dtype) + 0.5
+    go = _take(g[:, :6], owner)
+    dx, dy = px - go[:, 0], py - go[:, 1]
+    sigma = 0.5 * (go[:, 2] * dx * dx + go[:, 4] * dy * dy) + go[:, 3] * dx * dy
+    alpha = (go[:, 5] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
     with torch.no_grad():  # skipped pairs leave T alone; the rest sorted by pixel, front to back
         hit = ((alpha >= ALPHA_MIN) & (sigma >= 0)).nonzero().squeeze(1)
-        order = torch.sort(pix[hit], stable=True).indices
-        hit = hit[order]
-    pix, alpha = pix[hit], alpha[hit].double()
-    f = f[:, 6:][owner[hit]]  # features..., depth
+        order = torch.sort(_take(pix, hit), stable=True).indices
+        hit = _take(hit, order)
+    pix, alpha = _take(pix, hit), _take(alpha, hit).double()
+    f = _take(torch.cat([feat, g[:, 6:]], dim=1), _take(owner, hit))  # features..., depth
 
     log_keep = torch.log1p(-alpha)
     inclusive = torch.cumsum(log_keep, 0)
     with torch.no_grad():
         first = torch.ones_like(pix, dtype=torch.bool)
         first[1:] = pix[1:] != pix[:-1]
-        segment_start = first.nonzero().squeeze(1)[torch.cumsum(first, 0) - 1]
-    log_after = inclusive - (inclusive - log_keep)[segment_start]
-    t0 = trans[pix]
+        segment_start = _take(first.nonzero().squeeze(1), torch.cumsum(first, 0) - 1)
+    log_after = inclusive - _take(inclusive - log_keep, segment_start)
+    t0 = _take(trans, pix)
     after = t0 * torch.exp(log_after)
     before = t0 * torch.exp(log_after - log_keep)
     include = after >= T_MIN  # a prefix of each pixel's list: `after` only decreases
@@ -267,7 +288,7 @@ def _composite_batch(
     acc = acc.index_add(0, pix, weights[:, None] * f)
     kept = torch.zeros_like(trans).index_add(0, pix, torch.where(include, log_keep, torch.zeros_like(log_keep)))
     done = done.clone()
-    done[pix[~include]] = True
+    done[_take(pix, (~include).nonzero().squeeze(1))] = True
     return acc, trans * torch.exp(kept), done
 
 
@@ -304,12 +325,14 @@ def _render_view(
     valid = (depth_all > near) & (depth_all < far) & (opacities >= ALPHA_MIN)
     idx = valid.nonzero().squeeze(1)
     if factor is not None:
-        means2d, a, b, c, depth = _project_factored(means[idx], factor[idx], viewmat, K, width, height)
+        every = idx.shape[0] == means.shape[0]  # usual for a framed scene: skip the copies
+        m_vis, f_vis = (means, factor) if every else (_take(means, idx), factor.index_select(1, idx))
+        means2d, a, b, c, depth = _project_factored(m_vis, f_vis, viewmat, K, width, height)
     else:
         means2d, cov2d, depth = project_gaussians(means[idx], covars[idx], viewmat, K, width, height)
         a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
     det = a * c - b * b
-    opac = opacities[idx]
+    opac = _take(opacities, idx)
 
     with torch.no_grad():  # pixel boxes of the alpha >= 1/255 ellipses (exact extent, 0.5 px margin)
         reach = torch.sqrt(2.0 * torch.log(opac * 255.0).clamp_min(0.0))
@@ -319,45 +342,51 @@ def _render_view(
         seen = (det > 0) & torch.isfinite(lo_x + hi_x + lo_y + hi_y)
         seen &= (hi_x >= 0) & (lo_x <= width - 1) & (hi_y >= 0) & (lo_y <= height - 1)
         sel = seen.nonzero().squeeze(1)
-        sel = sel[torch.sort(depth[sel], stable=True).indices]
-        x0 = lo_x[sel].clamp(0, width - 1).floor().long()
-        x1 = hi_x[sel].clamp(0, width - 1).ceil().long()
-        y0 = lo_y[sel].clamp(0, height - 1).floor().long()
-        y1 = hi_y[sel].clamp(0, height - 1).ceil().long()
-        boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1)
+        sel = _take(sel, torch.sort(_take(depth, sel), stable=True).indices)
+        x0 = _take(lo_x, sel).clamp_(0, width - 1).floor_().long()
+        x1 = _take(hi_x, sel).clamp_(0, width - 1).ceil_().long()
+        y0 = _take(lo_y, sel).clamp_(0, height - 1).floor_().long()
+        y1 = _take(hi_y, sel).clamp_(0, height - 1).ceil_().long()
+        boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1])  # [4, M]: x0, y0, w, h
 
     campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
-    inv = 1.0 / det[sel]
+    inv = 1.0 / _take(det, sel)
     geo = torch.cat(
-        [means2d[sel], torch.stack([c[sel] * inv, -b[sel] * inv, a[sel] * inv, opac[sel]], dim=-1), depth[sel, None]],
+        [
+            _take(means2d, sel),
+            torch.stack(
+                [_take(c, sel) * inv, -_take(b, sel) * inv, _take(a, sel) * inv, _take(opac, sel), _take(depth, sel)],
+                dim=-1,
+            ),
+        ],
         dim=1,
     )
-    src = idx[sel]
+    src = _take(idx, sel)
 
     n_pix = width * height
     acc = torch.zeros(n_pix, d + 1, dtype=dtype, device=device)
     trans = torch.ones(n_pix, dtype=torch.float64, device=device)
     done = torch.zeros(n_pix, dtype=torch.bool, device=device)
     use_checkpoint = torch.is_grad_enabled() and (geo.requires_grad or colors.requires_grad or means.requires_grad)
-    counts = boxes[:, 2] * boxes[:, 3]
+    counts = boxes[2] * boxes[3]
     cum = torch.cumsum(counts, 0)
     budget = max(1, min(PAIR_BUDGET, PAIRS_PER_PIXEL * n_pix))
-    pos, total = 0, boxes.shape[0]
+    pos, total = 0, boxes.shape[1]
     while pos < total and not bool(done.all()):
         # A window of rows, culled whole where their boxes hold only finished pixels (finished
         # pixels stay finished, so a culled Gaussian could never contribute later either).
         base = int(cum[pos - 1]) if pos else 0
         end = max(int(torch.searchsorted(cum, base + WINDOW * budget, right=True)), pos + 1)
         with torch.no_grad():
-            rows = pos + (_live_in_boxes(boxes[pos:end], done, width) > 0).nonzero().squeeze(1)
+            rows = pos + (_live_in_boxes(boxes[:, pos:end], done, width) > 0).nonzero().squeeze(1)
         pos = end
         if rows.numel() == 0:
             continue
-        for i, (r0, r1) in enumerate(_batches(counts[rows], budget)):
+        for i, (r0, r1) in enumerate(_batches(_take(counts, rows), budget)):
             batch = rows[r0:r1]
             if i:
                 with torch.no_grad():
-                    batch = batch[_live_in_boxes(boxes[batch], done, width) > 0]
+                    batch = _take(batch, (_live_in_boxes(boxes.index_select(1, batch), done, width) > 0).nonzero().squeeze(1))
                 if batch.numel() == 0:
                     continue
             args = (geo, boxes, batch, src, colors, means, campos, sh_degree, trans, done, width)
@@ -391,7 +420,7 @@ def rasterize_torch(
     Inputs are assumed checked by :func:`vist3a.render.rasterize`, which adds the background and
     turns the accumulated depth into expected depth.
     """
-    factor = quat_to_rotmat(quats) * scales[..., None, :] if covars is None else None
+    factor = _factor_rows(quats, scales) if covars is None else None
     views = [
         _render_view(means, covars, factor, opacities, colors, sh_degree, viewmats[i], Ks[i], width, height, near, far)
         for i in range(viewmats.shape[0])
