@@ -170,32 +170,32 @@ def _project_factored(
     K: torch.Tensor,
     width: int,
     height: int,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Tuple[torch.Tensor, ...]:
     """:func:`project_gaussians` from a covariance factor, on [N] vectors instead of 3x3 matmuls.
 
     The 2D covariance is T T^T with T = J W M; row r of J W is (f_r / z)(W_r - (j_r / z) W_2), one
-    3-vector per Gaussian. Returns means2d [N, 2], a, b, c, depth with [[a, b], [b, c]] the 2D
+    3-vector per Gaussian. Returns pixel x, y, a, b, c, depth [N] each with [[a, b], [b, c]] the 2D
     covariance including the 0.3 low-pass.
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
-    tx, ty, tz = (means @ R.T + t).T
+    tx, ty, tz = torch.addmm(t[:, None], R, means.T)  # [3, N], contiguous rows
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
     lim_xp, lim_xn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
     lim_yp, lim_yn = (height - cy) / fy + 0.3 * tan_y, cy / fy + 0.3 * tan_y
     rz = 1.0 / tz
     ux, uy = tx * rz, ty * rz
-    means2d = torch.stack([fx * ux + cx, fy * uy + cy], dim=-1)
+    mx, my = fx * ux + cx, fy * uy + cy
     ux = torch.clamp(ux, min=-lim_xn, max=lim_xp)
     uy = torch.clamp(uy, min=-lim_yn, max=lim_yp)
     fxr, fyr = fx * rz, fy * rz
-    m = factor.reshape(3, 3, -1)
-    t0 = sum((fxr * R[0, j] - (ux * fxr) * R[2, j]) * m[j] for j in range(3))  # [3, N]
-    t1 = sum((fyr * R[1, j] - (uy * fyr) * R[2, j]) * m[j] for j in range(3))
+    p = (R @ factor.reshape(3, -1)).reshape(3, 3, -1)  # W M: rows [3, N] of the camera-space factor
+    t0 = p[0] * fxr - p[2] * (ux * fxr)  # rows of T = J W M, [3, N] each
+    t1 = p[1] * fyr - p[2] * (uy * fyr)
     a = (t0 * t0).sum(0) + EPS_2D
     b = (t0 * t1).sum(0)
     c = (t1 * t1).sum(0) + EPS_2D
-    return means2d, a, b, c, tz
+    return mx, my, a, b, c, tz
 
 
 def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -232,7 +232,7 @@ def _live_in_boxes(box: torch.Tensor, done: torch.Tensor, width: int) -> torch.T
 
 
 def _composite_batch(
-    geo: torch.Tensor,  # [M, 7]: mx, my, conic a, b, c, opacity, depth of the depth-sorted Gaussians
+    geo: torch.Tensor,  # [7, M]: x, y, conic a, b, c, opacity, depth of the depth-sorted Gaussians
     boxes: torch.Tensor,  # [4, M] long: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
     rows: torch.Tensor,  # [B] ascending rows of geo to composite now
     src: torch.Tensor,  # [M] index of each row in the caller's Gaussians
@@ -253,7 +253,7 @@ def _composite_batch(
     """
     with torch.no_grad():
         owner, pix = _pixel_pairs(boxes, rows, done, width)
-    g = _take(geo, rows)
+    g = geo.index_select(1, rows)
     gi = _take(src, rows)
     feat = _take(colors, gi)
     if sh_degree is not None:
@@ -261,16 +261,16 @@ def _composite_batch(
     py = torch.div(pix, width, rounding_mode="floor")
     px = (pix - py * width).to(g.dtype) + 0.5
     py = py.to(g.dtype) + 0.5
-    go = _take(g[:, :6], owner)
-    dx, dy = px - go[:, 0], py - go[:, 1]
-    sigma = 0.5 * (go[:, 2] * dx * dx + go[:, 4] * dy * dy) + go[:, 3] * dx * dy
-    alpha = (go[:, 5] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
+    mx, my, ca, cb, cc, op = (_take(g[k], owner) for k in range(6))
+    dx, dy = px - mx, py - my
+    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+    alpha = (op * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
     with torch.no_grad():  # skipped pairs leave T alone; the rest sorted by pixel, front to back
         hit = ((alpha >= ALPHA_MIN) & (sigma >= 0)).nonzero().squeeze(1)
         order = torch.sort(_take(pix, hit), stable=True).indices
         hit = _take(hit, order)
     pix, alpha = _take(pix, hit), _take(alpha, hit).double()
-    f = _take(torch.cat([feat, g[:, 6:]], dim=1), _take(owner, hit))  # features..., depth
+    f = _take(torch.cat([feat, g[6:].T], dim=1), _take(owner, hit))  # features..., depth
 
     log_keep = torch.log1p(-alpha)
     inclusive = torch.cumsum(log_keep, 0)
@@ -327,18 +327,20 @@ def _render_view(
     if factor is not None:
         every = idx.shape[0] == means.shape[0]  # usual for a framed scene: skip the copies
         m_vis, f_vis = (means, factor) if every else (_take(means, idx), factor.index_select(1, idx))
-        means2d, a, b, c, depth = _project_factored(m_vis, f_vis, viewmat, K, width, height)
+        mx, my, a, b, c, depth = _project_factored(m_vis, f_vis, viewmat, K, width, height)
     else:
+        every = False
         means2d, cov2d, depth = project_gaussians(means[idx], covars[idx], viewmat, K, width, height)
+        mx, my = means2d.T
         a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
     det = a * c - b * b
-    opac = _take(opacities, idx)
+    opac = opacities if every else _take(opacities, idx)
 
     with torch.no_grad():  # pixel boxes of the alpha >= 1/255 ellipses (exact extent, 0.5 px margin)
         reach = torch.sqrt(2.0 * torch.log(opac * 255.0).clamp_min(0.0))
         ex, ey = reach * a.clamp_min(0).sqrt() + 0.5, reach * c.clamp_min(0).sqrt() + 0.5
-        lo_x, hi_x = means2d[:, 0] - ex - 0.5, means2d[:, 0] + ex - 0.5
-        lo_y, hi_y = means2d[:, 1] - ey - 0.5, means2d[:, 1] + ey - 0.5
+        lo_x, hi_x = mx - ex - 0.5, mx + ex - 0.5
+        lo_y, hi_y = my - ey - 0.5, my + ey - 0.5
         seen = (det > 0) & torch.isfinite(lo_x + hi_x + lo_y + hi_y)
         seen &= (hi_x >= 0) & (lo_x <= width - 1) & (hi_y >= 0) & (lo_y <= height - 1)
         sel = seen.nonzero().squeeze(1)
@@ -351,15 +353,9 @@ def _render_view(
 
     campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
     inv = 1.0 / _take(det, sel)
-    geo = torch.cat(
-        [
-            _take(means2d, sel),
-            torch.stack(
-                [_take(c, sel) * inv, -_take(b, sel) * inv, _take(a, sel) * inv, _take(opac, sel), _take(depth, sel)],
-                dim=-1,
-            ),
-        ],
-        dim=1,
+    geo = torch.stack(  # [7, M] rows: x, y, conic (a, b, c), opacity, depth
+        [_take(mx, sel), _take(my, sel), _take(c, sel) * inv, -_take(b, sel) * inv, _take(a, sel) * inv,
+         _take(opac, sel), _take(depth, sel)]
     )
     src = _take(idx, sel)
 
