@@ -154,8 +154,8 @@ def project_gaussians(
 def _factor_rows(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """[9, N]: entry 3 j + k is (R S)_jk, the covariance factor laid out as contiguous rows
     (the projection then runs on [N] vectors instead of many tiny 3x3 matrices)."""
-    w, x, y, z = F.normalize(quats, dim=-1).T
-    sx, sy, sz = scales.T
+    w, x, y, z = F.normalize(quats, dim=-1).T.contiguous()
+    sx, sy, sz = scales.T.contiguous()
     return torch.stack([
         (1 - 2 * (y * y + z * z)) * sx, 2 * (x * y - w * z) * sy, 2 * (x * z + w * y) * sz,
         2 * (x * y + w * z) * sx, (1 - 2 * (x * x + z * z)) * sy, 2 * (y * z - w * x) * sz,
@@ -232,9 +232,10 @@ def _live_in_boxes(box: torch.Tensor, done: torch.Tensor, width: int) -> torch.T
 
 
 def _composite_batch(
-    geo: torch.Tensor,  # [7, M]: x, y, conic a, b, c, opacity, depth of the depth-sorted Gaussians
+    geo: torch.Tensor,  # [7, V]: x, y, conic a, b, c, opacity, depth of the Gaussians in front of the camera
+    ranked: torch.Tensor,  # [M] column of geo of each depth-sorted row
     boxes: torch.Tensor,  # [4, M] long: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
-    rows: torch.Tensor,  # [B] ascending rows of geo to composite now
+    rows: torch.Tensor,  # [B] ascending (depth-sorted) rows to composite now
     src: torch.Tensor,  # [M] index of each row in the caller's Gaussians
     colors: torch.Tensor,  # [N, D] features or SH [N, 3, K]
     means: torch.Tensor,  # [N, 3] (view directions of SH)
@@ -253,7 +254,7 @@ def _composite_batch(
     """
     with torch.no_grad():
         owner, pix = _pixel_pairs(boxes, rows, done, width)
-    g = geo.index_select(1, rows)
+    g = geo.index_select(1, _take(ranked, rows))
     gi = _take(src, rows)
     feat = _take(colors, gi)
     if sh_degree is not None:
@@ -352,12 +353,10 @@ def _render_view(
         boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1])  # [4, M]: x0, y0, w, h
 
     campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
-    inv = 1.0 / _take(det, sel)
-    geo = torch.stack(  # [7, M] rows: x, y, conic (a, b, c), opacity, depth
-        [_take(mx, sel), _take(my, sel), _take(c, sel) * inv, -_take(b, sel) * inv, _take(a, sel) * inv,
-         _take(opac, sel), _take(depth, sel)]
-    )
-    src = _take(idx, sel)
+    inv = 1.0 / torch.where(det > 0, det, torch.ones_like(det))  # culled ones (det <= 0) never gathered
+    # [7, visible] rows: x, y, conic (a, b, c), opacity, depth; gathered per batch, in depth order
+    geo = torch.stack([mx, my, c * inv, -b * inv, a * inv, opac, depth])
+    src = sel if every else _take(idx, sel)
 
     n_pix = width * height
     acc = torch.zeros(n_pix, d + 1, dtype=dtype, device=device)
@@ -385,7 +384,7 @@ def _render_view(
                     batch = _take(batch, (_live_in_boxes(boxes.index_select(1, batch), done, width) > 0).nonzero().squeeze(1))
                 if batch.numel() == 0:
                     continue
-            args = (geo, boxes, batch, src, colors, means, campos, sh_degree, trans, done, width)
+            args = (geo, sel, boxes, batch, src, colors, means, campos, sh_degree, trans, done, width)
             if use_checkpoint:
                 part, trans, done = checkpoint(_composite_batch, *args, use_reentrant=False)
             else:
