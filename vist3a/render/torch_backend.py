@@ -210,8 +210,9 @@ def _pixel_pairs(
     pixels, in row order (front to back: ``rows`` ascend and rows are depth-sorted)."""
     x0, y0, w, h = boxes.index_select(1, rows)
     counts = w * h
-    owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=rows.device), counts)
-    local = torch.arange(owner.shape[0], device=rows.device) - _take(torch.cumsum(counts, 0) - counts, owner)
+    owner = torch.repeat_interleave(torch.arange(rows.shape[0], dtype=counts.dtype, device=rows.device), counts)
+    starts = torch.cumsum(counts, 0, dtype=counts.dtype) - counts
+    local = torch.arange(owner.shape[0], dtype=counts.dtype, device=rows.device) - _take(starts, owner)
     span_x = _take(w, owner)
     row = torch.div(local, span_x, rounding_mode="floor")
     pix = local.add_(_take(y0 * width + x0, owner)).add_(row * (width - span_x))  # (y0 + row) W + x0 + col
@@ -234,7 +235,7 @@ def _live_in_boxes(box: torch.Tensor, done: torch.Tensor, width: int) -> torch.T
 def _composite_batch(
     geo: torch.Tensor,  # [7, V]: x, y, conic a, b, c, opacity, depth of the Gaussians in front of the camera
     ranked: torch.Tensor,  # [M] column of geo of each depth-sorted row
-    boxes: torch.Tensor,  # [4, M] long: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
+    boxes: torch.Tensor,  # [4, M] int32: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
     rows: torch.Tensor,  # [B] ascending (depth-sorted) rows to composite now
     src: torch.Tensor,  # [M] index of each row in the caller's Gaussians
     colors: torch.Tensor,  # [N, D] features or SH [N, 3, K]
@@ -346,10 +347,11 @@ def _render_view(
         seen &= (hi_x >= 0) & (lo_x <= width - 1) & (hi_y >= 0) & (lo_y <= height - 1)
         sel = seen.nonzero().squeeze(1)
         sel = _take(sel, torch.sort(_take(depth, sel), stable=True).indices)
-        x0 = _take(lo_x, sel).clamp_(0, width - 1).floor_().long()
-        x1 = _take(hi_x, sel).clamp_(0, width - 1).ceil_().long()
-        y0 = _take(lo_y, sel).clamp_(0, height - 1).floor_().long()
-        y1 = _take(hi_y, sel).clamp_(0, height - 1).ceil_().long()
+        # int32 pixel arithmetic halves the memory traffic of the (pixel, Gaussian) pairs
+        x0 = _take(lo_x, sel).clamp_(0, width - 1).floor_().int()
+        x1 = _take(hi_x, sel).clamp_(0, width - 1).ceil_().int()
+        y0 = _take(lo_y, sel).clamp_(0, height - 1).floor_().int()
+        y1 = _take(hi_y, sel).clamp_(0, height - 1).ceil_().int()
         boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1])  # [4, M]: x0, y0, w, h
 
     campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
