@@ -9,6 +9,12 @@ Work and memory follow the actual coverage: each Gaussian is paired only with th
 bounding box of its alpha >= 1/255 ellipse (opacity-aware, like gsplat), the pairs are composited
 front to back in batches of about PAIR_BUDGET carrying each pixel's transmittance, and under
 autograd every batch is checkpointed so only its inputs are kept for the backward pass.
+
+What makes it fast on a decoder-sized scene (millions of overlapping splats): a Gaussian whose box
+holds only finished pixels is skipped whole (a summed-area table of the finished mask answers that
+per box), so after the front layers only a fraction of the scene is paired with pixels at all, and
+SH colours are evaluated per batch for the survivors only; the projection runs on contiguous
+[N] rows of the R S factor instead of batched 3x3 matrices.
 """
 
 from __future__ import annotations
