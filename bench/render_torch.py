@@ -24,6 +24,15 @@ from scenes import pixel_aligned_scene  # noqa: E402
 from common import ROOT, command_line, fmt, now, write_results  # noqa: E402  (puts the repo on sys.path)
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--label", required=True)
@@ -61,14 +70,20 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
     results["runs"][args.label] = {"command": command_line(), "date": now(), "gaussians": g.num, "sh_degree": args.degree,
-                                   "threads": torch.get_num_threads(), "torch": torch.__version__, "figures": figures}
+                                   "threads": torch.get_num_threads(), "torch": torch.__version__, "figures": figures,
+                                   "loadavg_1min_at_end": os.getloadavg()[0], "commit": _commit()}
+    write_results(out, results, markdown(results))
+
+
+def markdown(results: dict) -> str:
     lines = ["# Torch rasteriser, one view of the decoder-sized scene (median seconds)", ""]
     for label, run in results["runs"].items():
-        lines += [f"## {label}: {run['gaussians']:,} Gaussians, SH {run['sh_degree']}, {run['threads']} threads, {run['date']}",
+        load = f", load average {run['loadavg_1min_at_end']:.1f}" if "loadavg_1min_at_end" in run else ""
+        lines += [f"## {label}: {run['gaussians']:,} Gaussians, SH {run['sh_degree']}, {run['threads']} threads, {run['date']}{load}",
                   f"`{run['command']}`", "", "| size | s / view |", "|---|---|"]
         lines += [f"| {px}² | {fmt(r['median_s'], 2)} |" for px, r in run["figures"].items()]
-        lines.append("")
-    write_results(out, results, "\n".join(lines))
+        lines += ["", run["note"], ""] if run.get("note") else [""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ Work and memory follow the actual coverage: each Gaussian is paired only with th
 bounding box of its alpha >= 1/255 ellipse (opacity-aware, like gsplat), the pairs are composited
 front to back in batches of about PAIR_BUDGET carrying each pixel's transmittance, and under
 autograd every batch is checkpointed so only its inputs are kept for the backward pass.
+
+What makes it fast on a decoder-sized scene (millions of overlapping splats): a Gaussian whose box
+holds only finished pixels is skipped whole (a summed-area table of the finished mask answers that
+per box), so after the front layers only a fraction of the scene is paired with pixels at all, and
+SH colours are evaluated per batch for the survivors only; the projection runs on contiguous
+[N] rows of the R S factor instead of batched 3x3 matrices.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ ALPHA_MAX = 0.99  # original 3DGS; gsplat's CUDA kernels use 0.999, visible only
 T_MIN = 1e-4
 EPS_2D = 0.3
 PAIR_BUDGET = 1 << 20  # (pixel, Gaussian) pairs composited at once: bounds the memory
+WINDOW = 16  # rows culled together, in batch budgets of their (uncut) boxes
+PAIRS_PER_PIXEL = 4  # smaller batches on small images: finished pixels are found (and skipped) sooner
 
 # Real SH constants as in 3DGS (degrees 0-3) and plenoxels/gsplat (degree 4).
 C0 = 0.28209479177387814
@@ -149,66 +157,146 @@ def project_gaussians(
     return means2d, cov2d, tz
 
 
+def _factor_rows(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """[9, N]: entry 3 j + k is (R S)_jk, the covariance factor laid out as contiguous rows
+    (the projection then runs on [N] vectors instead of many tiny 3x3 matrices)."""
+    w, x, y, z = F.normalize(quats, dim=-1).T.contiguous()
+    sx, sy, sz = scales.T.contiguous()
+    return torch.stack([
+        (1 - 2 * (y * y + z * z)) * sx, 2 * (x * y - w * z) * sy, 2 * (x * z + w * y) * sz,
+        2 * (x * y + w * z) * sx, (1 - 2 * (x * x + z * z)) * sy, 2 * (y * z - w * x) * sz,
+        2 * (x * z - w * y) * sx, 2 * (y * z + w * x) * sy, (1 - 2 * (x * x + y * y)) * sz,
+    ])
+
+
+def _project_factored(
+    means: torch.Tensor,  # [N, 3] world
+    factor: torch.Tensor,  # [9, N] rows of M with covariance M M^T (R S), see _factor_rows
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+) -> Tuple[torch.Tensor, ...]:
+    """:func:`project_gaussians` from a covariance factor, on [N] vectors instead of 3x3 matmuls.
+
+    The 2D covariance is T T^T with T = J W M; row r of J W is (f_r / z)(W_r - (j_r / z) W_2), one
+    3-vector per Gaussian. Returns pixel x, y, a, b, c, depth [N] each with [[a, b], [b, c]] the 2D
+    covariance including the 0.3 low-pass.
+    """
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    tx, ty, tz = torch.addmm(t[:, None], R, means.T)  # [3, N], contiguous rows
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    lim_xp, lim_xn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
+    lim_yp, lim_yn = (height - cy) / fy + 0.3 * tan_y, cy / fy + 0.3 * tan_y
+    rz = 1.0 / tz
+    ux, uy = tx * rz, ty * rz
+    mx, my = fx * ux + cx, fy * uy + cy
+    ux = torch.clamp(ux, min=-lim_xn, max=lim_xp)
+    uy = torch.clamp(uy, min=-lim_yn, max=lim_yp)
+    fxr, fyr = fx * rz, fy * rz
+    p = (R @ factor.reshape(3, -1)).reshape(3, 3, -1)  # W M: rows [3, N] of the camera-space factor
+    t0 = p[0] * fxr - p[2] * (ux * fxr)  # rows of T = J W M, [3, N] each
+    t1 = p[1] * fyr - p[2] * (uy * fyr)
+    a = (t0 * t0).sum(0) + EPS_2D
+    b = (t0 * t1).sum(0)
+    c = (t1 * t1).sum(0) + EPS_2D
+    return mx, my, a, b, c, tz
+
+
+def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """t[index] along dim 0; index_select is much faster than advanced indexing on the CPU."""
+    return t.index_select(0, index)
+
+
 def _pixel_pairs(
-    boxes: torch.Tensor, g0: int, g1: int, done: torch.Tensor, width: int
+    boxes: torch.Tensor, rows: torch.Tensor, done: torch.Tensor, width: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(row, pixel) pairs of Gaussians g0..g1 inside their boxes, skipping finished pixels,
-    sorted by pixel and, within a pixel, front to back (rows are depth-sorted)."""
-    box = boxes[g0:g1]
-    counts = box[:, 2] * box[:, 3]
-    owner = torch.repeat_interleave(torch.arange(g1 - g0, device=box.device), counts)
-    local = torch.arange(owner.shape[0], device=box.device) - (torch.cumsum(counts, 0) - counts)[owner]
-    span_x = box[owner, 2]
-    pix = (box[owner, 1] + local // span_x) * width + box[owner, 0] + local % span_x
-    live = ~done[pix]
-    owner, pix = owner[live], pix[live]
-    order = torch.sort(pix, stable=True).indices
-    return owner[order] + g0, pix[order]
+    """(position in ``rows``, pixel) pairs of those Gaussians inside their boxes, skipping finished
+    pixels, in row order (front to back: ``rows`` ascend and rows are depth-sorted)."""
+    x0, y0, w, h = boxes.index_select(1, rows)
+    counts = w * h
+    owner = torch.repeat_interleave(torch.arange(rows.shape[0], dtype=counts.dtype, device=rows.device), counts)
+    starts = torch.cumsum(counts, 0, dtype=counts.dtype) - counts
+    local = torch.arange(owner.shape[0], dtype=counts.dtype, device=rows.device) - _take(starts, owner)
+    span_x = _take(w, owner)
+    row = torch.div(local, span_x, rounding_mode="floor")
+    pix = local.add_(_take(y0 * width + x0, owner)).add_(row * (width - span_x))  # (y0 + row) W + x0 + col
+    live = (~_take(done, pix)).nonzero().squeeze(1)
+    return _take(owner, live), _take(pix, live)
+
+
+def _live_in_boxes(box: torch.Tensor, done: torch.Tensor, width: int) -> torch.Tensor:
+    """Unfinished pixels inside each x0, y0, w, h box, from a summed-area table of the live mask:
+    a Gaussian whose box holds only finished pixels can change nothing, so it is skipped whole."""
+    live = (~done).reshape(-1, width).to(torch.int32)
+    sat = F.pad(live.cumsum(0, dtype=torch.int32).cumsum(1, dtype=torch.int32), (1, 0, 1, 0)).reshape(-1)
+    w1 = width + 1
+    x0, y0, w, h = box
+    lo, hi = y0 * w1, (y0 + h) * w1
+    x1 = x0 + w
+    return _take(sat, hi + x1) - _take(sat, lo + x1) - _take(sat, hi + x0) + _take(sat, lo + x0)
 
 
 def _composite_batch(
-    feats: torch.Tensor,  # [M, 7 + D]: mx, my, conic a, b, c, opacity, features..., depth
-    boxes: torch.Tensor,  # [M, 4] long: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
-    g0: int,
-    g1: int,
+    geo: torch.Tensor,  # [7, V]: x, y, conic a, b, c, opacity, depth of the Gaussians in front of the camera
+    ranked: torch.Tensor,  # [M] column of geo of each depth-sorted row
+    boxes: torch.Tensor,  # [4, M] int32: x0, y0, w, h pixel boxes of the alpha >= 1/255 ellipses
+    rows: torch.Tensor,  # [B] ascending (depth-sorted) rows to composite now
+    src: torch.Tensor,  # [M] index of each row in the caller's Gaussians
+    colors: torch.Tensor,  # [N, D] features or SH [N, 3, K]
+    means: torch.Tensor,  # [N, 3] (view directions of SH)
+    campos: torch.Tensor,  # [3]
+    sh_degree: Optional[int],
     trans: torch.Tensor,  # [H*W] float64 transmittance so far
     done: torch.Tensor,  # [H*W] bool, pixel terminated (3DGS: T would fall below 1e-4)
     width: int,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Composite depth-sorted Gaussians g0..g1 behind what is already accumulated.
+    """Composite the depth-sorted Gaussians ``rows`` behind what is already accumulated.
 
     Returns (sum of w * [features, depth] [H*W, D+1], new transmittance, new done mask).
+    Colours (SH included) are evaluated here, only for the Gaussians that reach a live pixel.
     Per pixel this is the sequential 3DGS loop, vectorised as a segmented cumulative sum of
     log(1 - alpha) over pixel-sorted pairs (float64 keeps the segment differences exact).
     """
     with torch.no_grad():
-        rows, pix = _pixel_pairs(boxes, g0, g1, done, width)
-    f = feats[rows]
-    px = (pix % width).to(f.dtype) + 0.5
-    py = torch.div(pix, width, rounding_mode="floor").to(f.dtype) + 0.5
-    dx, dy = px - f[:, 0], py - f[:, 1]
-    sigma = 0.5 * (f[:, 2] * dx * dx + f[:, 4] * dy * dy) + f[:, 3] * dx * dy
-    alpha = (f[:, 5] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
-    hit = ((alpha >= ALPHA_MIN) & (sigma >= 0)).nonzero().squeeze(1)  # skipped pairs leave T alone
-    f, pix, alpha = f[hit], pix[hit], alpha[hit].double()
+        owner, pix = _pixel_pairs(boxes, rows, done, width)
+    g = geo.index_select(1, _take(ranked, rows))
+    gi = _take(src, rows)
+    feat = _take(colors, gi)
+    if sh_degree is not None:
+        feat = sh_to_rgb(feat, _take(means, gi) - campos, sh_degree)
+    py = torch.div(pix, width, rounding_mode="floor")
+    px = (pix - py * width).to(g.dtype) + 0.5
+    py = py.to(g.dtype) + 0.5
+    mx, my, ca, cb, cc, op = (_take(g[k], owner) for k in range(6))
+    dx, dy = px - mx, py - my
+    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+    alpha = (op * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
+    with torch.no_grad():  # skipped pairs leave T alone; the rest sorted by pixel, front to back
+        hit = ((alpha >= ALPHA_MIN) & (sigma >= 0)).nonzero().squeeze(1)
+        order = torch.sort(_take(pix, hit), stable=True).indices
+        hit = _take(hit, order)
+    pix, alpha = _take(pix, hit), _take(alpha, hit).double()
+    f = _take(torch.cat([feat, g[6:].T], dim=1), _take(owner, hit))  # features..., depth
 
     log_keep = torch.log1p(-alpha)
     inclusive = torch.cumsum(log_keep, 0)
     with torch.no_grad():
         first = torch.ones_like(pix, dtype=torch.bool)
         first[1:] = pix[1:] != pix[:-1]
-        segment_start = first.nonzero().squeeze(1)[torch.cumsum(first, 0) - 1]
-    log_after = inclusive - (inclusive - log_keep)[segment_start]
-    t0 = trans[pix]
+        segment_start = _take(first.nonzero().squeeze(1), torch.cumsum(first, 0) - 1)
+    log_after = inclusive - _take(inclusive - log_keep, segment_start)
+    t0 = _take(trans, pix)
     after = t0 * torch.exp(log_after)
     before = t0 * torch.exp(log_after - log_keep)
     include = after >= T_MIN  # a prefix of each pixel's list: `after` only decreases
     weights = torch.where(include, alpha * before, torch.zeros_like(alpha)).to(f.dtype)
-    acc = torch.zeros(trans.shape[0], f.shape[1] - 6, dtype=f.dtype, device=f.device)
-    acc = acc.index_add(0, pix, weights[:, None] * f[:, 6:])
+    acc = torch.zeros(trans.shape[0], f.shape[1], dtype=f.dtype, device=f.device)
+    acc = acc.index_add(0, pix, weights[:, None] * f)
     kept = torch.zeros_like(trans).index_add(0, pix, torch.where(include, log_keep, torch.zeros_like(log_keep)))
     done = done.clone()
-    done[pix[~include]] = True
+    done[_take(pix, (~include).nonzero().squeeze(1))] = True
     return acc, trans * torch.exp(kept), done
 
 
@@ -226,7 +314,8 @@ def _batches(counts: torch.Tensor, budget: int) -> List[Tuple[int, int]]:
 
 def _render_view(
     means: torch.Tensor,
-    covars: torch.Tensor,
+    covars: Optional[torch.Tensor],
+    factor: Optional[torch.Tensor],
     opacities: torch.Tensor,
     colors: torch.Tensor,
     sh_degree: Optional[int],
@@ -243,56 +332,74 @@ def _render_view(
     depth_all = means @ viewmat[2, :3] + viewmat[2, 3]
     valid = (depth_all > near) & (depth_all < far) & (opacities >= ALPHA_MIN)
     idx = valid.nonzero().squeeze(1)
-    means2d, cov2d, depth = project_gaussians(means[idx], covars[idx], viewmat, K, width, height)
-    a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    if factor is not None:
+        every = idx.shape[0] == means.shape[0]  # usual for a framed scene: skip the copies
+        m_vis, f_vis = (means, factor) if every else (_take(means, idx), factor.index_select(1, idx))
+        mx, my, a, b, c, depth = _project_factored(m_vis, f_vis, viewmat, K, width, height)
+    else:
+        every = False
+        means2d, cov2d, depth = project_gaussians(means[idx], covars[idx], viewmat, K, width, height)
+        mx, my = means2d.T
+        a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
     det = a * c - b * b
-    opac = opacities[idx]
+    opac = opacities if every else _take(opacities, idx)
 
     with torch.no_grad():  # pixel boxes of the alpha >= 1/255 ellipses (exact extent, 0.5 px margin)
         reach = torch.sqrt(2.0 * torch.log(opac * 255.0).clamp_min(0.0))
         ex, ey = reach * a.clamp_min(0).sqrt() + 0.5, reach * c.clamp_min(0).sqrt() + 0.5
-        lo_x, hi_x = means2d[:, 0] - ex - 0.5, means2d[:, 0] + ex - 0.5
-        lo_y, hi_y = means2d[:, 1] - ey - 0.5, means2d[:, 1] + ey - 0.5
+        lo_x, hi_x = mx - ex - 0.5, mx + ex - 0.5
+        lo_y, hi_y = my - ey - 0.5, my + ey - 0.5
         seen = (det > 0) & torch.isfinite(lo_x + hi_x + lo_y + hi_y)
         seen &= (hi_x >= 0) & (lo_x <= width - 1) & (hi_y >= 0) & (lo_y <= height - 1)
         sel = seen.nonzero().squeeze(1)
-        sel = sel[torch.sort(depth[sel], stable=True).indices]
-        x0 = lo_x[sel].clamp(0, width - 1).floor().long()
-        x1 = hi_x[sel].clamp(0, width - 1).ceil().long()
-        y0 = lo_y[sel].clamp(0, height - 1).floor().long()
-        y1 = hi_y[sel].clamp(0, height - 1).ceil().long()
-        boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1)
+        sel = _take(sel, torch.sort(_take(depth, sel), stable=True).indices)
+        # int32 pixel arithmetic halves the memory traffic of the (pixel, Gaussian) pairs
+        x0 = _take(lo_x, sel).clamp_(0, width - 1).floor_().int()
+        x1 = _take(hi_x, sel).clamp_(0, width - 1).ceil_().int()
+        y0 = _take(lo_y, sel).clamp_(0, height - 1).floor_().int()
+        y1 = _take(hi_y, sel).clamp_(0, height - 1).ceil_().int()
+        boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1])  # [4, M]: x0, y0, w, h
 
-    if sh_degree is None:
-        feat = colors[idx[sel]]
-    else:
-        campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
-        feat = sh_to_rgb(colors[idx[sel]], means[idx[sel]] - campos, sh_degree)
-    inv = 1.0 / det[sel]
-    feats = torch.cat(
-        [
-            means2d[sel],
-            torch.stack([c[sel] * inv, -b[sel] * inv, a[sel] * inv, opac[sel]], dim=-1),
-            feat,
-            depth[sel, None],
-        ],
-        dim=1,
-    )
+    campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
+    inv = 1.0 / torch.where(det > 0, det, torch.ones_like(det))  # culled ones (det <= 0) never gathered
+    # [7, visible] rows: x, y, conic (a, b, c), opacity, depth; gathered per batch, in depth order
+    geo = torch.stack([mx, my, c * inv, -b * inv, a * inv, opac, depth])
+    src = sel if every else _take(idx, sel)
 
     n_pix = width * height
     acc = torch.zeros(n_pix, d + 1, dtype=dtype, device=device)
     trans = torch.ones(n_pix, dtype=torch.float64, device=device)
     done = torch.zeros(n_pix, dtype=torch.bool, device=device)
-    use_checkpoint = torch.is_grad_enabled() and feats.requires_grad
-    for g0, g1 in _batches(boxes[:, 2] * boxes[:, 3], PAIR_BUDGET):
-        args = (feats, boxes, g0, g1, trans, done, width)
-        if use_checkpoint:
-            part, trans, done = checkpoint(_composite_batch, *args, use_reentrant=False)
-        else:
-            part, trans, done = _composite_batch(*args)
-        acc = acc + part
-        if bool(done.all()):
-            break
+    use_checkpoint = torch.is_grad_enabled() and (geo.requires_grad or colors.requires_grad or means.requires_grad)
+    counts = boxes[2] * boxes[3]
+    cum = torch.cumsum(counts, 0)
+    budget = max(1, min(PAIR_BUDGET, PAIRS_PER_PIXEL * n_pix))
+    pos, total = 0, boxes.shape[1]
+    while pos < total and not bool(done.all()):
+        # A window of rows, culled whole where their boxes hold only finished pixels (finished
+        # pixels stay finished, so a culled Gaussian could never contribute later either).
+        base = int(cum[pos - 1]) if pos else 0
+        end = max(int(torch.searchsorted(cum, base + WINDOW * budget, right=True)), pos + 1)
+        with torch.no_grad():
+            rows = pos + (_live_in_boxes(boxes[:, pos:end], done, width) > 0).nonzero().squeeze(1)
+        pos = end
+        if rows.numel() == 0:
+            continue
+        for i, (r0, r1) in enumerate(_batches(_take(counts, rows), budget)):
+            batch = rows[r0:r1]
+            if i:
+                with torch.no_grad():
+                    batch = _take(batch, (_live_in_boxes(boxes.index_select(1, batch), done, width) > 0).nonzero().squeeze(1))
+                if batch.numel() == 0:
+                    continue
+            args = (geo, sel, boxes, batch, src, colors, means, campos, sh_degree, trans, done, width)
+            if use_checkpoint:
+                part, trans, done = checkpoint(_composite_batch, *args, use_reentrant=False)
+            else:
+                part, trans, done = _composite_batch(*args)
+            acc = acc + part
+            if bool(done.all()):
+                break
     return torch.cat([acc, trans.to(dtype)[:, None]], dim=1).reshape(height, width, d + 2)
 
 
@@ -316,10 +423,9 @@ def rasterize_torch(
     Inputs are assumed checked by :func:`vist3a.render.rasterize`, which adds the background and
     turns the accumulated depth into expected depth.
     """
-    if covars is None:
-        covars = covariance_from_quat_scale(quats, scales)
+    factor = _factor_rows(quats, scales) if covars is None else None
     views = [
-        _render_view(means, covars, opacities, colors, sh_degree, viewmats[i], Ks[i], width, height, near, far)
+        _render_view(means, covars, factor, opacities, colors, sh_degree, viewmats[i], Ks[i], width, height, near, far)
         for i in range(viewmats.shape[0])
     ]
     out = torch.stack(views)
