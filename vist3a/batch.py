@@ -293,6 +293,10 @@ def batch_main(args, load_pipeline: Callable[[object], object], settings) -> int
             print(f"{summary['done']}/{summary['total']} prompts done; wrote {path}", flush=True)
             if summary["missing"]:
                 print(f"missing: {len(summary['missing'])} (rerun the same command to redo them)", file=sys.stderr)
+        if distributed:  # tear gloo down together: a rank that left while another still used the group
+            import torch.distributed as dist  # aborted at exit ("terminate called without an active exception")
+
+            dist.barrier()
         return 1 if failures else 0
     finally:
         if distributed:
