@@ -27,17 +27,15 @@ import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
 import common  # noqa: F401  (puts the repository root on sys.path, so `vist3a` imports from a checkout)
 
+from vist3a.offload import GIB, Device  # noqa: F401  (GIB re-exported for the bench scripts)
 from vist3a.sync import synchronize
-
-Device = Union[str, torch.device]
-GIB = 1024**3
 
 __all__ = [
     "PEAK_TFLOPS",
