@@ -177,6 +177,78 @@ def test_reference_agreement_with_a_moved_camera_and_termination():
     np.testing.assert_allclose(depth[0, ..., 0].numpy(), ref_depth, atol=1e-9)
 
 
+def test_mixed_scene_matches_reference_with_and_without_autograd():
+    # Behind the camera, below the 1/255 opacity floor, outside the view, and long thin rotated splats
+    # (whose per-row spans are far narrower than their boxes): without autograd the renderer projects
+    # everything and masks the invalid ones, under autograd it copies the valid ones out first.
+    means, quats, scales, opac, sh = random_scene(14, 3, seed=21, dtype=torch.float64)
+    means[0, 2], means[1, 2] = -3.0, 0.004  # behind the camera / before the near plane
+    opac[2] = 1e-3  # can never reach alpha 1/255
+    means[3, 0] = 40.0  # far off to the side
+    scales[4:8] = torch.tensor([1.2, 0.02, 0.03], dtype=torch.float64)  # needles at random angles
+    viewmats, Ks, W, H = small_camera(dtype=torch.float64)
+    ref = reference_render(means, quats, scales, opac, sh, viewmats[0], Ks[0], W, H)
+    assert ref[1].max() > 0.5
+    with torch.no_grad():
+        plain = rasterize(means, quats, scales, opac, sh, viewmats, Ks, W, H, backend="torch")
+    params = [t.clone().requires_grad_(True) for t in (means, quats, scales, opac, sh)]
+    graphed = rasterize(*params, viewmats, Ks, W, H, backend="torch")
+    sum(o.sum() for o in graphed).backward()
+    assert all(torch.isfinite(p.grad).all() for p in params)
+    for ours in (plain, graphed):
+        for out, want in zip(ours, ref):
+            np.testing.assert_allclose(out[0].detach().numpy().reshape(want.shape), want, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_spans_hold_every_pair_that_passes_the_alpha_test(dtype):
+    # The spans are solved in float64 and widened by a rounding bound; brute force over each whole
+    # box with the renderer's own test (in the render dtype) must find no pair outside them.
+    from vist3a.render import torch_backend as tb
+
+    g = torch.Generator().manual_seed(5)
+    n, width, height = 300, 96, 80
+    mx, my = torch.rand(n, generator=g, dtype=torch.float64) * width, torch.rand(n, generator=g, dtype=torch.float64) * height
+    angle = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
+    long, short = 10 ** (torch.rand(n, generator=g, dtype=torch.float64) * 3), 0.3 + torch.rand(n, generator=g, dtype=torch.float64)
+    c, s = angle.cos(), angle.sin()
+    a, b, cc = long * c * c + short * s * s, (long - short) * c * s, long * s * s + short * c * c  # 2D covariances
+    op = 0.004 + 0.995 * torch.rand(n, generator=g, dtype=torch.float64)
+    det = a * cc - b * b
+    geo = torch.stack([mx, my, cc / det, -b / det, a / det, op, torch.ones(n, dtype=torch.float64)], 1).to(dtype)
+    reach = torch.sqrt(2 * torch.log(op * 255).clamp_min(0))
+    ex, ey = reach * a.sqrt() + 1.5, reach * cc.sqrt() + 1.5
+    x0, x1 = (mx - ex).clamp(0, width - 1).floor(), (mx + ex).clamp(0, width - 1).ceil()
+    y0, y1 = (my - ey).clamp(0, height - 1).floor(), (my + ey).clamp(0, height - 1).ceil()
+    boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1]).int()
+    rows = torch.arange(n)
+    owner, pix = tb._pixel_pairs(geo, boxes, rows, torch.zeros(width * height, dtype=torch.bool), width)
+    spans = set(zip(owner.tolist(), pix.tolist()))
+    passing, total = 0, 0
+    for i in range(n):
+        bx0, by0, bw, bh = boxes[:, i].tolist()
+        ys, xs = torch.meshgrid(torch.arange(by0, by0 + bh), torch.arange(bx0, bx0 + bw), indexing="ij")
+        dx, dy = (xs.to(dtype) + 0.5) - geo[i, 0], (ys.to(dtype) + 0.5) - geo[i, 1]
+        sigma = 0.5 * (geo[i, 2] * dx * dx + geo[i, 4] * dy * dy) + geo[i, 3] * dx * dy
+        alpha = (geo[i, 5] * torch.exp(-sigma)).clamp_max(tb.ALPHA_MAX)
+        hit = (alpha >= tb.ALPHA_MIN) & (sigma >= 0)
+        pixels = (ys * width + xs)[hit].tolist()
+        passing += len(pixels)
+        total += bw * bh
+        assert all((i, p) in spans for p in pixels), f"Gaussian {i}: a pair passing the alpha test is outside its spans"
+    assert total > 3 * passing and len(spans) < 1.1 * passing, (total, len(spans), passing)  # tight, unlike boxes
+
+
+def test_depth_keys_sort_like_the_depths():
+    from vist3a.render.torch_backend import _depth_keys
+
+    depth = torch.cat([torch.rand(1000) * 50, torch.tensor([0.0, -0.0, 1e-30, 3.0, 3.0])])
+    for d in (depth, depth.double()):
+        assert torch.equal(torch.sort(_depth_keys(d), stable=True).indices, torch.sort(d, stable=True).indices)
+    negative = torch.tensor([0.5, -0.2, 0.1])  # only below a negative near plane: float keys
+    assert torch.equal(torch.sort(_depth_keys(negative)).indices, torch.tensor([1, 2, 0]))
+
+
 def test_background_and_plain_colors():
     means, quats, scales, opac, _ = random_scene(4, 0, seed=5)
     colors = torch.rand(4, 3)
