@@ -342,3 +342,72 @@ def test_trajectory_and_depth_videos_render(tmp_path):
     assert low[2] > low[0] and mid[1] > max(mid[0], mid[2]) and high[0] > high[2]
     ramp = colorize_depth(torch.linspace(1, 2, 100).reshape(1, 10, 10, 1))
     assert ramp[0, 2, 0, 2] > ramp[0, 2, 0, 0] and ramp[0, -2, 0, 0] > ramp[0, -2, 0, 2]  # near blue, far red
+
+
+# ------------------------------------------------------------------------------ speed-path checks
+
+
+def test_spz_gzip_is_one_member_whichever_compressor_wrote_it(tmp_path, monkeypatch):
+    # Big enough (> 8 MB of payload) for the threaded ISA-L path; the reference reader inflates one
+    # gzip member, so the stream must be exactly one, with the same payload as the zlib fallback's.
+    import zlib
+
+    from vist3a import splat_formats
+
+    g = make_scene(n=150_000, degree=3, seed=4)
+    fast = splat_formats.spz_bytes(g)
+    inflate = zlib.decompressobj(31)
+    payload = inflate.decompress(fast)
+    assert inflate.eof and inflate.unused_data == b"" and len(payload) > 8 << 20
+    monkeypatch.setattr(splat_formats, "_gzip_module", lambda: (None, None))
+    fallback = splat_formats.spz_bytes(g)
+    assert zlib.decompress(fallback, 31) == payload
+    (tmp_path / "zlib.spz").write_bytes(fallback)
+    read_without_isal = splat_formats.load_spz(tmp_path / "zlib.spz")
+    monkeypatch.undo()
+    (tmp_path / "isal.spz").write_bytes(fast)
+    read_with_isal = splat_formats.load_spz(tmp_path / "isal.spz")
+    for name in ("means", "scales", "rotations", "opacities", "sh"):
+        assert torch.equal(getattr(read_with_isal, name), getattr(read_without_isal, name)), name
+
+
+def test_ply_reader_gives_the_same_scene_block_by_block(tmp_path, monkeypatch):
+    from vist3a import ply_binary
+    from vist3a.gaussians import PlyError, save_ply
+
+    g = make_scene(n=500, degree=3)
+    save_ply(g, tmp_path / "s.ply")
+    whole = load_ply(tmp_path / "s.ply")
+    monkeypatch.setattr(ply_binary, "CHUNK_BYTES", 1000)  # 4 rows a block
+    blocks = load_ply(tmp_path / "s.ply")
+    for name in ("means", "scales", "rotations", "opacities", "sh"):
+        assert torch.equal(getattr(whole, name), getattr(blocks, name)), name
+    # problems in the last block are still found and counted over every block
+    raw = (tmp_path / "s.ply").read_bytes()
+    end = raw.index(b"end_header\n") + len(b"end_header\n")
+    row = (len(raw) - end) // 500
+    table = np.frombuffer(raw, np.float32, offset=end).reshape(500, row // 4).copy()
+    table[[3, 498], -4:] = 0.0  # rot_0..3 close each row
+    (tmp_path / "zero.ply").write_bytes(raw[:end] + table.tobytes())
+    with pytest.raises(PlyError, match="has 2 zero-length rotation"):
+        load_ply(tmp_path / "zero.ply")
+    table = np.frombuffer(raw, np.float32, offset=end).reshape(500, row // 4).copy()
+    table[499, 1] = np.nan  # y of the last row
+    (tmp_path / "nan.ply").write_bytes(raw[:end] + table.tobytes())
+    with pytest.raises(PlyError, match="1 non-finite values .* property 'y'"):
+        load_ply(tmp_path / "nan.ply")
+
+
+def test_splat_order_is_the_reference_converters(tmp_path):
+    # Descending scale product x opacity, ties in input order (numpy's stable argsort of the negation).
+    from vist3a.gaussians import load_splat, save_splat
+
+    g = make_scene(n=400, degree=0, seed=8)
+    g.scales[::3] = 0.05
+    g.opacities[::3] = 0.5  # a third of the scene ties
+    save_splat(g, tmp_path / "s.splat")
+    importance = (g.scales.numpy().prod(axis=1) * g.opacities.numpy())
+    order = np.argsort(-importance, kind="stable")
+    back = load_splat(tmp_path / "s.splat")
+    assert torch.equal(back.means, g.means[torch.from_numpy(order)])
+    assert torch.equal(back.scales, g.scales[torch.from_numpy(order)])

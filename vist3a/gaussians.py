@@ -360,42 +360,48 @@ def read_ply(path: PathLike, opacity: str = "auto") -> PlyScene:
     degree = _rest_degree(path, present)
     k = (degree + 1) ** 2
     rest_names = [f"f_rest_{i}" for i in range(3 * (k - 1))]
-    columns = _Columns(table)
     n = len(table)
 
     sh = np.empty((n, 3, k), dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):  # bad values are reported below, by property
-        sh[:, :, 0] = columns.take(_DC)
-        if rest_names:
-            sh[:, :, 1:] = columns.take(rest_names).reshape(n, 3, k - 1)
-        means = columns.take(_BASE_PROPS).astype(np.float32)
-        small = columns.take(_TAIL).astype(np.float64)  # opacity, log scales, wxyz: [N, 8]
-    if not (np.isfinite(sh.sum()) and np.isfinite(means).all() and np.isfinite(small).all()):  # overflow: exact check
-        for name in _REQUIRED + rest_names:  # name the first bad property, in header-independent order
+    means = np.empty((n, 3), dtype=np.float32)
+    scales = np.empty((n, 3), dtype=np.float32)
+    rotations = np.empty((n, 4), dtype=np.float32)
+    stored = np.empty(n, dtype=np.float64)  # opacity as stored; its convention needs every row first
+    finite, zero_rotations = True, 0
+    # Block by block, so every copy and conversion runs on rows still in cache (float64 maths as before).
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # bad values are reported below
+        for start, rows in ply_binary.row_chunks(table):
+            columns, stop = _Columns(rows), start + len(rows)
+            block = slice(start, stop)
+            sh[block, :, 0] = columns.take(_DC)
+            if rest_names:
+                sh[block, :, 1:] = columns.take(rest_names).reshape(stop - start, 3, k - 1)
+            means[block] = columns.take(_BASE_PROPS)
+            tail = columns.take(_TAIL).astype(np.float64)  # opacity, log scales, wxyz
+            stored[block] = tail[:, 0]
+            scales[block] = np.exp(tail[:, 1:4])  # inf where it overflows float32: reported below
+            norms = np.sqrt(np.einsum("ij,ij->i", tail[:, 4:8], tail[:, 4:8]))
+            zero_rotations += int((norms <= 1e-12).sum())
+            rotations[block] = tail[:, 4:8] / norms[:, None]
+            finite = finite and bool(np.isfinite(sh[block].sum()) and np.isfinite(means[block]).all() and np.isfinite(tail).all())
+    if not finite:  # a sum can overflow without a bad value: the exact check names the property
+        for name in _REQUIRED + rest_names:  # the first bad property, in header-independent order
             bad = int((~np.isfinite(np.asarray(table[name]))).sum())
             if bad:
                 raise PlyError(f"{path} has {bad} non-finite values (NaN or inf) in property '{name}'")
-    stored, log_scales, rotations = small[:, 0], small[:, 1:4], small[:, 4:8]
-    norms = np.linalg.norm(rotations, axis=1, keepdims=True)
-    if (norms <= 1e-12).any():
-        raise PlyError(f"{path} has {int((norms <= 1e-12).sum())} zero-length rotation quaternions")
+    if zero_rotations:
+        raise PlyError(f"{path} has {zero_rotations} zero-length rotation quaternions")
     convention = _opacity_convention(path, opacity, stored, has_rest=bool(rest_names))
-    with np.errstate(over="ignore"):
-        scales = np.exp(log_scales)
-        alpha = stored if convention == "linear" else 1.0 / (1.0 + np.exp(-stored))
-    with np.errstate(over="ignore"):
-        too_large = not np.isfinite(scales.astype(np.float32)).all()
-    if too_large:
+    if not np.isfinite(scales).all():
         raise PlyError(f"{path} has log-scales too large to represent (exp overflows float32)")
-
-    def tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    with np.errstate(over="ignore"):
+        alpha = stored if convention == "linear" else 1.0 / (1.0 + np.exp(-stored))
 
     g = Gaussians(
         means=torch.from_numpy(means),
-        scales=tensor(scales),
-        rotations=tensor(rotations / norms),
-        opacities=tensor(alpha),
+        scales=torch.from_numpy(scales),
+        rotations=torch.from_numpy(rotations),
+        opacities=torch.from_numpy(alpha.astype(np.float32)),
         sh=torch.from_numpy(sh),
     )
     return PlyScene(g, convention, detected=opacity == "auto")
@@ -460,22 +466,24 @@ def save_splat(g: Gaussians, path: PathLike) -> Path:
     scale-product * opacity like the reference converter, so viewers stream big splats first.
     """
     g.validate()
-    means = _to_numpy(g.means)
-    scales = _to_numpy(g.scales)
-    opacity = _to_numpy(g.opacities)
-    rgb = 0.5 + SH_C0 * _to_numpy(g.sh[:, :, 0])
-    rot = _to_numpy(g.rotations)
-    rot = rot / np.linalg.norm(rot, axis=1, keepdims=True)
-    order = np.argsort(-(scales.prod(axis=1) * opacity), kind="stable")
-    rgba = np.concatenate([rgb, opacity[:, None]], axis=1)
-    record = np.empty(
-        g.num, dtype=[("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)]
-    )
-    record["position"] = means[order]
-    record["scale"] = scales[order]
-    record["rgba"] = np.clip(rgba[order] * 255, 0, 255).astype(np.uint8)
-    record["rot"] = np.clip(rot[order] * 128 + 128, 0, 255).astype(np.uint8)
-    return atomic_save_bytes(path, record.tobytes())
+
+    def f32(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(device="cpu", dtype=torch.float32)
+
+    scales, opacity = f32(g.scales), f32(g.opacities)
+    importance = scales[:, 0] * scales[:, 1] * scales[:, 2] * opacity  # >= 0: its bit patterns sort like it
+    order = torch.sort(importance.view(torch.int32), descending=True, stable=True).indices  # radix sort
+    n = g.num
+    record = torch.empty(n, 8, dtype=torch.float32)  # 32 bytes: position, scale, then 8 bytes of u8
+    record[:, 0:3] = f32(g.means).index_select(0, order)
+    record[:, 3:6] = scales.index_select(0, order)
+    packed = record.view(torch.uint8)[:, 24:]
+    rgba = torch.cat([0.5 + SH_C0 * f32(g.sh[:, :, 0]), opacity[:, None]], dim=1).index_select(0, order)
+    packed[:, 0:4] = rgba.mul_(255).clamp_(0, 255).to(torch.uint8)  # truncating, as the reference converter
+    rot = f32(g.rotations).index_select(0, order)
+    rot = rot / torch.linalg.vector_norm(rot, dim=1, keepdim=True)
+    packed[:, 4:8] = rot.mul_(128).add_(128).clamp_(0, 255).to(torch.uint8)
+    return atomic_save_bytes(path, record.numpy().tobytes())
 
 
 _SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
@@ -490,22 +498,23 @@ def load_splat(path: PathLike) -> Gaussians:
     size = path.stat().st_size
     if size == 0 or size % _SPLAT_RECORD.itemsize:
         raise PlyError(f"{path} is not a .splat file: its size ({size} bytes) is not a positive multiple of 32")
-    rec = np.fromfile(path, dtype=_SPLAT_RECORD)
-    means, scales = rec["position"], rec["scale"]
+    raw = torch.from_numpy(np.fromfile(path, dtype=np.uint8)).view(-1, 32)  # torch: threaded conversions
+    floats = raw.view(torch.float32)  # [N, 8]: position, scale, then the 8 bytes of u8
+    means, scales = floats[:, 0:3].clone(), floats[:, 3:6].clone()
     for name, values in (("positions", means), ("scales", scales)):
-        if not np.isfinite(values).all():
-            raise PlyError(f"{path} has {int((~np.isfinite(values)).sum())} non-finite {name}; it is not a valid .splat")
-    if (scales < 0).any():
+        if not bool(torch.isfinite(values).all()):
+            raise PlyError(f"{path} has {int((~torch.isfinite(values)).sum())} non-finite {name}; it is not a valid .splat")
+    if bool((scales < 0).any()):
         raise PlyError(f"{path} has negative scales; it is not a valid .splat (scales are stored linear)")
-    rot = (rec["rot"].astype(np.float32) - 128.0) / 128.0
-    norms = np.linalg.norm(rot, axis=1, keepdims=True)
-    if (norms <= 1e-6).any():
+    rot = raw[:, 28:32].float().sub_(128.0).div_(128.0)
+    norms = torch.linalg.vector_norm(rot, dim=1, keepdim=True)
+    if bool((norms <= 1e-6).any()):
         raise PlyError(f"{path} has {int((norms <= 1e-6).sum())} zero-length rotation quaternions")
-    rgba = rec["rgba"].astype(np.float32) / 255.0
+    rgba = raw[:, 24:28].float().div_(255.0)
     return Gaussians(
-        means=torch.from_numpy(np.ascontiguousarray(means)),
-        scales=torch.from_numpy(np.ascontiguousarray(scales)),
-        rotations=torch.from_numpy(rot / norms),
-        opacities=torch.from_numpy(np.ascontiguousarray(rgba[:, 3])),
-        sh=torch.from_numpy(np.ascontiguousarray((rgba[:, :3] - 0.5) / SH_C0)[:, :, None]),
+        means=means,
+        scales=scales,
+        rotations=rot.div_(norms),
+        opacities=rgba[:, 3].contiguous(),
+        sh=rgba[:, :3].sub(0.5).div_(SH_C0)[:, :, None],
     )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["PlyHeader", "read_header", "vertex_table", "header_bytes", "write_table"]
+__all__ = ["PlyHeader", "read_header", "vertex_table", "row_chunks", "header_bytes", "write_table"]
 
 MAX_HEADER_BYTES = 1 << 20
 _TYPES = {
@@ -123,6 +123,37 @@ def vertex_table(path: Path, header: PlyHeader, error: Callable[[str], Exception
             return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(el.count,))
         offset += dtype.itemsize * el.count
     return None
+
+
+CHUNK_BYTES = 8 << 20
+
+
+def row_chunks(table: np.ndarray, chunk_bytes: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first row, rows) of ``table`` in blocks of about ``chunk_bytes``, each in memory.
+
+    A memmapped table is read with ``readinto`` into one reused buffer: a sequential read is ~3x
+    faster than faulting the mapping in page by page, and the block stays in cache while the caller
+    copies its columns out. Any other table (plyfile's, empty) is sliced.
+    """
+    n = len(table)
+    rows = max(1, (chunk_bytes or CHUNK_BYTES) // max(table.dtype.itemsize, 1))
+    if not isinstance(table, np.memmap) or table.filename is None:
+        for start in range(0, n, rows):
+            yield start, table[start:start + rows]
+        return
+    buf = np.empty(min(rows, n), dtype=table.dtype)
+    with open(table.filename, "rb", buffering=0) as f:
+        f.seek(table.offset)
+        for start in range(0, n, rows):
+            block = buf[:min(rows, n - start)]
+            view = memoryview(block).cast("B")
+            got = 0
+            while got < len(view):
+                step = f.readinto(view[got:])
+                if not step:
+                    raise EOFError(f"{table.filename} ended while reading vertex rows")  # checked before, so rare
+                got += step
+            yield start, block
 
 
 def header_bytes(count: int, names: list[str]) -> bytes:
