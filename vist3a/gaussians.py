@@ -255,7 +255,7 @@ def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> P
     Layout: x y z nx ny nz f_dc_0..2 f_rest_* opacity(logit) scale_0..2(log) rot_0..3(wxyz),
     f_rest channel-major exactly like the original 3DGS code. ``sh_degree`` truncates the SH bands
     written (many viewers only read up to degree 3); by default all bands are written. The body is
-    filled column by column into one float32 table and written in one call (disk speed).
+    filled and written in blocks of rows (disk speed, little memory).
     """
     if sh_degree is not None:
         g = g.truncate_sh(sh_degree)
@@ -263,22 +263,28 @@ def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> P
     n = g.num
     if n == 0:
         raise ValueError(f"refusing to write {path}: there are no Gaussians to save (all pruned?)")
-    sh = g.sh.detach().to(device="cpu", dtype=torch.float32)
+    sh = g.sh.detach().to(device="cpu", dtype=torch.float32).numpy()
+    means, opacities, scales, rotations = (_to_numpy(t) for t in (g.means, g.opacities, g.scales, g.rotations))
     k = sh.shape[2]
     m = 3 * (k - 1)
     names = _BASE_PROPS + _NORMALS + _DC + [f"f_rest_{i}" for i in range(m)] + _TAIL
-    table = np.empty((n, len(names)), dtype="<f4")
-    table[:, 0:3] = _to_numpy(g.means)
+    # Block by block into one reused buffer: each block is filled while in cache and written at once,
+    # and the whole table (as large as the file) never sits in memory.
+    rows = max(1, ply_binary.CHUNK_BYTES // (4 * len(names)))
+    table = np.empty((min(rows, n), len(names)), dtype="<f4")
     table[:, 3:6] = 0.0
-    table[:, 6:9] = sh[:, :, 0].numpy()
-    if m:  # channel-major, as 3DGS: f_rest_{c*(K-1)+j} = sh[:, c, 1+j]; copied straight into the table
-        np.copyto(table[:, 9:9 + m].reshape(n, 3, k - 1), sh[:, :, 1:].numpy())
-    table[:, 9 + m] = _logit(_to_numpy(g.opacities))
-    table[:, 10 + m:13 + m] = np.log(np.maximum(_to_numpy(g.scales).astype(np.float64), 1e-30))
-    table[:, 13 + m:17 + m] = _to_numpy(g.rotations)
     with atomic_write(path, "wb") as f:
         f.write(ply_binary.header_bytes(n, names))
-        ply_binary.write_table(f, table)
+        for start in range(0, n, rows):
+            block, stop = table[:min(rows, n - start)], min(start + rows, n)
+            block[:, 0:3] = means[start:stop]
+            block[:, 6:9] = sh[start:stop, :, 0]
+            if m:  # channel-major, as 3DGS: f_rest_{c*(K-1)+j} = sh[:, c, 1+j]
+                np.copyto(block[:, 9:9 + m].reshape(-1, 3, k - 1), sh[start:stop, :, 1:])
+            block[:, 9 + m] = _logit(opacities[start:stop])
+            block[:, 10 + m:13 + m] = np.log(np.maximum(scales[start:stop].astype(np.float64), 1e-30))
+            block[:, 13 + m:17 + m] = rotations[start:stop]
+            ply_binary.write_table(f, block)
     return Path(path)
 
 

@@ -26,7 +26,7 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ SPZ_MAGIC = 0x5053474E
 SPZ_VERSION = 2
 _COLOR_SCALE = 0.15
 _HEADER = struct.Struct("<IIIBBBB")
+_BLOCK_ROWS = 1 << 16
 
 PathLike = Union[str, os.PathLike]
 
@@ -56,20 +57,23 @@ def _gzip_module():
     return igzip, igzip_threaded
 
 
-def gzip_compress(data: bytes, compresslevel: Optional[int] = None) -> bytes:
-    """One gzip member (mtime 0). ``None``: the fast default (ISA-L level 2, threaded for big payloads,
-    or zlib level 1 without isal); 0-3 use ISA-L when present; 4-9 zlib (smaller, much slower)."""
+def gzip_compress(parts: Sequence, compresslevel: Optional[int] = None) -> bytes:
+    """``parts`` (contiguous buffers) as one gzip member (mtime 0). ``None``: the fast default (ISA-L
+    level 2, threaded for big payloads, or zlib level 1 without isal); 0-3 use ISA-L when present; 4-9
+    zlib (smaller, much slower). Big payloads stream part by part, never joined into one copy."""
+    views = [memoryview(p).cast("B") for p in parts]
     igzip, threaded = _gzip_module()
     if igzip is not None and (compresslevel is None or compresslevel <= 3):
         level = 2 if compresslevel is None else compresslevel
         threads = min(4, os.cpu_count() or 1)
-        if threads > 1 and len(data) > (8 << 20):  # one member, blocks compressed in parallel
+        if threads > 1 and sum(v.nbytes for v in views) > (8 << 20):  # one member, blocks compressed in parallel
             buf = io.BytesIO()
             with threaded.open(buf, "wb", compresslevel=level, threads=threads) as f:
-                f.write(data)
+                for view in views:
+                    f.write(view)
             return buf.getvalue()
-        return igzip.compress(data, compresslevel=level, mtime=0)
-    return gzip.compress(data, compresslevel=1 if compresslevel is None else compresslevel, mtime=0)
+        return igzip.compress(b"".join(views), compresslevel=level, mtime=0)
+    return gzip.compress(b"".join(views), compresslevel=1 if compresslevel is None else compresslevel, mtime=0)
 
 
 def gzip_decompress(data: bytes) -> bytes:
@@ -81,14 +85,20 @@ def _u8(x: torch.Tensor) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _quantize_sh(x: torch.Tensor, bucket: int) -> torch.Tensor:
-    """round(x * 128) + 128 rounded to a multiple of ``bucket``, as uint8 (the reference quantiser)."""
-    q = x.mul(128.0).round_().add_(128.0 + bucket / 2).div_(bucket).floor_().mul_(bucket)
-    return q.clamp_(0, 255).to(torch.uint8)
-
-
-def _bytes(t: torch.Tensor) -> bytes:
-    return t.contiguous().numpy().tobytes()
+def _quantize_sh(rest: torch.Tensor) -> torch.Tensor:
+    """[N, 3, K-1] SH bands -> uint8 [N, K-1, 3] as stored (coefficient-major): round(x * 128) + 128
+    rounded to a multiple of 8 (degree-1 bands, 5 bits) or 16 (higher bands, 4 bits), like the
+    reference quantiser. The maths runs in the channel-major layout (contiguous inner rows); only the
+    uint8 result is transposed. Blocks of rows keep the float temporaries in cache."""
+    n, _, bands = rest.shape
+    bucket = torch.full((bands,), 16.0)
+    bucket[:3] = 8.0
+    out = torch.empty(n, bands, 3, dtype=torch.uint8)
+    for start in range(0, n, _BLOCK_ROWS):
+        block = rest[start:start + _BLOCK_ROWS]
+        q = block.mul(128.0).round_().add_(128.0 + bucket / 2).div_(bucket).floor_().mul_(bucket)
+        out[start:start + _BLOCK_ROWS] = q.clamp_(0, 255).to(torch.uint8).transpose(1, 2)
+    return out
 
 
 def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: int = 12,
@@ -123,17 +133,11 @@ def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: in
     xyz = q[:, 1:] * torch.where(q[:, :1] < 0, -1.0, 1.0)  # w >= 0
     rots = _u8(xyz * 127.5 + 127.5)
 
-    parts = [np.ascontiguousarray(pos).tobytes(), _bytes(alphas), _bytes(colors), _bytes(scales), _bytes(rots)]
-    if degree > 0:
-        k = (degree + 1) ** 2
-        rest = sh[:, :, 1:k].transpose(1, 2)  # [N, k-1, 3]: coefficient-major, channel-minor
-        q_sh = torch.empty(rest.shape, dtype=torch.uint8)
-        q_sh[:, :3] = _quantize_sh(rest[:, :3], 8)
-        if k > 4:
-            q_sh[:, 3:] = _quantize_sh(rest[:, 3:], 16)
-        parts.append(q_sh.numpy().tobytes())
     header = _HEADER.pack(SPZ_MAGIC, SPZ_VERSION, n, degree, fractional_bits, 0, 0)
-    return gzip_compress(header + b"".join(parts), compresslevel)
+    parts = [header, np.ascontiguousarray(pos)] + [t.contiguous().numpy() for t in (alphas, colors, scales, rots)]
+    if degree > 0:
+        parts.append(_quantize_sh(sh[:, :, 1:(degree + 1) ** 2]).numpy())
+    return gzip_compress(parts, compresslevel)
 
 
 def save_spz(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> Path:
