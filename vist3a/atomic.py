@@ -94,8 +94,8 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
             yield f
 
 
-def atomic_save_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and return the path."""
+def atomic_save_bytes(path: PathLike, data) -> Path:
+    """Write ``data`` (bytes or any contiguous buffer, e.g. a numpy array) to ``path`` atomically; return the path."""
     with atomic_write(path, "wb") as f:
         f.write(data)
     return Path(path)

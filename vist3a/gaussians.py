@@ -481,15 +481,15 @@ def save_splat(g: Gaussians, path: PathLike) -> Path:
     order = torch.sort(importance.view(torch.int32), descending=True, stable=True).indices  # radix sort
     n = g.num
     record = torch.empty(n, 8, dtype=torch.float32)  # 32 bytes: position, scale, then 8 bytes of u8
-    record[:, 0:3] = f32(g.means).index_select(0, order)
-    record[:, 3:6] = scales.index_select(0, order)
+    record[:, 0:3] = f32(g.means)
+    record[:, 3:6] = scales
     packed = record.view(torch.uint8)[:, 24:]
-    rgba = torch.cat([0.5 + SH_C0 * f32(g.sh[:, :, 0]), opacity[:, None]], dim=1).index_select(0, order)
+    rgba = torch.cat([0.5 + SH_C0 * f32(g.sh[:, :, 0]), opacity[:, None]], dim=1)
     packed[:, 0:4] = rgba.mul_(255).clamp_(0, 255).to(torch.uint8)  # truncating, as the reference converter
-    rot = f32(g.rotations).index_select(0, order)
+    rot = f32(g.rotations)
     rot = rot / torch.linalg.vector_norm(rot, dim=1, keepdim=True)
     packed[:, 4:8] = rot.mul_(128).add_(128).clamp_(0, 255).to(torch.uint8)
-    return atomic_save_bytes(path, record.numpy().tobytes())
+    return atomic_save_bytes(path, record.index_select(0, order).numpy())  # one gather of whole records
 
 
 _SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
