@@ -249,6 +249,25 @@ def test_depth_keys_sort_like_the_depths():
     assert torch.equal(torch.sort(_depth_keys(negative)).indices, torch.tensor([1, 2, 0]))
 
 
+def test_torch_rasteriser_runs_on_the_cpu_for_devices_without_float64(monkeypatch):
+    # Apple MPS has no float64, which the transmittance scan needs: the torch backend computes on the CPU
+    # there and hands the images back on the caller's device. Elsewhere it stays where the tensors are.
+    import vist3a.render as render
+
+    assert render.torch_compute_device(torch.device("mps")) == torch.device("cpu")
+    for name in ("cpu", "cuda:1"):
+        assert render.torch_compute_device(torch.device(name)) == torch.device(name)
+    asked = []
+    monkeypatch.setattr(render, "torch_compute_device", lambda d: asked.append(torch.device(d)) or torch.device("cpu"))
+    means, quats, scales, opac, sh = random_scene(4, 1, seed=3)
+    viewmats, Ks, W, H = small_camera()
+    params = [t.clone().requires_grad_(True) for t in (means, quats, scales, opac, sh)]
+    rgb, alpha, _ = rasterize(*params, viewmats, Ks, W, H, backend="torch")
+    assert asked == [torch.device("cpu")] and rgb.device == alpha.device == means.device
+    (rgb.sum() + alpha.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+
 def test_background_and_plain_colors():
     means, quats, scales, opac, _ = random_scene(4, 0, seed=5)
     colors = torch.rand(4, 3)

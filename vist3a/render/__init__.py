@@ -30,6 +30,7 @@ __all__ = [
     "render_gaussians",
     "render_orbit",
     "select_backend",
+    "torch_compute_device",
     "look_at",
     "orbit_cameras",
     "scene_bounds",
@@ -56,6 +57,13 @@ def select_backend(backend: str, device: torch.device, dtype: torch.dtype) -> st
     if backend == "auto":
         return "gsplat" if usable else "torch"
     return backend
+
+
+def torch_compute_device(device: torch.device) -> torch.device:
+    """Where the torch rasteriser runs for tensors on ``device``: there, unless the device has no
+    float64 (Apple MPS), which its transmittance scan needs to stay exact; then on the CPU."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 def _check(name: str, t: torch.Tensor, shape: Tuple) -> None:
@@ -127,10 +135,16 @@ def rasterize(
     )
     use_torch = select_backend(backend, device, dtype) == "torch"
     run = rasterize_torch if use_torch else gsplat_backend.rasterize_gsplat
+    work = torch_compute_device(device) if use_torch else device
+    if work != device:  # differentiable moves: gradients flow back to the caller's device
+        means, quats, scales, opacities, colors, viewmats, Ks, covars = (
+            None if t is None else t.to(work) for t in (means, quats, scales, opacities, colors, viewmats, Ks, covars)
+        )
     feats, alpha, depth_sum = run(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         sh_degree=sh_degree, near=near, far=far, covars=covars,
     )
+    feats, alpha, depth_sum = (t.to(device) for t in (feats, alpha, depth_sum))
     if background is not None:
         bg = torch.as_tensor(background, dtype=feats.dtype, device=feats.device)
         bg = bg.expand(cams, feats.shape[-1]) if bg.ndim < 2 else bg
