@@ -371,6 +371,20 @@ def test_spz_gzip_is_one_member_whichever_compressor_wrote_it(tmp_path, monkeypa
         assert torch.equal(getattr(read_with_isal, name), getattr(read_without_isal, name)), name
 
 
+@pytest.mark.parametrize("codec", ["isal", "zlib"])
+def test_corrupt_spz_is_one_clear_error_with_either_codec(tmp_path, monkeypatch, codec):
+    from vist3a import splat_formats
+
+    if codec == "zlib":
+        monkeypatch.setattr(splat_formats, "_gzip_module", lambda: (None, None))
+    good = splat_formats.spz_bytes(make_scene(n=2000, degree=1))
+    cases = {"garbage.spz": good[:10] + b"\xff" * 64 + good[74:], "short.spz": good[: len(good) // 2], "plain.spz": b"hello"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(splat_formats.SpzError, match=f"{name} is not a gzip-compressed .spz file"):
+            splat_formats.load_spz(tmp_path / name)
+
+
 def test_ply_reader_gives_the_same_scene_block_by_block(tmp_path, monkeypatch):
     from vist3a import ply_binary
     from vist3a.gaussians import PlyError, save_ply

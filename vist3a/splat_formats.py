@@ -25,6 +25,7 @@ import io
 import os
 import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -77,8 +78,17 @@ def gzip_compress(parts: Sequence, compresslevel: Optional[int] = None) -> bytes
 
 
 def gzip_decompress(data: bytes) -> bytes:
+    """Inflate a gzip stream; a corrupt one raises ``gzip.BadGzipFile`` whichever codec read it."""
     igzip, _ = _gzip_module()
-    return (igzip or gzip).decompress(data)
+    codec_errors: tuple = (zlib.error,)
+    if igzip is not None:
+        from isal import isal_zlib
+
+        codec_errors += (isal_zlib.error,)
+    try:
+        return (igzip or gzip).decompress(data)
+    except codec_errors as e:
+        raise gzip.BadGzipFile(f"corrupt deflate data: {e}") from e
 
 
 def _u8(x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +161,7 @@ def load_spz(path: PathLike) -> Gaussians:
     path = Path(path)
     try:
         raw = gzip_decompress(path.read_bytes())
-    except (OSError, EOFError, ValueError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError) as e:  # BadGzipFile is an OSError
         raise SpzError(f"{path} is not a gzip-compressed .spz file ({e})") from e
     if len(raw) < _HEADER.size:
         raise SpzError(f"{path} is too short to hold an .spz header")
