@@ -245,8 +245,13 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def cpu_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, as float32 on the CPU (what every file writer encodes from)."""
+    return t.detach().to(device="cpu", dtype=torch.float32)
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(device="cpu", dtype=torch.float32).numpy()
+    return cpu_float32(t).numpy()
 
 
 def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> Path:
@@ -263,7 +268,7 @@ def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> P
     n = g.num
     if n == 0:
         raise ValueError(f"refusing to write {path}: there are no Gaussians to save (all pruned?)")
-    sh = g.sh.detach().to(device="cpu", dtype=torch.float32).numpy()
+    sh = _to_numpy(g.sh)
     means, opacities, scales, rotations = (_to_numpy(t) for t in (g.means, g.opacities, g.scales, g.rotations))
     k = sh.shape[2]
     m = 3 * (k - 1)
@@ -472,21 +477,17 @@ def save_splat(g: Gaussians, path: PathLike) -> Path:
     scale-product * opacity like the reference converter, so viewers stream big splats first.
     """
     g.validate()
-
-    def f32(t: torch.Tensor) -> torch.Tensor:
-        return t.detach().to(device="cpu", dtype=torch.float32)
-
-    scales, opacity = f32(g.scales), f32(g.opacities)
+    scales, opacity = cpu_float32(g.scales), cpu_float32(g.opacities)
     importance = scales[:, 0] * scales[:, 1] * scales[:, 2] * opacity  # >= 0: its bit patterns sort like it
     order = torch.sort(importance.view(torch.int32), descending=True, stable=True).indices  # radix sort
     n = g.num
     record = torch.empty(n, 8, dtype=torch.float32)  # 32 bytes: position, scale, then 8 bytes of u8
-    record[:, 0:3] = f32(g.means)
+    record[:, 0:3] = cpu_float32(g.means)
     record[:, 3:6] = scales
     packed = record.view(torch.uint8)[:, 24:]
-    rgba = torch.cat([0.5 + SH_C0 * f32(g.sh[:, :, 0]), opacity[:, None]], dim=1)
+    rgba = torch.cat([0.5 + SH_C0 * cpu_float32(g.sh[:, :, 0]), opacity[:, None]], dim=1)
     packed[:, 0:4] = rgba.mul_(255).clamp_(0, 255).to(torch.uint8)  # truncating, as the reference converter
-    rot = f32(g.rotations)
+    rot = cpu_float32(g.rotations)
     rot = rot / torch.linalg.vector_norm(rot, dim=1, keepdim=True)
     packed[:, 4:8] = rot.mul_(128).add_(128).clamp_(0, 255).to(torch.uint8)
     return atomic_save_bytes(path, memoryview(record.index_select(0, order).numpy()).cast("B"))  # one gather

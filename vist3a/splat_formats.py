@@ -34,7 +34,7 @@ import torch
 
 from .atomic import atomic_save_bytes
 from .errors import SpzError
-from .gaussians import Gaussians
+from .gaussians import Gaussians, cpu_float32
 
 __all__ = ["SPZ_MAGIC", "SPZ_VERSION", "SpzError", "save_spz", "load_spz", "spz_bytes", "gzip_compress", "gzip_decompress"]
 
@@ -120,11 +120,7 @@ def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: in
     n = g.num
     if n == 0:
         raise ValueError("refusing to write an .spz: there are no Gaussians to save (all pruned?)")
-
-    def f32(t: torch.Tensor) -> torch.Tensor:  # torch ops below: multi-threaded, in place
-        return t.detach().to(device="cpu", dtype=torch.float32)
-
-    means = f32(g.means).double()
+    means = cpu_float32(g.means).double()
     fixed = means.mul(1 << fractional_bits).round_()
     limit = 1 << 23
     if bool((fixed.abs() >= limit).any()):
@@ -135,11 +131,11 @@ def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: in
     # the low three bytes of each little-endian int32 are the 24-bit two's complement value
     pos = fixed.to(torch.int32).numpy().astype("<i4", copy=False).view(np.uint8).reshape(n, 3, 4)[:, :, :3]
 
-    alphas = _u8(f32(g.opacities) * 255.0)
-    sh = f32(g.sh)  # [N, 3, K]
+    alphas = _u8(cpu_float32(g.opacities) * 255.0)
+    sh = cpu_float32(g.sh)  # [N, 3, K]
     colors = _u8(sh[:, :, 0] * (_COLOR_SCALE * 255.0) + 0.5 * 255.0)
-    scales = _u8(f32(g.scales).clamp_min(1e-30).log_().add_(10.0).mul_(16.0))
-    q = torch.nn.functional.normalize(f32(g.rotations), dim=1, eps=1e-12)  # wxyz
+    scales = _u8(cpu_float32(g.scales).clamp_min(1e-30).log_().add_(10.0).mul_(16.0))
+    q = torch.nn.functional.normalize(cpu_float32(g.rotations), dim=1, eps=1e-12)  # wxyz
     xyz = q[:, 1:] * torch.where(q[:, :1] < 0, -1.0, 1.0)  # w >= 0
     rots = _u8(xyz * 127.5 + 127.5)
 
