@@ -29,12 +29,17 @@ from scenes import pixel_aligned_scene  # noqa: E402
 from common import ROOT, command_line, fmt, now, write_results  # noqa: E402  (puts the repo on sys.path)
 
 
-def timed(fn, repeats: int) -> tuple[float, list[float]]:
+def timed(fn, repeats: int, before=None, after=None) -> tuple[float, list[float]]:
+    """Median seconds of ``fn``; ``before`` / ``after`` run outside the timing (deleting files is not writing)."""
     times = []
     for _ in range(repeats):
+        if before:
+            before()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        if after:
+            after()
     return statistics.median(times), times
 
 
@@ -44,13 +49,6 @@ def _tofile_fsync(raw: np.ndarray, path: Path) -> None:
         raw.tofile(f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fresh(tmp: str, write) -> None:
-    """numpy writing a new file, as a save does (the name is removed again outside the timing's hot path)."""
-    path = Path(tmp) / f"numpy_{time.monotonic_ns()}.bin"
-    write(path)
-    path.unlink()
 
 
 def _gzip_steps():
@@ -82,12 +80,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for fmt_name in args.formats.split(","):
             path = Path(tmp) / f"scene.{fmt_name}"
-            write_s, write_all = timed(lambda: write_splats(g, path, sh_degree=None), args.repeats)
+            # every write creates a new file, ours and numpy's alike; deleting the last one is not timed
+            write_s, write_all = timed(lambda: write_splats(g, path, sh_degree=None), args.repeats,
+                                       before=lambda: path.unlink(missing_ok=True))
             read_s, read_all = timed(lambda: read_splats(path), args.repeats)
             raw = np.fromfile(path, np.uint8)
             np_read, _ = timed(lambda: np.fromfile(path, np.uint8), args.repeats)
-            np_write, _ = timed(lambda: _fresh(tmp, lambda p: raw.tofile(p)), args.repeats)
-            np_write_sync, _ = timed(lambda: _fresh(tmp, lambda p: _tofile_fsync(raw, p)), args.repeats)
+            fresh = Path(tmp) / "numpy_new.bin"
+            gone = lambda: fresh.unlink(missing_ok=True)  # noqa: E731
+            np_write, _ = timed(lambda: raw.tofile(fresh), args.repeats, before=gone, after=gone)
+            np_write_sync, _ = timed(lambda: _tofile_fsync(raw, fresh), args.repeats, before=gone, after=gone)
             np_overwrite, _ = timed(lambda: raw.tofile(Path(tmp) / "numpy.bin"), args.repeats)
             row = {"bytes": int(raw.size), "write_s": write_s, "read_s": read_s, "write_runs": write_all, "read_runs": read_all,
                    "numpy_write_s": np_write, "numpy_write_fsync_s": np_write_sync, "numpy_overwrite_s": np_overwrite,
