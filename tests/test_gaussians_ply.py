@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 from plyfile import PlyData, PlyElement
 
 import vist3a.gaussians as gaussians_module
-from vist3a.atomic import atomic_save_bytes, atomic_write
+from vist3a import atomic
+from vist3a.atomic import WriteBehind, atomic_save_bytes, atomic_write
 from vist3a.gaussians import (
     SH_C0,
     Gaussians,
@@ -285,6 +287,45 @@ def test_atomic_write_failure_keeps_previous_file(tmp_path):
 def test_atomic_write_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="output directory .*missing does not exist; create it"):
         atomic_save_bytes(tmp_path / "missing" / "x.ply", b"")
+
+
+def test_write_behind_hands_every_finished_window_to_the_disk(tmp_path, monkeypatch):
+    advice = []
+    real = os.posix_fadvise if hasattr(os, "posix_fadvise") else None
+
+    def record(fd, offset, length, how):
+        advice.append((offset, length, how))
+        assert os.fstat(fd).st_size >= offset + length  # only bytes already written (flushed) are handed over
+        if real is not None:
+            real(fd, offset, length, how)
+
+    monkeypatch.setattr(atomic.os, "posix_fadvise", record, raising=False)
+    monkeypatch.setattr(atomic.os, "POSIX_FADV_DONTNEED", getattr(os, "POSIX_FADV_DONTNEED", 4), raising=False)
+    data = np.random.default_rng(0).integers(0, 256, 1_000_003, dtype=np.uint8)
+    with atomic_write(tmp_path / "w.bin", "wb") as f:
+        stream = WriteBehind(f, window=1 << 16)
+        stream.write(b"head")  # small writes accumulate ...
+        assert stream.write(data[:700_000]) == 700_000  # ... big ones go out a window at a time
+        stream.write(memoryview(data[700_000:]))
+    assert (tmp_path / "w.bin").read_bytes() == b"head" + data.tobytes()
+    # contiguous ranges from 0, each at least a window, covering all but the unfinished tail
+    assert advice and advice[0][0] == 0 and all(how == atomic.os.POSIX_FADV_DONTNEED for *_, how in advice)
+    assert all(a[0] + a[1] == b[0] for a, b in zip(advice, advice[1:])) and min(a[1] for a in advice) >= 1 << 16
+    assert 4 + data.size - (1 << 16) < advice[-1][0] + advice[-1][1] <= 4 + data.size
+    # without posix_fadvise (macOS, Windows) it is a plain write
+    monkeypatch.delattr(atomic.os, "posix_fadvise")
+    advice.clear()
+    with atomic_write(tmp_path / "plain.bin", "wb") as f:
+        WriteBehind(f, window=1 << 16).write(data)
+    assert (tmp_path / "plain.bin").read_bytes() == data.tobytes() and advice == []
+
+
+def test_ply_and_splat_files_do_not_depend_on_the_write_behind_window(tmp_path, monkeypatch):
+    g = make_gaussians(3000, 2)
+    wide = [save_ply(g, tmp_path / "a.ply").read_bytes(), save_splat(g, tmp_path / "a.splat").read_bytes()]
+    monkeypatch.setattr(atomic, "WRITE_BEHIND_BYTES", 4096)
+    narrow = [save_ply(g, tmp_path / "b.ply").read_bytes(), save_splat(g, tmp_path / "b.splat").read_bytes()]
+    assert wide == narrow
 
 
 def test_save_ply_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):

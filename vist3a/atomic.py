@@ -11,9 +11,9 @@ import shutil
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterator, Optional, Union
 
-__all__ = ["atomic_write", "atomic_path", "atomic_save_bytes", "atomic_dir"]
+__all__ = ["atomic_write", "atomic_stream", "atomic_path", "atomic_save_bytes", "atomic_dir", "WriteBehind"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -94,9 +94,56 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
             yield f
 
 
+WRITE_BEHIND_BYTES = 64 << 20
+"""How much is written before the kernel is asked to start putting it on disk."""
+
+
+class WriteBehind:
+    """A binary writer that starts the disk write of each finished window while the caller goes on.
+
+    Every save ends with an fsync (:func:`atomic_path`), which on its own waits for the whole file to
+    reach the disk after the last byte is written. Starting the write-back of each finished
+    :data:`WRITE_BEHIND_BYTES` window as soon as it is complete (``posix_fadvise(DONTNEED)``: on Linux
+    it starts write-back of the range's dirty pages without waiting, and leaves pages still being written
+    in the cache) lets the disk work while the caller fills the next blocks, so the final fsync waits for
+    the tail only. For a 929 MB PLY this halved the time of the write + fsync here (bench/splat_io.py).
+    Without ``posix_fadvise`` (macOS, Windows) it is a plain write.
+    """
+
+    def __init__(self, f: IO[bytes], window: Optional[int] = None):
+        self._f, self._window = f, window or WRITE_BEHIND_BYTES
+        self._written = self._handed = 0
+        self._fd = f.fileno() if hasattr(os, "posix_fadvise") else None
+
+    def write(self, data) -> int:
+        """Write a bytes-like object (any contiguous buffer); large ones go out a window at a time."""
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), self._window):
+            self._f.write(view[start:start + self._window])
+            self._written += min(self._window, len(view) - start)
+            if self._written - self._handed >= self._window:
+                self._hand_to_disk()
+        return len(view)
+
+    def _hand_to_disk(self) -> None:
+        if self._fd is None:
+            return
+        self._f.flush()
+        with suppress(OSError):  # only advice: a file system that refuses it still gets the final fsync
+            os.posix_fadvise(self._fd, self._handed, self._written - self._handed, os.POSIX_FADV_DONTNEED)
+        self._handed = self._written
+
+
+@contextmanager
+def atomic_stream(path: PathLike) -> Iterator[WriteBehind]:
+    """:func:`atomic_write` for large binary outputs (splat files): the disk writes while the caller fills."""
+    with atomic_write(path, "wb") as f:
+        yield WriteBehind(f)
+
+
 def atomic_save_bytes(path: PathLike, data) -> Path:
     """Write ``data`` (bytes or any contiguous buffer, e.g. a numpy array) to ``path`` atomically; return the path."""
-    with atomic_write(path, "wb") as f:
+    with atomic_stream(path) as f:
         f.write(data)
     return Path(path)
 

@@ -30,7 +30,7 @@ import torch
 from plyfile import PlyData, PlyElementParseError, PlyHeaderParseError
 
 from . import ply_binary
-from .atomic import atomic_save_bytes, atomic_write
+from .atomic import atomic_save_bytes, atomic_stream
 from .errors import PlyError
 
 __all__ = [
@@ -278,7 +278,7 @@ def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> P
     rows = max(1, ply_binary.CHUNK_BYTES // (4 * len(names)))
     table = np.empty((min(rows, n), len(names)), dtype="<f4")
     table[:, 3:6] = 0.0
-    with atomic_write(path, "wb") as f:
+    with atomic_stream(path) as f:
         f.write(ply_binary.header_bytes(n, names))
         for start in range(0, n, rows):
             block, stop = table[:min(rows, n - start)], min(start + rows, n)
@@ -479,7 +479,9 @@ def save_splat(g: Gaussians, path: PathLike) -> Path:
     g.validate()
     scales, opacity = cpu_float32(g.scales), cpu_float32(g.opacities)
     importance = scales[:, 0] * scales[:, 1] * scales[:, 2] * opacity  # >= 0: its bit patterns sort like it
-    order = torch.sort(importance.view(torch.int32), descending=True, stable=True).indices  # radix sort
+    # stable descending = stable ascending of the negated bit patterns (>= 0, so no overflow); torch radix-sorts
+    # ascending integer keys only (a descending sort took 4.5x longer)
+    order = torch.sort(importance.view(torch.int32).neg(), stable=True).indices
     n = g.num
     record = torch.empty(n, 8, dtype=torch.float32)  # 32 bytes: position, scale, then 8 bytes of u8
     record[:, 0:3] = cpu_float32(g.means)

@@ -175,46 +175,65 @@ def load_spz(path: PathLike) -> Gaussians:
         chunks.append(np.frombuffer(raw, np.uint8, s, off))
         off += s
     pos_b, a_b, c_b, s_b, r_b, sh_b = chunks
-    # float32 / int32 throughout: the values are 8-24 bit quantised, and 2.6M points decode in a fraction
-    # of the float64 time
-    p = pos_b.reshape(n, 3, 3).astype(np.int32)
-    fixed = p[..., 0] | (p[..., 1] << 8) | (p[..., 2] << 16)
-    fixed -= (fixed & 0x800000) << 1  # sign-extend 24 bits
-    means = fixed.astype(np.float64) / (1 << frac)  # float64: 24-bit integers stay exact before the division
+    # float32 where the values allow it (they are 8-24 bit quantised): 2.6M points decode in ~0.2 s
     opac = np.clip(a_b.astype(np.float32) / np.float32(255.0), 1e-4, 1 - 1e-4)
     dc = (c_b.reshape(n, 3).astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(_COLOR_SCALE)
     scales = np.exp(s_b.reshape(n, 3).astype(np.float32) / np.float32(16.0) - np.float32(10.0))
-    if version == 2:
-        xyz = r_b.reshape(n, 3).astype(np.float64) / 127.5 - 1.0
-        w = np.sqrt(np.maximum(0.0, 1.0 - (xyz ** 2).sum(1, keepdims=True)))
-        wxyz = np.concatenate([w, xyz], axis=1)
-    else:  # v3: smallest-three encoding, 2-bit index + 3 x 10 bits
-        v = r_b.reshape(n, 4).astype(np.uint32)
-        packed = v[:, 0] | (v[:, 1] << 8) | (v[:, 2] << 16) | (v[:, 3] << 24)
-        largest = packed >> 30
-        xyzw = np.zeros((n, 4))
-        mask, scale = (1 << 9) - 1, np.sqrt(0.5)
-        bits = packed.copy()
-        for i in range(3, -1, -1):
-            sel = largest != i
-            mag = (bits & mask).astype(np.float64)
-            neg = (bits >> 9) & 1
-            val = scale * mag / mask * np.where(neg == 1, -1.0, 1.0)
-            xyzw[sel, i] = val[sel]
-            bits = np.where(sel, bits >> 10, bits)
-        rest_sq = 1.0 - (xyzw ** 2).sum(1)
-        xyzw[np.arange(n), largest] = np.sqrt(np.maximum(rest_sq, 0.0))
-        wxyz = xyzw[:, [3, 0, 1, 2]]
+    rotations = _decode_rotations_v2(r_b, n) if version == 2 else _decode_rotations_v3(r_b, n)
     sh = np.empty((n, 3, k + 1), dtype=np.float32)
     sh[:, :, 0] = dc
     if k:  # the file is coefficient-major / channel-minor: one transposing copy straight into place (torch: threaded)
         rest = torch.from_numpy(sh)[:, :, 1:]
-        with warnings.catch_warnings():  # the decompressed bytes are read-only; they are only read here
-            warnings.simplefilter("ignore", UserWarning)
-            stored = torch.from_numpy(sh_b).view(n, k, 3)
-        rest.copy_(stored.transpose(1, 2)).mul_(1.0 / 128.0).sub_(1.0)
+        rest.copy_(_readonly_tensor(sh_b).view(n, k, 3).transpose(1, 2)).mul_(1.0 / 128.0).sub_(1.0)
+    return Gaussians(torch.from_numpy(_decode_positions(pos_b, n, frac)), torch.from_numpy(scales), rotations,
+                     torch.from_numpy(opac), torch.from_numpy(sh))
 
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
-    return Gaussians(t(means), t(scales), t(wxyz / np.linalg.norm(wxyz, axis=1, keepdims=True)), t(opac), t(sh))
+def _readonly_tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor over the decompressed (read-only) bytes without a copy; they are only read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
+def _decode_positions(pos_b: np.ndarray, n: int, frac: int) -> np.ndarray:
+    """24-bit two's complement fixed point -> float32 [N, 3], exactly (24-bit integers fit float32).
+
+    Each value's three bytes go into the top of a little-endian int32 whose low byte is zero; an
+    arithmetic shift right by 8 then sign-extends it (4x faster than assembling the bytes by shifts).
+    """
+    words = np.zeros((n, 3, 4), np.uint8)
+    words[:, :, 1:] = pos_b.reshape(n, 3, 3)
+    fixed = words.view("<i4")[..., 0] >> 8
+    return fixed.astype(np.float32) * np.float32(1.0 / (1 << frac))  # a power of two: exact
+
+
+def _decode_rotations_v2(r_b: np.ndarray, n: int) -> torch.Tensor:
+    """x, y, z bytes of a unit quaternion with w >= 0 -> float32 wxyz [N, 4] (float64 maths, threaded)."""
+    xyz = _readonly_tensor(r_b).view(n, 3).double().div_(127.5).sub_(1.0)
+    squares = xyz[:, 0] * xyz[:, 0] + xyz[:, 1] * xyz[:, 1] + xyz[:, 2] * xyz[:, 2]
+    w = (1.0 - squares).clamp_(min=0.0).sqrt_()
+    norm = (w * w + squares).sqrt_()  # 1 unless the quantised x, y, z overshoot the unit sphere
+    return torch.cat([w[:, None], xyz], dim=1).div_(norm[:, None]).float()
+
+
+def _decode_rotations_v3(r_b: np.ndarray, n: int) -> torch.Tensor:
+    """v3 smallest-three encoding (2-bit index of the largest component + 3 x (sign bit, 9-bit magnitude),
+    components in x, y, z, w order) -> float32 wxyz [N, 4]."""
+    v = r_b.reshape(n, 4).astype(np.uint32)
+    packed = v[:, 0] | (v[:, 1] << 8) | (v[:, 2] << 16) | (v[:, 3] << 24)
+    largest = packed >> 30
+    xyzw = np.zeros((n, 4))
+    mask, scale = (1 << 9) - 1, np.sqrt(0.5)
+    bits = packed.copy()
+    for i in range(3, -1, -1):
+        sel = largest != i
+        mag = (bits & mask).astype(np.float64)
+        neg = (bits >> 9) & 1
+        val = scale * mag / mask * np.where(neg == 1, -1.0, 1.0)
+        xyzw[sel, i] = val[sel]
+        bits = np.where(sel, bits >> 10, bits)
+    rest_sq = 1.0 - (xyzw ** 2).sum(1)
+    xyzw[np.arange(n), largest] = np.sqrt(np.maximum(rest_sq, 0.0))
+    wxyz = xyzw[:, [3, 0, 1, 2]]
+    return torch.from_numpy((wxyz / np.linalg.norm(wxyz, axis=1, keepdims=True)).astype(np.float32))
