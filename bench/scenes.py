@@ -11,6 +11,8 @@ import math
 
 import torch
 
+import common  # noqa: F401  (before vist3a: puts this tree's repository on sys.path, ahead of an installed vist3a)
+
 from vist3a.gaussians import Gaussians
 from vist3a.render import orbit_cameras
 

@@ -473,3 +473,41 @@ def test_spz_positions_decode_exactly_across_the_24_bit_range(tmp_path):
     g = Gaussians(means, torch.full((n, 3), 0.01), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), torch.full((n,), 0.5),
                   torch.zeros(n, 3, 1))
     assert torch.equal(load_spz(save_spz(g, tmp_path / "p.spz")).means, means)
+
+
+@pytest.mark.parametrize("codec", ["isal", "zlib"])
+def test_spz_stream_reading_checks_size_crc_and_members(tmp_path, monkeypatch, codec):
+    import gzip
+
+    from vist3a import splat_formats
+
+    if codec == "zlib":
+        monkeypatch.setattr(splat_formats, "_gzip_module", lambda: (None, None))
+    monkeypatch.setattr(splat_formats._Inflater, "_STEP", 4096)  # many pieces, sections split across them
+    monkeypatch.setattr(splat_formats._GzipStream, "_INPUT_STEP", 1000)
+    g = make_scene(n=3000, degree=3, seed=2)
+    payload = gzip.decompress(splat_formats.spz_bytes(g))
+    (tmp_path / "one.spz").write_bytes(gzip.compress(payload))
+    # members one after another and trailing zero padding read like one member (as gzip.decompress does)
+    third = len(payload) // 3
+    (tmp_path / "members.spz").write_bytes(b"".join(gzip.compress(payload[i:i + third]) for i in range(0, len(payload), third)) + bytes(8))
+    one, members = splat_formats.load_spz(tmp_path / "one.spz"), splat_formats.load_spz(tmp_path / "members.spz")
+    for name in ("means", "scales", "rotations", "opacities", "sh"):
+        assert torch.equal(getattr(one, name), getattr(members, name)), name
+    assert (one.means - g.means).abs().max() < 2.0 ** -12
+    wrong_sizes = {"long.spz": payload + b"\x07" * 5, "cut.spz": payload[:-5], "headless.spz": payload[:10]}
+    for name, data in wrong_sizes.items():
+        (tmp_path / name).write_bytes(gzip.compress(data))
+    with pytest.raises(splat_formats.SpzError, match=f"long.spz holds {len(payload) - 16 + 5} data bytes, expected {len(payload) - 16} for 3000"):
+        splat_formats.load_spz(tmp_path / "long.spz")
+    with pytest.raises(splat_formats.SpzError, match=f"cut.spz holds {len(payload) - 16 - 5} data bytes"):
+        splat_formats.load_spz(tmp_path / "cut.spz")
+    with pytest.raises(splat_formats.SpzError, match="headless.spz is too short to hold an .spz header"):
+        splat_formats.load_spz(tmp_path / "headless.spz")
+    good = (tmp_path / "one.spz").read_bytes()
+    (tmp_path / "crc.spz").write_bytes(good[:-8] + bytes(b ^ 0xFF for b in good[-8:-4]) + good[-4:])  # payload intact
+    with pytest.raises(splat_formats.SpzError, match="crc.spz is not a gzip-compressed .spz file"):
+        splat_formats.load_spz(tmp_path / "crc.spz")
+    (tmp_path / "tail.spz").write_bytes(good + b"trailing junk")
+    with pytest.raises(splat_formats.SpzError, match="tail.spz is not a gzip-compressed .spz file"):
+        splat_formats.load_spz(tmp_path / "tail.spz")

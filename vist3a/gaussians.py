@@ -21,6 +21,7 @@ import dataclasses
 import math
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -273,15 +274,21 @@ def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> P
     k = sh.shape[2]
     m = 3 * (k - 1)
     names = _BASE_PROPS + _NORMALS + _DC + [f"f_rest_{i}" for i in range(m)] + _TAIL
-    # Block by block into one reused buffer: each block is filled while in cache and written at once,
-    # and the whole table (as large as the file) never sits in memory.
+    # Block by block, each filled while in cache: the whole table (as large as the file) never sits in
+    # memory. Two buffers take turns: a worker thread hands one to the file while the next is filled
+    # (the write system call copies ~1 GB into the page cache, as long again as filling it).
     rows = max(1, ply_binary.CHUNK_BYTES // (4 * len(names)))
-    table = np.empty((min(rows, n), len(names)), dtype="<f4")
-    table[:, 3:6] = 0.0
-    with atomic_stream(path) as f:
+    buffers = [np.empty((min(rows, n), len(names)), dtype="<f4") for _ in range(2)]
+    for table in buffers:
+        table[:, 3:6] = 0.0
+    with atomic_stream(path) as f, ThreadPoolExecutor(1, thread_name_prefix="save_ply") as writer:
         f.write(ply_binary.header_bytes(n, names))
-        for start in range(0, n, rows):
-            block, stop = table[:min(rows, n - start)], min(start + rows, n)
+        pending: list = [None, None]
+        for i, start in enumerate(range(0, n, rows)):
+            turn = i % 2
+            if pending[turn] is not None:
+                pending[turn].result()  # this buffer is on disk (page cache) again; raises the write's error
+            block, stop = buffers[turn][:min(rows, n - start)], min(start + rows, n)
             block[:, 0:3] = means[start:stop]
             block[:, 6:9] = sh[start:stop, :, 0]
             if m:  # channel-major, as 3DGS: f_rest_{c*(K-1)+j} = sh[:, c, 1+j]
@@ -289,7 +296,10 @@ def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> P
             block[:, 9 + m] = _logit(opacities[start:stop])
             block[:, 10 + m:13 + m] = np.log(np.maximum(scales[start:stop].astype(np.float64), 1e-30))
             block[:, 13 + m:17 + m] = rotations[start:stop]
-            ply_binary.write_table(f, block)
+            pending[turn] = writer.submit(ply_binary.write_table, f, block)
+        for job in pending:
+            if job is not None:
+                job.result()
     return Path(path)
 
 

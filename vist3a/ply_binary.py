@@ -8,6 +8,7 @@ the file, raised through the ``error`` callable the caller passes.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Tuple
@@ -131,9 +132,10 @@ CHUNK_BYTES = 8 << 20
 def row_chunks(table: np.ndarray, chunk_bytes: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
     """(first row, rows) of ``table`` in blocks of about ``chunk_bytes``, each in memory.
 
-    A memmapped table is read with ``readinto`` into one reused buffer: a sequential read is ~3x
-    faster than faulting the mapping in page by page, and the block stays in cache while the caller
-    copies its columns out. Any other table (plyfile's, empty) is sliced.
+    A memmapped table is read with ``readinto`` (a sequential read is ~3x faster than faulting the
+    mapping in page by page) into two buffers that take turns: a worker thread reads the next block
+    while the caller copies its columns out of this one, still in cache. A block is valid until the
+    caller asks for the next. Any other table (plyfile's, empty) is sliced.
     """
     n = len(table)
     rows = max(1, (chunk_bytes or CHUNK_BYTES) // max(table.dtype.itemsize, 1))
@@ -141,11 +143,13 @@ def row_chunks(table: np.ndarray, chunk_bytes: Optional[int] = None) -> Iterator
         for start in range(0, n, rows):
             yield start, table[start:start + rows]
         return
-    buf = np.empty(min(rows, n), dtype=table.dtype)
-    with open(table.filename, "rb", buffering=0) as f:
+    buffers = [np.empty(min(rows, n), dtype=table.dtype) for _ in range(2)]
+    starts = range(0, n, rows)
+    with open(table.filename, "rb", buffering=0) as f, ThreadPoolExecutor(1, thread_name_prefix="ply_read") as reader:
         f.seek(table.offset)
-        for start in range(0, n, rows):
-            block = buf[:min(rows, n - start)]
+
+        def read(turn: int, start: int) -> np.ndarray:
+            block = buffers[turn][:min(rows, n - start)]
             view = memoryview(block).cast("B")
             got = 0
             while got < len(view):
@@ -153,6 +157,13 @@ def row_chunks(table: np.ndarray, chunk_bytes: Optional[int] = None) -> Iterator
                 if not step:
                     raise EOFError(f"{table.filename} ended while reading vertex rows")  # checked before, so rare
                 got += step
+            return block
+
+        ahead = reader.submit(read, 0, 0) if n else None
+        for i, start in enumerate(starts):
+            block = ahead.result()
+            if i + 1 < len(starts):  # the other buffer's block was handed out before this one: it is free
+                ahead = reader.submit(read, (i + 1) % 2, starts[i + 1])
             yield start, block
 
 

@@ -24,10 +24,10 @@ import gzip
 import io
 import os
 import struct
-import warnings
+import threading
 import zlib
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -152,48 +152,160 @@ def save_spz(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> P
     return atomic_save_bytes(path, spz_bytes(g, sh_degree))
 
 
+def _codec_errors() -> tuple:
+    igzip, _ = _gzip_module()
+    if igzip is None:
+        return (zlib.error,)
+    from isal import isal_zlib
+
+    return (zlib.error, isal_zlib.error)
+
+
+def _decompressobj():
+    igzip, _ = _gzip_module()
+    if igzip is None:
+        return zlib.decompressobj(wbits=31)
+    from isal import isal_zlib
+
+    return isal_zlib.decompressobj(wbits=31)
+
+
+class _GzipStream:
+    """A gzip file's payload, inflated a piece at a time (members one after another and trailing zero
+    padding allowed, like ``gzip.decompress``). Input goes in 1 MiB slices so that what the codec has
+    not consumed yet, which it hands back as a copy, stays small. Corrupt data raises
+    ``gzip.BadGzipFile``, a stream cut short ``EOFError``."""
+
+    _INPUT_STEP = 1 << 20
+
+    def __init__(self, data: bytes):
+        self._data, self._pos, self._tail = memoryview(data), 0, b""
+        self._inflate, self._errors = _decompressobj(), _codec_errors()
+
+    def read(self, limit: int) -> bytes:
+        """Up to ``limit`` more payload bytes; ``b""`` at the end of the last member."""
+        try:
+            return self._read(limit)
+        except self._errors as e:
+            raise gzip.BadGzipFile(f"corrupt deflate data: {e}") from e
+
+    def _read(self, limit: int) -> bytes:
+        while True:
+            if self._inflate.eof:
+                rest = bytes(self._inflate.unused_data) + bytes(self._data[self._pos:])
+                if not rest.strip(b"\0"):
+                    return b""
+                self._data, self._pos, self._tail = memoryview(rest), 0, b""
+                self._inflate = _decompressobj()
+            piece = self._tail or self._data[self._pos:self._pos + self._INPUT_STEP]
+            if not self._tail:
+                self._pos += len(piece)
+            out = self._inflate.decompress(piece, limit)
+            self._tail = self._inflate.unconsumed_tail
+            if out:
+                return out
+            if not piece and not self._tail and not self._inflate.eof:
+                raise EOFError("the compressed data ends before the end-of-stream marker")
+
+
+class _Inflater(threading.Thread):
+    """Inflates the rest of a stream into one preallocated buffer on a worker thread (both codecs release
+    the GIL), so the reader decodes each section while the next is inflated: an .spz read then costs
+    little more than the inflate alone."""
+
+    _STEP = 8 << 20
+
+    def __init__(self, stream: _GzipStream, out: np.ndarray):
+        super().__init__(daemon=True)
+        self._stream, self._out = stream, out
+        self._ready = threading.Condition()
+        self.filled, self.extra, self.finished, self.error = 0, 0, False, None
+
+    def run(self) -> None:
+        try:
+            while self.filled < len(self._out):
+                chunk = self._stream.read(min(self._STEP, len(self._out) - self.filled))
+                if not chunk:
+                    break
+                self._out[self.filled:self.filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                with self._ready:
+                    self.filled += len(chunk)
+                    self._ready.notify_all()
+            while chunk := self._stream.read(self._STEP):  # more payload than the header announced
+                self.extra += len(chunk)
+        except BaseException as e:  # handed to the reader, which raises it in its own thread
+            self.error = e
+        finally:
+            with self._ready:
+                self.finished = True
+                self._ready.notify_all()
+
+    def wait_for(self, end: int) -> bool:
+        """Block until ``end`` bytes are in the buffer; False if the stream finished (or failed) short of it."""
+        with self._ready:
+            self._ready.wait_for(lambda: self.filled >= end or self.finished)
+            return self.filled >= end
+
+
 def load_spz(path: PathLike) -> Gaussians:
-    """Read an ``.spz`` (version 2 or 3) back into float32 CPU :class:`Gaussians` (quantised values)."""
+    """Read an ``.spz`` (version 2 or 3) back into float32 CPU :class:`Gaussians` (quantised values).
+
+    Each section is decoded as soon as it has been inflated, the SH bands block by block.
+    """
     path = Path(path)
+    stream = _GzipStream(path.read_bytes())
+    header = b""
     try:
-        raw = gzip_decompress(path.read_bytes())
+        while len(header) < _HEADER.size and (more := stream.read(_HEADER.size - len(header))):
+            header += more
     except (OSError, EOFError) as e:  # BadGzipFile is an OSError
         raise SpzError(f"{path} is not a gzip-compressed .spz file ({e})") from e
-    if len(raw) < _HEADER.size:
+    if len(header) < _HEADER.size:
         raise SpzError(f"{path} is too short to hold an .spz header")
-    magic, version, n, degree, frac, _flags, _ = _HEADER.unpack_from(raw)
+    magic, version, n, degree, frac, _flags, _ = _HEADER.unpack(header)
     if magic != SPZ_MAGIC or version not in (2, 3) or degree > 3:
         raise SpzError(f"{path} is not an .spz v2/v3 file (magic {magic:#x}, version {version}, sh degree {degree})")
     k = (degree + 1) ** 2 - 1
-    rot_bytes = 3 if version == 2 else 4
-    sizes = [n * 9, n, n * 3, n * 3, n * rot_bytes, n * k * 3]
-    if len(raw) != _HEADER.size + sum(sizes):
-        raise SpzError(f"{path} holds {len(raw) - _HEADER.size} data bytes, expected {sum(sizes)} for {n} points")
-    off = _HEADER.size
-    chunks = []
-    for s in sizes:
-        chunks.append(np.frombuffer(raw, np.uint8, s, off))
-        off += s
-    pos_b, a_b, c_b, s_b, r_b, sh_b = chunks
-    # float32 where the values allow it (they are 8-24 bit quantised): 2.6M points decode in ~0.2 s
+    sizes = [n * 9, n, n * 3, n * 3, n * (3 if version == 2 else 4), n * k * 3]
+    payload = np.empty(sum(sizes), np.uint8)
+    inflater = _Inflater(stream, payload)
+    inflater.start()
+    try:
+        decoded = _decode_spz(payload, sizes, inflater.wait_for, n, k, frac, version)
+    finally:
+        inflater.join()
+    if isinstance(inflater.error, (OSError, EOFError)):
+        raise SpzError(f"{path} is not a gzip-compressed .spz file ({inflater.error})") from inflater.error
+    if inflater.error is not None:
+        raise inflater.error
+    if decoded is None or inflater.extra:
+        raise SpzError(f"{path} holds {inflater.filled + inflater.extra} data bytes, expected {payload.size} for {n} points")
+    return decoded
+
+
+def _decode_spz(payload: np.ndarray, sizes: list, arrived: Callable[[int], bool], n: int, k: int, frac: int,
+                version: int) -> Optional[Gaussians]:
+    """Decode the sections of an .spz payload in file order, each once ``arrived(end)``; None if the data
+    stops short. float32 where the values allow it (they are 8-24 bit quantised)."""
+    ends = np.cumsum(sizes).tolist()
+    if not arrived(ends[4]):
+        return None
+    pos_b, a_b, c_b, s_b, r_b = (payload[end - size:end] for size, end in zip(sizes[:5], ends[:5]))
     opac = np.clip(a_b.astype(np.float32) / np.float32(255.0), 1e-4, 1 - 1e-4)
-    dc = (c_b.reshape(n, 3).astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(_COLOR_SCALE)
     scales = np.exp(s_b.reshape(n, 3).astype(np.float32) / np.float32(16.0) - np.float32(10.0))
     rotations = _decode_rotations_v2(r_b, n) if version == 2 else _decode_rotations_v3(r_b, n)
     sh = np.empty((n, 3, k + 1), dtype=np.float32)
-    sh[:, :, 0] = dc
-    if k:  # the file is coefficient-major / channel-minor: one transposing copy straight into place (torch: threaded)
+    sh[:, :, 0] = (c_b.reshape(n, 3).astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(_COLOR_SCALE)
+    if k:  # coefficient-major / channel-minor in the file: transposing copies straight into place, per block of rows
         rest = torch.from_numpy(sh)[:, :, 1:]
-        rest.copy_(_readonly_tensor(sh_b).view(n, k, 3).transpose(1, 2)).mul_(1.0 / 128.0).sub_(1.0)
+        stored = torch.from_numpy(payload[ends[4]:]).view(n, k, 3)
+        for start in range(0, n, _BLOCK_ROWS * 4):
+            stop = min(n, start + _BLOCK_ROWS * 4)
+            if not arrived(ends[4] + stop * k * 3):
+                return None
+            rest[start:stop].copy_(stored[start:stop].transpose(1, 2)).mul_(1.0 / 128.0).sub_(1.0)
     return Gaussians(torch.from_numpy(_decode_positions(pos_b, n, frac)), torch.from_numpy(scales), rotations,
                      torch.from_numpy(opac), torch.from_numpy(sh))
-
-
-def _readonly_tensor(a: np.ndarray) -> torch.Tensor:
-    """A tensor over the decompressed (read-only) bytes without a copy; they are only read."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(a)
 
 
 def _decode_positions(pos_b: np.ndarray, n: int, frac: int) -> np.ndarray:
@@ -210,7 +322,7 @@ def _decode_positions(pos_b: np.ndarray, n: int, frac: int) -> np.ndarray:
 
 def _decode_rotations_v2(r_b: np.ndarray, n: int) -> torch.Tensor:
     """x, y, z bytes of a unit quaternion with w >= 0 -> float32 wxyz [N, 4] (float64 maths, threaded)."""
-    xyz = _readonly_tensor(r_b).view(n, 3).double().div_(127.5).sub_(1.0)
+    xyz = torch.from_numpy(r_b).view(n, 3).double().div_(127.5).sub_(1.0)
     squares = xyz[:, 0] * xyz[:, 0] + xyz[:, 1] * xyz[:, 1] + xyz[:, 2] * xyz[:, 2]
     w = (1.0 - squares).clamp_(min=0.0).sqrt_()
     norm = (w * w + squares).sqrt_()  # 1 unless the quantised x, y, z overshoot the unit sphere
