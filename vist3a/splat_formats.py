@@ -288,14 +288,19 @@ def _decode_spz(payload: np.ndarray, sizes: list, arrived: Callable[[int], bool]
     """Decode the sections of an .spz payload in file order, each once ``arrived(end)``; None if the data
     stops short. float32 where the values allow it (they are 8-24 bit quantised)."""
     ends = np.cumsum(sizes).tolist()
+    sh = np.empty((n, 3, k + 1), dtype=np.float32)
+    pos_b, a_b, c_b, s_b, r_b = (payload[end - size:end] for size, end in zip(sizes[:5], ends[:5]))
+    if not arrived(ends[0]):
+        return None
+    means = _decode_positions(pos_b, n, frac)
+    if not arrived(ends[3]):
+        return None
+    opac = np.clip(a_b.astype(np.float32) / np.float32(255.0), 1e-4, 1 - 1e-4)
+    sh[:, :, 0] = (c_b.reshape(n, 3).astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(_COLOR_SCALE)
+    scales = np.exp(s_b.reshape(n, 3).astype(np.float32) / np.float32(16.0) - np.float32(10.0))
     if not arrived(ends[4]):
         return None
-    pos_b, a_b, c_b, s_b, r_b = (payload[end - size:end] for size, end in zip(sizes[:5], ends[:5]))
-    opac = np.clip(a_b.astype(np.float32) / np.float32(255.0), 1e-4, 1 - 1e-4)
-    scales = np.exp(s_b.reshape(n, 3).astype(np.float32) / np.float32(16.0) - np.float32(10.0))
     rotations = _decode_rotations_v2(r_b, n) if version == 2 else _decode_rotations_v3(r_b, n)
-    sh = np.empty((n, 3, k + 1), dtype=np.float32)
-    sh[:, :, 0] = (c_b.reshape(n, 3).astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(_COLOR_SCALE)
     if k:  # coefficient-major / channel-minor in the file: transposing copies straight into place, per block of rows
         rest = torch.from_numpy(sh)[:, :, 1:]
         stored = torch.from_numpy(payload[ends[4]:]).view(n, k, 3)
@@ -304,8 +309,7 @@ def _decode_spz(payload: np.ndarray, sizes: list, arrived: Callable[[int], bool]
             if not arrived(ends[4] + stop * k * 3):
                 return None
             rest[start:stop].copy_(stored[start:stop].transpose(1, 2)).mul_(1.0 / 128.0).sub_(1.0)
-    return Gaussians(torch.from_numpy(_decode_positions(pos_b, n, frac)), torch.from_numpy(scales), rotations,
-                     torch.from_numpy(opac), torch.from_numpy(sh))
+    return Gaussians(torch.from_numpy(means), torch.from_numpy(scales), rotations, torch.from_numpy(opac), torch.from_numpy(sh))
 
 
 def _decode_positions(pos_b: np.ndarray, n: int, frac: int) -> np.ndarray:
@@ -320,13 +324,19 @@ def _decode_positions(pos_b: np.ndarray, n: int, frac: int) -> np.ndarray:
     return fixed.astype(np.float32) * np.float32(1.0 / (1 << frac))  # a power of two: exact
 
 
+_UNIT_BYTE = np.arange(256) / 127.5 - 1.0  # float64 value of each rotation byte
+
+
 def _decode_rotations_v2(r_b: np.ndarray, n: int) -> torch.Tensor:
-    """x, y, z bytes of a unit quaternion with w >= 0 -> float32 wxyz [N, 4] (float64 maths, threaded)."""
-    xyz = torch.from_numpy(r_b).view(n, 3).double().div_(127.5).sub_(1.0)
-    squares = xyz[:, 0] * xyz[:, 0] + xyz[:, 1] * xyz[:, 1] + xyz[:, 2] * xyz[:, 2]
-    w = (1.0 - squares).clamp_(min=0.0).sqrt_()
-    norm = (w * w + squares).sqrt_()  # 1 unless the quantised x, y, z overshoot the unit sphere
-    return torch.cat([w[:, None], xyz], dim=1).div_(norm[:, None]).float()
+    """x, y, z bytes of a unit quaternion with w >= 0 -> float32 wxyz [N, 4] (float64 maths)."""
+    xyz = _UNIT_BYTE[r_b.reshape(n, 3)]
+    squares = np.einsum("ij,ij->i", xyz, xyz)
+    w = np.sqrt(np.maximum(1.0 - squares, 0.0))
+    norm = np.sqrt(w * w + squares)  # 1 unless the quantised x, y, z overshoot the unit sphere
+    out = np.empty((n, 4), np.float32)
+    out[:, 0] = w / norm
+    out[:, 1:] = xyz / norm[:, None]
+    return torch.from_numpy(out)
 
 
 def _decode_rotations_v3(r_b: np.ndarray, n: int) -> torch.Tensor:
