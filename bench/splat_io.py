@@ -85,6 +85,33 @@ def _gzip_steps():
     return gzip_compress, gzip_decompress
 
 
+def _spread(row: dict, what: str) -> str:
+    """Median, and the fastest and slowest run: disk and memory timings here vary run to run."""
+    runs = row.get(f"{what}_runs") or []
+    extent = f" ({min(runs):.2f}-{max(runs):.2f})" if runs else ""
+    return f"{fmt(row[f'{what}_s'], 2)}{extent}"
+
+
+def markdown(results: dict) -> str:
+    """The results table, one section per label."""
+    lines = ["# Splat file I/O (median seconds; x = our time / numpy moving the same bytes)", "",
+             "x PLY bytes: our time / numpy moving the full-precision scene (the PLY's bytes), for the compact formats.", ""]
+    for label, run in results["runs"].items():
+        lines += [f"## {label}: {run['gaussians']:,} Gaussians, SH {run['sh_degree']}, {run['threads']} threads, {run['date']}",
+                  f"`{run['command']}`", "",
+                  "| format | MB | write s (runs) | x numpy | x numpy+fsync | x PLY bytes | read s (runs) | x numpy | x PLY bytes | gzip alone w / r s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in run["figures"].items():
+            gz = f"{fmt(r['gzip_compress_s'], 2)} / {fmt(r['gzip_decompress_s'], 2)}" if "gzip_compress_s" in r else ""
+            vs_ply = r.get("x_ply_bytes") or {}
+            lines.append(f"| {name} | {r['bytes'] / 1e6:.1f} | {_spread(r, 'write')} | {fmt(r['write_vs_numpy'], 1)} | "
+                         f"{fmt(r.get('write_vs_numpy_fsync'), 1)} | {fmt(vs_ply.get('write_vs_numpy_fsync'), 1)} | "
+                         f"{_spread(r, 'read')} | {fmt(r['read_vs_numpy'], 1)} | {fmt(vs_ply.get('read_vs_numpy'), 1)} | {gz} |")
+        lines += ["", run["note"]] if run.get("note") else []
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--label", required=True)
@@ -94,6 +121,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--formats", default="ply,spz,splat")
     ap.add_argument("--tmp", default=tempfile.gettempdir())
+    ap.add_argument("--note", default="", help="what was measured (tree, machine state); printed under the table")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "splat_io.json"))
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -138,24 +166,9 @@ def main() -> None:
     results["runs"][args.label] = {
         "command": command_line(), "date": now(), "gaussians": g.num, "sh_degree": args.degree,
         "threads": torch.get_num_threads(), "cpu": os.uname().machine, "torch": torch.__version__, "numpy": np.__version__,
-        "figures": figures,
+        "figures": figures, **({"note": args.note} if args.note else {}),
     }
-    lines = ["# Splat file I/O (median seconds; x = our time / numpy moving the same bytes)", "",
-             "x PLY bytes: our time / numpy moving the full-precision scene (the PLY's bytes), for the compact formats.", ""]
-    for label, run in results["runs"].items():
-        lines += [f"## {label}: {run['gaussians']:,} Gaussians, SH {run['sh_degree']}, {run['threads']} threads, {run['date']}",
-                  f"`{run['command']}`", "",
-                  "| format | MB | write s | x numpy | x numpy+fsync | x PLY bytes | read s | x numpy | x PLY bytes | gzip alone w / r s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for name, r in run["figures"].items():
-            gz = f"{fmt(r['gzip_compress_s'], 2)} / {fmt(r['gzip_decompress_s'], 2)}" if "gzip_compress_s" in r else ""
-            vs_ply = r.get("x_ply_bytes") or {}
-            lines.append(f"| {name} | {r['bytes'] / 1e6:.1f} | {fmt(r['write_s'], 2)} | {fmt(r['write_vs_numpy'], 1)} | "
-                         f"{fmt(r.get('write_vs_numpy_fsync'), 1)} | {fmt(vs_ply.get('write_vs_numpy_fsync'), 1)} | "
-                         f"{fmt(r['read_s'], 2)} | {fmt(r['read_vs_numpy'], 1)} | {fmt(vs_ply.get('read_vs_numpy'), 1)} | {gz} |")
-        lines += ["", run["note"]] if run.get("note") else []
-        lines.append("")
-    write_results(out, results, "\n".join(lines))
+    write_results(out, results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -402,3 +402,19 @@ def test_demo_benchmark_runs(tmp_path):
     res = json.loads(out.read_text())
     assert res["command"].startswith("python bench/demo.py") and res["fast"]["total"]["median"] > 0
     assert set(res["fast"]["stages"]) >= {"load", "text", "denoise", "vae", "splats", "save"}
+
+
+@pytest.mark.slow
+def test_splat_io_benchmark_runs(tmp_path):
+    out = tmp_path / "splat_io.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "splat_io.py"), "--label", "smoke", "--views", "1", "--size", "24",
+                           "--repeats", "1", "--tmp", str(tmp_path), "--note", "a smoke run", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)  # a hang guard, not a speed bound
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"]["smoke"]
+    assert run["gaussians"] == 24 * 24 and run["note"] == "a smoke run" and set(run["figures"]) == {"ply", "spz", "splat"}
+    for name, row in run["figures"].items():
+        assert row["write_s"] > 0 and row["read_s"] > 0 and len(row["write_runs"]) == 1, name
+        assert ("x_ply_bytes" in row) == (name != "ply") and ("gzip_compress_s" in row) == (name == "spz")
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("splat_io")] == []  # its scratch folder is gone
+    assert "| spz |" in out.with_suffix(".md").read_text() and "a smoke run" in out.with_suffix(".md").read_text()
