@@ -106,7 +106,7 @@ class WriteBehind:
     :data:`WRITE_BEHIND_BYTES` window as soon as it is complete (``posix_fadvise(DONTNEED)``: on Linux
     it starts write-back of the range's dirty pages without waiting, and leaves pages still being written
     in the cache) lets the disk work while the caller fills the next blocks, so the final fsync waits for
-    the tail only. For a 929 MB PLY this halved the time of the write + fsync here (bench/splat_io.py).
+    the tail only: saving a 929 MB PLY took 0.67 s instead of 0.89 s here (medians of 11 interleaved rounds).
     Without ``posix_fadvise`` (macOS, Windows) it is a plain write.
     """
 
