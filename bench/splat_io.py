@@ -149,7 +149,7 @@ def main() -> None:
                    "numpy_read_s": np_read, "write_vs_numpy": write_s / np_write, "write_vs_numpy_fsync": write_s / np_write_sync,
                    "read_vs_numpy": read_s / np_read}
             if fmt_name == "ply":
-                ply_numpy = {"bytes": row["bytes"], "write_fsync_s": np_write_sync, "read_s": np_read}
+                ply_numpy = {"write_fsync_s": np_write_sync, "read_s": np_read}
             if ply_numpy is not None and fmt_name != "ply":  # against numpy moving the full-precision scene
                 row["x_ply_bytes"] = {"write_vs_numpy_fsync": write_s / ply_numpy["write_fsync_s"],
                                       "read_vs_numpy": read_s / ply_numpy["read_s"]}

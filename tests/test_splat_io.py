@@ -508,6 +508,8 @@ def test_spz_stream_reading_checks_size_crc_and_members(tmp_path, monkeypatch, c
     (tmp_path / "crc.spz").write_bytes(good[:-8] + bytes(b ^ 0xFF for b in good[-8:-4]) + good[-4:])  # payload intact
     with pytest.raises(splat_formats.SpzError, match="crc.spz is not a gzip-compressed .spz file"):
         splat_formats.load_spz(tmp_path / "crc.spz")
+    with pytest.raises(FileNotFoundError, match="missing.spz"):
+        splat_formats.load_spz(tmp_path / "missing.spz")
     (tmp_path / "tail.spz").write_bytes(good + b"trailing junk")
     with pytest.raises(splat_formats.SpzError, match="tail.spz is not a gzip-compressed .spz file"):
         splat_formats.load_spz(tmp_path / "tail.spz")

@@ -502,7 +502,7 @@ def save_splat(g: Gaussians, path: PathLike) -> Path:
     rot = cpu_float32(g.rotations)
     rot = rot / torch.linalg.vector_norm(rot, dim=1, keepdim=True)
     packed[:, 4:8] = rot.mul_(128).add_(128).clamp_(0, 255).to(torch.uint8)
-    return atomic_save_bytes(path, memoryview(record.index_select(0, order).numpy()).cast("B"))  # one gather
+    return atomic_save_bytes(path, record.index_select(0, order).numpy())  # one gather of whole records
 
 
 _SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])

@@ -80,14 +80,9 @@ def gzip_compress(parts: Sequence, compresslevel: Optional[int] = None) -> bytes
 def gzip_decompress(data: bytes) -> bytes:
     """Inflate a gzip stream; a corrupt one raises ``gzip.BadGzipFile`` whichever codec read it."""
     igzip, _ = _gzip_module()
-    codec_errors: tuple = (zlib.error,)
-    if igzip is not None:
-        from isal import isal_zlib
-
-        codec_errors += (isal_zlib.error,)
     try:
         return (igzip or gzip).decompress(data)
-    except codec_errors as e:
+    except _codec_errors() as e:
         raise gzip.BadGzipFile(f"corrupt deflate data: {e}") from e
 
 
@@ -250,7 +245,9 @@ class _Inflater(threading.Thread):
 def load_spz(path: PathLike) -> Gaussians:
     """Read an ``.spz`` (version 2 or 3) back into float32 CPU :class:`Gaussians` (quantised values).
 
-    Each section is decoded as soon as it has been inflated, the SH bands block by block.
+    Each section is decoded as soon as it has been inflated, the SH bands block by block. Raises
+    :class:`SpzError` naming the file for anything that is not a readable .spz, and
+    ``FileNotFoundError`` if the file does not exist (as :func:`~vist3a.gaussians.read_ply`).
     """
     path = Path(path)
     stream = _GzipStream(path.read_bytes())
