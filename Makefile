@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# ruff first (seconds): pyflakes and import order, as configured in pyproject.toml
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -79,9 +79,12 @@ def _tofile_fsync(raw: np.ndarray, path: Path) -> None:
 def _gzip_steps():
     """The gzip (de)compression our .spz writer/reader use (older trees: the standard library at level 6)."""
     try:
-        from vist3a.splat_formats import gzip_compress, gzip_decompress
+        from vist3a.formats.spz import gzip_compress, gzip_decompress
     except ImportError:
-        return (lambda parts: gzip.compress(b"".join(parts), compresslevel=6, mtime=0)), gzip.decompress
+        try:  # trees before vist3a/formats/
+            from vist3a.splat_formats import gzip_compress, gzip_decompress
+        except ImportError:
+            return (lambda parts: gzip.compress(b"".join(parts), compresslevel=6, mtime=0)), gzip.decompress
     return gzip_compress, gzip_decompress
 
 
@@ -126,7 +129,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
-    from vist3a.convert import read_splats, write_splats
+    try:
+        from vist3a.formats import read_splats, write_splats
+    except ImportError:  # trees before vist3a/formats/
+        from vist3a.convert import read_splats, write_splats
 
     g = pixel_aligned_scene(args.views, args.size, args.degree)
     figures, ply_numpy = {}, None

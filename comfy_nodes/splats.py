@@ -12,7 +12,7 @@ import torch
 import folder_paths
 from comfy_api.latest import io
 
-from vist3a.gaussians import OPACITY_MODES
+from vist3a.formats import OPACITY_MODES
 
 from . import common as C
 
@@ -149,8 +149,8 @@ class PreviewSplats(io.ComfyNode):
     @C.friendly("Preview Splats")
     def execute(cls, splat, max_splats, cameras=None) -> io.NodeOutput:
         from vist3a.atomic import atomic_save_bytes
+        from vist3a.formats.spz import spz_bytes
         from vist3a.scene_view import view_hint
-        from vist3a.splat_formats import spz_bytes
 
         scenes = C.check_splat(splat)
         cams = C.check_cameras(cameras)
@@ -212,8 +212,8 @@ class SavePLY(io.ComfyNode):
     @classmethod
     @C.friendly("Save PLY")
     def execute(cls, splat, filename_prefix, sh_degree, also_splat, also_spz) -> io.NodeOutput:
-        from vist3a.gaussians import save_ply, save_splat
-        from vist3a.splat_formats import save_spz
+        from vist3a.formats import save_ply, save_splat
+        from vist3a.formats.spz import save_spz
 
         scenes = C.check_splat(splat)
         out_dir = folder_paths.get_output_directory()
@@ -287,8 +287,8 @@ class LoadPLY(io.ComfyNode):
     @classmethod
     @C.friendly("Load PLY")
     def execute(cls, file, path="", opacity="auto") -> io.NodeOutput:
-        from vist3a.gaussians import load_ply
-        from vist3a.splat_formats import load_spz
+        from vist3a.formats import load_ply
+        from vist3a.formats.spz import load_spz
 
         p = cls._resolve(file, path)
         if not os.path.isfile(p):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vist3a import atomic, cli, decoders, tiny
-from vist3a.gaussians import Gaussians, save_ply, save_splat
+from vist3a.formats import save_ply, save_splat
+from vist3a.gaussians import Gaussians
 from vist3a.render.media import save_orbit_video, save_png_grid
 
 

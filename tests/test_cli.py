@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from vist3a import decoders, tiny
-from vist3a.gaussians import load_ply
+from vist3a.formats import load_ply
 
 
 def run(*args, timeout=300):

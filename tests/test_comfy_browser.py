@@ -58,7 +58,8 @@ def _ensure_playwright() -> None:
 
 def _write_showcase_ply(path: Path) -> Path:
     """A small synthetic scene (checkered floor, red sphere, blue box, yellow ring) for the README shot."""
-    from vist3a.gaussians import Gaussians, rgb_to_sh0, save_ply
+    from vist3a.formats import save_ply
+    from vist3a.gaussians import Gaussians, rgb_to_sh0
 
     g = torch.Generator().manual_seed(0)
     parts = []
@@ -94,8 +95,8 @@ COMFY28 = "comfyui-0.28.0"  # ComfyUI 0.28.0 with the frontend it pins (1.45.21,
 def _write_donut_spz(path: Path, n: int = 1_000_000) -> Path:
     """A z-up donut of n splats (pink icing on top, SH degree 3): the 1M-splat viewer scene."""
     from vist3a.atomic import atomic_save_bytes
+    from vist3a.formats.spz import spz_bytes
     from vist3a.gaussians import Gaussians, rgb_to_sh0
-    from vist3a.splat_formats import spz_bytes
 
     g = torch.Generator().manual_seed(0)
     u = torch.rand(n, generator=g) * 2 * math.pi
@@ -224,7 +225,7 @@ def _compare_with_torch_renderer(canvas_png: Path, cam: dict, ply: Path, side_by
     import numpy as np
     from PIL import Image
 
-    from vist3a.gaussians import load_ply
+    from vist3a.formats import load_ply
     from vist3a.render import render_gaussians
     from vist3a.render.cameras import look_at
 

@@ -50,7 +50,7 @@ def test_pip_installed_core_imports_without_comfyui(tmp_path):
     assert not (target / "comfy_nodes").exists(), "the ComfyUI nodes must not be installed as a top-level package"
     code = """
 import json, sys
-import vist3a, vist3a.gaussians, vist3a.splat_formats, vist3a.tiny_release, vist3a.pipeline
+import vist3a, vist3a.gaussians, vist3a.formats, vist3a.tiny_release, vist3a.pipeline
 print(json.dumps({"core": vist3a.__file__, "comfy": any(m.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'comfy_nodes') for m in sys.modules)}))
 """
     r = _run(code, tmp_path, env_path=str(target))
@@ -69,7 +69,7 @@ def _scene(n=500, degree=3, seed=0):
 def test_spz_round_trip(tmp_path):
     import gzip
 
-    from vist3a.splat_formats import SPZ_MAGIC, load_spz, save_spz
+    from vist3a.formats.spz import SPZ_MAGIC, load_spz, save_spz
 
     g = _scene()
     path = save_spz(g, tmp_path / "s.spz")

@@ -86,8 +86,8 @@ def test_shipped_workflows_are_current_and_listed_as_templates(server):
 def _check_outputs(server, history) -> dict:
     from PIL import Image
 
-    from vist3a.gaussians import load_ply
-    from vist3a.splat_formats import load_spz
+    from vist3a.formats import load_ply
+    from vist3a.formats.spz import load_spz
 
     seen = {"ply": 0, "spz": 0, "splat": 0, "images": 0, "preview": 0, "native_ply": 0}
     for node_out in history["outputs"].values():
@@ -166,7 +166,7 @@ def test_load_ply_reads_official_layout(server):
     import torch
     from test_splat_io import make_scene, write_official_ply
 
-    from vist3a.gaussians import load_ply
+    from vist3a.formats import load_ply
 
     scene = make_scene(300, degree=0, seed=5)
     path = server.base / "input" / "official_gaussians.ply"  # Load PLY reads only inside ComfyUI's folders
@@ -271,7 +271,7 @@ def _native_graph(prefix: str) -> dict:
 def test_native_splat_nodes_connect_both_ways(server):
     import torch
 
-    from vist3a.gaussians import load_ply
+    from vist3a.formats import load_ply
 
     _needs_native(server)
     history, seconds = server.run(_native_graph("tests/native"))
@@ -313,7 +313,8 @@ def test_native_splat_nodes_connect_both_ways(server):
 def test_load_ply_refuses_paths_outside_comfyui_folders(server, tmp_path):
     import torch
 
-    from vist3a.gaussians import Gaussians, save_ply
+    from vist3a.formats import save_ply
+    from vist3a.gaussians import Gaussians
 
     outside = tmp_path / "secret.ply"
     save_ply(Gaussians(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([[1.0, 0, 0, 0]] * 2), torch.full((2,), 0.5),

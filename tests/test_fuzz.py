@@ -15,7 +15,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from vist3a import weights as wt
 from vist3a.errors import VIST3AError
-from vist3a.gaussians import Gaussians, PlyError, load_ply, save_ply
+from vist3a.formats import PlyError, load_ply, save_ply
+from vist3a.gaussians import Gaussians
 
 # Derandomised: CI always runs the same 300 cases per reader (a found bug stays found); raise
 # max_examples locally to explore further.

@@ -11,19 +11,11 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-import vist3a.gaussians as gaussians_module
+import vist3a.formats.ply as ply_module
 from vist3a import atomic
 from vist3a.atomic import WriteBehind, atomic_save_bytes, atomic_write
-from vist3a.gaussians import (
-    SH_C0,
-    Gaussians,
-    PlyError,
-    load_ply,
-    save_ply,
-    save_splat,
-    wxyz_to_xyzw,
-    xyzw_to_wxyz,
-)
+from vist3a.formats import PlyError, load_ply, save_ply, save_splat
+from vist3a.gaussians import SH_C0, Gaussians, wxyz_to_xyzw, xyzw_to_wxyz
 
 
 def make_gaussians(n: int = 50, degree: int = 3, seed: int = 0) -> Gaussians:
@@ -324,7 +316,7 @@ def test_ply_and_splat_files_do_not_depend_on_blocks_or_the_write_behind_window(
     g = make_gaussians(3000, 2)
     wide = [save_ply(g, tmp_path / "a.ply").read_bytes(), save_splat(g, tmp_path / "a.splat").read_bytes()]
     monkeypatch.setattr(atomic, "WRITE_BEHIND_BYTES", 4096)
-    monkeypatch.setattr(gaussians_module.ply_binary, "CHUNK_BYTES", 1000)  # 7 rows a block: the two buffers alternate
+    monkeypatch.setattr(ply_module.ply_binary, "CHUNK_BYTES", 1000)  # 7 rows a block: the two buffers alternate
     narrow = [save_ply(g, tmp_path / "b.ply").read_bytes(), save_splat(g, tmp_path / "b.splat").read_bytes()]
     assert wide == narrow
 
@@ -334,7 +326,7 @@ def test_save_ply_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
         stream.write(b"\x00" * 64)  # part of the body made it to disk, then the disk filled up
         raise OSError("disk full")
 
-    monkeypatch.setattr(gaussians_module.ply_binary, "write_table", failing_write)
+    monkeypatch.setattr(ply_module.ply_binary, "write_table", failing_write)
     with pytest.raises(OSError, match="disk full"):
         save_ply(make_gaussians(5, 0), tmp_path / "scene.ply")
     assert list(tmp_path.iterdir()) == []

@@ -99,7 +99,7 @@ def test_cli_seed_mode_options():
 
 
 def test_cli_generates_with_official_seed_mode(tmp_path):
-    from vist3a.gaussians import load_ply
+    from vist3a.formats import load_ply
 
     out = tmp_path / "official.ply"
     proc = subprocess.run([sys.executable, "-m", "vist3a", "generate", "a small red barn", "-o", str(out), "--tiny",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vist3a.gaussians import Gaussians, load_ply, save_ply
+from vist3a.formats import load_ply, save_ply
+from vist3a.gaussians import Gaussians
 from vist3a.splat_contract import SplatBatch, SplatContractError, gaussians_to_splat, is_splat, splat_to_gaussians
 
 

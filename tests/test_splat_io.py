@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vist3a.gaussians import VIEWER_SH_DEGREE, Gaussians, load_ply
+from vist3a.formats import VIEWER_SH_DEGREE, load_ply
+from vist3a.gaussians import Gaussians
 from vist3a.outputs import save_scene_outputs
 
 
@@ -70,7 +71,7 @@ def official(tmp_path):
 
 
 def test_official_ply_is_detected_and_read_linear(official):
-    from vist3a.gaussians import read_ply
+    from vist3a.formats import read_ply
 
     path, g = official
     notes = []
@@ -85,7 +86,7 @@ def test_official_ply_is_detected_and_read_linear(official):
 
 
 def test_standard_ply_stays_logit_and_linear_is_refused_when_impossible(tmp_path):
-    from vist3a.gaussians import PlyError, read_ply, save_ply
+    from vist3a.formats import PlyError, read_ply, save_ply
 
     g = make_scene(50, degree=0, seed=1)
     path = save_ply(g, tmp_path / "ours.ply")  # DC only too, but logits outside [0, 1]
@@ -123,7 +124,7 @@ def run_cli(*args):
 
 
 def test_cli_info_and_render_report_the_convention(official, tmp_path):
-    from vist3a.gaussians import save_ply
+    from vist3a.formats import save_ply
 
     path, _ = official
     proc = run_cli("info", path)
@@ -168,7 +169,7 @@ def assert_kept(got: Gaussians, ref: Gaussians, *formats: str) -> None:
 @pytest.mark.parametrize("src", FORMATS)
 @pytest.mark.parametrize("dst", FORMATS)
 def test_convert_every_format_pair(tmp_path, src, dst):
-    from vist3a.convert import MAX_SH_DEGREE, convert, read_splats, write_splats
+    from vist3a.formats import MAX_SH_DEGREE, convert, read_splats, write_splats
 
     ref = make_scene(80, degree=4, seed=7)
     first = write_splats(ref, tmp_path / f"in{src}", sh_degree=None)
@@ -182,13 +183,13 @@ def test_convert_every_format_pair(tmp_path, src, dst):
 
 
 def test_convert_cli_and_its_errors(tmp_path, official):
-    from vist3a.gaussians import save_ply
+    from vist3a.formats import save_ply
 
     path, g = official
     proc = run_cli("convert", path, tmp_path / "official.spz")
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and "official" in proc.stderr  # the layout is reported while converting
-    from vist3a.splat_formats import load_spz
+    from vist3a.formats.spz import load_spz
 
     assert (load_spz(tmp_path / "official.spz").opacities - g.opacities.clamp(1e-4, 1 - 1e-4)).abs().max() <= 1 / 255
     src = save_ply(make_scene(40, degree=4), tmp_path / "d4.ply")
@@ -213,7 +214,7 @@ def test_convert_cli_and_its_errors(tmp_path, official):
 
 
 def test_scene_outputs_follow_the_extension(tmp_path):
-    from vist3a.convert import read_splats
+    from vist3a.formats import read_splats
 
     scene = SimpleNamespace(gaussians=make_scene(50, degree=4))
     for name, degree in (("s.spz", 3), ("s.splat", 0), ("s.ply", 3)):
@@ -222,7 +223,7 @@ def test_scene_outputs_follow_the_extension(tmp_path):
 
 
 def test_splat_reader_refuses_damaged_files(tmp_path):
-    from vist3a.gaussians import PlyError, load_splat
+    from vist3a.formats import PlyError, load_splat
 
     (tmp_path / "odd.splat").write_bytes(bytes(33))
     with pytest.raises(PlyError, match="not a positive multiple of 32"):
@@ -280,7 +281,7 @@ def test_reader_takes_every_ply_layout(tmp_path, layout):
 
 
 def test_reader_header_errors_are_one_line(tmp_path):
-    from vist3a.gaussians import PlyError, save_ply
+    from vist3a.formats import PlyError, save_ply
 
     body = save_ply(make_scene(3, degree=0), tmp_path / "ok.ply").read_bytes()
     head, rest = body.split(b"end_header\n", 1)
@@ -352,42 +353,41 @@ def test_spz_gzip_is_one_member_whichever_compressor_wrote_it(tmp_path, monkeypa
     # gzip member, so the stream must be exactly one, with the same payload as the zlib fallback's.
     import zlib
 
-    from vist3a import splat_formats
+    from vist3a.formats import spz
 
     g = make_scene(n=150_000, degree=3, seed=4)
-    fast = splat_formats.spz_bytes(g)
+    fast = spz.spz_bytes(g)
     inflate = zlib.decompressobj(31)
     payload = inflate.decompress(fast)
     assert inflate.eof and inflate.unused_data == b"" and len(payload) > 8 << 20
-    monkeypatch.setattr(splat_formats, "_gzip_module", lambda: (None, None))
-    fallback = splat_formats.spz_bytes(g)
+    monkeypatch.setattr(spz, "_gzip_module", lambda: (None, None))
+    fallback = spz.spz_bytes(g)
     assert zlib.decompress(fallback, 31) == payload
     (tmp_path / "zlib.spz").write_bytes(fallback)
-    read_without_isal = splat_formats.load_spz(tmp_path / "zlib.spz")
+    read_without_isal = spz.load_spz(tmp_path / "zlib.spz")
     monkeypatch.undo()
     (tmp_path / "isal.spz").write_bytes(fast)
-    read_with_isal = splat_formats.load_spz(tmp_path / "isal.spz")
+    read_with_isal = spz.load_spz(tmp_path / "isal.spz")
     for name in ("means", "scales", "rotations", "opacities", "sh"):
         assert torch.equal(getattr(read_with_isal, name), getattr(read_without_isal, name)), name
 
 
 @pytest.mark.parametrize("codec", ["isal", "zlib"])
 def test_corrupt_spz_is_one_clear_error_with_either_codec(tmp_path, monkeypatch, codec):
-    from vist3a import splat_formats
+    from vist3a.formats import spz
 
     if codec == "zlib":
-        monkeypatch.setattr(splat_formats, "_gzip_module", lambda: (None, None))
-    good = splat_formats.spz_bytes(make_scene(n=2000, degree=1))
+        monkeypatch.setattr(spz, "_gzip_module", lambda: (None, None))
+    good = spz.spz_bytes(make_scene(n=2000, degree=1))
     cases = {"garbage.spz": good[:10] + b"\xff" * 64 + good[74:], "short.spz": good[: len(good) // 2], "plain.spz": b"hello"}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(splat_formats.SpzError, match=f"{name} is not a gzip-compressed .spz file"):
-            splat_formats.load_spz(tmp_path / name)
+        with pytest.raises(spz.SpzError, match=f"{name} is not a gzip-compressed .spz file"):
+            spz.load_spz(tmp_path / name)
 
 
 def test_ply_reader_gives_the_same_scene_block_by_block(tmp_path, monkeypatch):
-    from vist3a import ply_binary
-    from vist3a.gaussians import PlyError, save_ply
+    from vist3a.formats import PlyError, ply_binary, save_ply
 
     g = make_scene(n=500, degree=3)
     save_ply(g, tmp_path / "s.ply")
@@ -414,7 +414,7 @@ def test_ply_reader_gives_the_same_scene_block_by_block(tmp_path, monkeypatch):
 
 def test_splat_order_is_the_reference_converters(tmp_path):
     # Descending scale product x opacity, ties in input order (numpy's stable argsort of the negation).
-    from vist3a.gaussians import load_splat, save_splat
+    from vist3a.formats import load_splat, save_splat
 
     g = make_scene(n=400, degree=0, seed=8)
     g.scales[::3] = 0.05
@@ -448,7 +448,7 @@ def _smallest_three(q_wxyz: np.ndarray) -> np.ndarray:
 def test_spz_version_3_rotations(tmp_path):
     import gzip
 
-    from vist3a.splat_formats import load_spz, spz_bytes
+    from vist3a.formats.spz import load_spz, spz_bytes
 
     g = make_scene(n=400, degree=2, seed=9)
     v2 = bytearray(gzip.decompress(spz_bytes(g)))
@@ -465,7 +465,7 @@ def test_spz_version_3_rotations(tmp_path):
 
 
 def test_spz_positions_decode_exactly_across_the_24_bit_range(tmp_path):
-    from vist3a.splat_formats import load_spz, save_spz
+    from vist3a.formats.spz import load_spz, save_spz
 
     fixed = np.array([-(1 << 23) + 1, -(1 << 22), -4097, -1, 0, 1, 4095, (1 << 23) - 1], dtype=np.float64)
     means = torch.from_numpy(np.stack([fixed, fixed[::-1], np.roll(fixed, 3)], 1) / 4096).float()
@@ -479,37 +479,37 @@ def test_spz_positions_decode_exactly_across_the_24_bit_range(tmp_path):
 def test_spz_stream_reading_checks_size_crc_and_members(tmp_path, monkeypatch, codec):
     import gzip
 
-    from vist3a import splat_formats
+    from vist3a.formats import spz
 
     if codec == "zlib":
-        monkeypatch.setattr(splat_formats, "_gzip_module", lambda: (None, None))
-    monkeypatch.setattr(splat_formats._Inflater, "_STEP", 4096)  # many pieces, sections split across them
-    monkeypatch.setattr(splat_formats._GzipStream, "_INPUT_STEP", 1000)
+        monkeypatch.setattr(spz, "_gzip_module", lambda: (None, None))
+    monkeypatch.setattr(spz._Inflater, "_STEP", 4096)  # many pieces, sections split across them
+    monkeypatch.setattr(spz._GzipStream, "_INPUT_STEP", 1000)
     g = make_scene(n=3000, degree=3, seed=2)
-    payload = gzip.decompress(splat_formats.spz_bytes(g))
+    payload = gzip.decompress(spz.spz_bytes(g))
     (tmp_path / "one.spz").write_bytes(gzip.compress(payload))
     # members one after another and trailing zero padding read like one member (as gzip.decompress does)
     third = len(payload) // 3
     (tmp_path / "members.spz").write_bytes(b"".join(gzip.compress(payload[i:i + third]) for i in range(0, len(payload), third)) + bytes(8))
-    one, members = splat_formats.load_spz(tmp_path / "one.spz"), splat_formats.load_spz(tmp_path / "members.spz")
+    one, members = spz.load_spz(tmp_path / "one.spz"), spz.load_spz(tmp_path / "members.spz")
     for name in ("means", "scales", "rotations", "opacities", "sh"):
         assert torch.equal(getattr(one, name), getattr(members, name)), name
     assert (one.means - g.means).abs().max() < 2.0 ** -12
     wrong_sizes = {"long.spz": payload + b"\x07" * 5, "cut.spz": payload[:-5], "headless.spz": payload[:10]}
     for name, data in wrong_sizes.items():
         (tmp_path / name).write_bytes(gzip.compress(data))
-    with pytest.raises(splat_formats.SpzError, match=f"long.spz holds {len(payload) - 16 + 5} data bytes, expected {len(payload) - 16} for 3000"):
-        splat_formats.load_spz(tmp_path / "long.spz")
-    with pytest.raises(splat_formats.SpzError, match=f"cut.spz holds {len(payload) - 16 - 5} data bytes"):
-        splat_formats.load_spz(tmp_path / "cut.spz")
-    with pytest.raises(splat_formats.SpzError, match="headless.spz is too short to hold an .spz header"):
-        splat_formats.load_spz(tmp_path / "headless.spz")
+    with pytest.raises(spz.SpzError, match=f"long.spz holds {len(payload) - 16 + 5} data bytes, expected {len(payload) - 16} for 3000"):
+        spz.load_spz(tmp_path / "long.spz")
+    with pytest.raises(spz.SpzError, match=f"cut.spz holds {len(payload) - 16 - 5} data bytes"):
+        spz.load_spz(tmp_path / "cut.spz")
+    with pytest.raises(spz.SpzError, match="headless.spz is too short to hold an .spz header"):
+        spz.load_spz(tmp_path / "headless.spz")
     good = (tmp_path / "one.spz").read_bytes()
     (tmp_path / "crc.spz").write_bytes(good[:-8] + bytes(b ^ 0xFF for b in good[-8:-4]) + good[-4:])  # payload intact
-    with pytest.raises(splat_formats.SpzError, match="crc.spz is not a gzip-compressed .spz file"):
-        splat_formats.load_spz(tmp_path / "crc.spz")
+    with pytest.raises(spz.SpzError, match="crc.spz is not a gzip-compressed .spz file"):
+        spz.load_spz(tmp_path / "crc.spz")
     with pytest.raises(FileNotFoundError, match="missing.spz"):
-        splat_formats.load_spz(tmp_path / "missing.spz")
+        spz.load_spz(tmp_path / "missing.spz")
     (tmp_path / "tail.spz").write_bytes(good + b"trailing junk")
-    with pytest.raises(splat_formats.SpzError, match="tail.spz is not a gzip-compressed .spz file"):
-        splat_formats.load_spz(tmp_path / "tail.spz")
+    with pytest.raises(spz.SpzError, match="tail.spz is not a gzip-compressed .spz file"):
+        spz.load_spz(tmp_path / "tail.spz")

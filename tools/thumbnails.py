@@ -90,7 +90,7 @@ def compose(rgb, title: str, caption: str = CAPTION):
 
 
 def _saved_gaussians(server, history):
-    from vist3a.gaussians import load_ply
+    from vist3a.formats import load_ply
 
     for out in history["outputs"].values():  # our Save PLY ("vist3a_files") or ComfyUI's Save Splat (0.28)
         for items in out.values():

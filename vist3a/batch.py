@@ -136,7 +136,7 @@ class PromptResult:
 def _write_prompt_folder(tmp: Path, prompt: str, scene, *, pipe, settings, sh_degree, trajectory_t, video_ext,
                          seconds: float, info: DistInfo) -> None:
     from .batch_media import save_trajectory_videos
-    from .gaussians import save_ply
+    from .formats import save_ply
     from .render.media import save_png_grid
 
     mask = os.umask(0)

@@ -170,7 +170,7 @@ def _info(args) -> int:
 
 
 def _render(args) -> int:
-    from .convert import read_splats
+    from .formats import read_splats
     from .render import render_orbit
     from .render.media import save_orbit_video, save_png_grid
 
@@ -188,7 +188,7 @@ def _render(args) -> int:
 
 
 def _convert(args) -> int:
-    from .convert import convert
+    from .formats import convert
 
     _check_input(args.input, "input")
     out = _check_output(args.output, (".ply", ".spz", ".splat"))

@@ -97,7 +97,7 @@ def _describe_wan_lora(p: Path) -> list[str]:
 
 
 def _describe_ply(p: Path) -> list[str]:
-    from .gaussians import read_ply
+    from .formats import read_ply
 
     scene = read_ply(p)
     g = scene.gaussians
@@ -114,7 +114,7 @@ def _describe_ply(p: Path) -> list[str]:
 
 
 def _describe_compact(p: Path) -> list[str]:
-    from .convert import read_splats
+    from .formats import read_splats
 
     g = read_splats(p)
     return [f"{p}: {p.suffix.lower()[1:]} splats, {g.num} Gaussians, SH degree {g.sh_degree}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .convert import write_splats
+from .formats import write_splats
 from .render import render_gaussians, render_orbit
 from .render.cameras import cameras_from_normalized_intrinsics
 from .render.media import save_orbit_video, save_png_grid

@@ -1,7 +1,4 @@
-"""Compact splat exports beside the PLY: Niantic's ``.spz`` (gzip, ~10x smaller than PLY).
-
-``.splat`` (antimatter15) lives in :mod:`vist3a.gaussians` (:func:`~vist3a.gaussians.save_splat`);
-this module adds ``.spz`` version 2 as written by the reference library (nianticlabs/spz):
+"""Niantic's ``.spz`` (gzip, ~10x smaller than PLY), version 2 as the reference library (nianticlabs/spz) writes it:
 
     header (16 bytes, little endian): magic 0x5053474e ("NGSP"), version 2, num_points u32,
         sh_degree u8 (0..3), fractional_bits u8, flags u8, reserved u8
@@ -27,14 +24,15 @@ import struct
 import threading
 import zlib
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .atomic import atomic_save_bytes
-from .errors import SpzError
-from .gaussians import Gaussians, cpu_float32
+from ..atomic import atomic_save_bytes
+from ..errors import SpzError
+from ..gaussians import Gaussians
+from .common import PathLike, cpu_float32
 
 __all__ = ["SPZ_MAGIC", "SPZ_VERSION", "SpzError", "save_spz", "load_spz", "spz_bytes", "gzip_compress", "gzip_decompress"]
 
@@ -43,9 +41,6 @@ SPZ_VERSION = 2
 _COLOR_SCALE = 0.15
 _HEADER = struct.Struct("<IIIBBBB")
 _BLOCK_ROWS = 1 << 16
-
-PathLike = Union[str, os.PathLike]
-
 
 
 def _gzip_module():
@@ -247,7 +242,7 @@ def load_spz(path: PathLike) -> Gaussians:
 
     Each section is decoded as soon as it has been inflated, the SH bands block by block. Raises
     :class:`SpzError` naming the file for anything that is not a readable .spz, and
-    ``FileNotFoundError`` if the file does not exist (as :func:`~vist3a.gaussians.read_ply`).
+    ``FileNotFoundError`` if the file does not exist (as :func:`~vist3a.formats.ply.read_ply`).
     """
     path = Path(path)
     stream = _GzipStream(path.read_bytes())

@@ -1,21 +1,22 @@
-"""Splat files by extension: read and write .ply / .spz / .splat, and `python -m vist3a convert`.
+"""Splat files by extension: which reader/writer a path gets and how many SH bands each format keeps.
 
-One place decides which reader/writer a path gets and how many SH bands each format keeps, so the
-CLI (`generate -o x.spz`, `render`, `convert`) and the nodes agree.
+One place decides, so the CLI (`generate -o x.spz`, `render`, `convert`) and the nodes agree. A new
+format is a module beside this one plus a row in each table here.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
-from .errors import VIST3AError
-from .gaussians import VIEWER_SH_DEGREE, Gaussians, load_ply, load_splat, save_ply, save_splat
+from ..errors import VIST3AError
+from ..gaussians import Gaussians
+from .common import VIEWER_SH_DEGREE, PathLike
+from .ply import load_ply, save_ply
+from .splat import load_splat, save_splat
+from .spz import load_spz, save_spz
 
 __all__ = ["SPLAT_SUFFIXES", "MAX_SH_DEGREE", "FormatError", "splat_format", "read_splats", "write_splats", "convert"]
-
-PathLike = Union[str, os.PathLike]
 
 SPLAT_SUFFIXES = (".ply", ".spz", ".splat")
 MAX_SH_DEGREE = {".ply": 4, ".spz": 3, ".splat": 0}
@@ -35,15 +36,13 @@ def splat_format(path: PathLike, what: str = "file") -> str:
 
 
 def read_splats(path: PathLike, opacity: str = "auto", report: Optional[Callable[[str], None]] = None) -> Gaussians:
-    """Load any splat file we read; ``opacity``/``report`` apply to PLYs (see :func:`vist3a.gaussians.load_ply`)."""
+    """Load any splat file we read; ``opacity``/``report`` apply to PLYs (see :func:`vist3a.formats.ply.load_ply`)."""
     suffix = splat_format(path, "input")
     if not Path(path).is_file():
         raise FileNotFoundError(f"input {path} does not exist")
     if suffix == ".ply":
         return load_ply(path, opacity=opacity, report=report)
     if suffix == ".spz":
-        from .splat_formats import load_spz
-
         return load_spz(path)
     return load_splat(path)
 
@@ -64,8 +63,6 @@ def write_splats(g: Gaussians, path: PathLike, sh_degree: Optional[int] = VIEWER
     if suffix == ".ply":
         return save_ply(g, path, sh_degree=degree)
     if suffix == ".spz":
-        from .splat_formats import save_spz
-
         return save_spz(g, path, sh_degree=degree)
     return save_splat(g, path)
 

@@ -2,7 +2,7 @@
 
 plyfile (kept for ASCII files) reads binary bodies row by row unless memory-mapped and then still costs
 seconds per million rows; a 3DGS PLY is one fixed-size record per Gaussian, so numpy can view the body
-as a structured array directly. Errors are :class:`~vist3a.gaussians.PlyError`-style one-liners naming
+as a structured array directly. Errors are :class:`~vist3a.errors.PlyError`-style one-liners naming
 the file, raised through the ``error`` callable the caller passes.
 """
 
