@@ -46,9 +46,8 @@ from vist3a_train.common.models import enable_block_checkpointing, load_decoder,
 from vist3a_train.common.prompts import augment_camera_prompt, load_camera_templates
 from vist3a_train.common.rewards import build_rewards
 from vist3a_train.common.script import Context, resume, run_main
-from vist3a_train.common.vae import decode_with_grad
+from vist3a_train.common.vae import decode_with_grad, encode_latents
 from vist3a_train.common.zero_load import load_wan_transformer_zero3
-from vist3a_train.find_layer import encode_latents
 
 EMA_FILE = "ema.safetensors"
 
@@ -174,7 +173,7 @@ def body(ctx: Context) -> None:
         wan = load_wan_models(cfg, device, dtype=dtype, vae_dtype=vae_dtype, components=("vae", "text_encoder"))
         wan.transformer = load_wan_transformer_zero3(streamed[0], streamed[1], dtype)
         tc = wan.transformer.config
-        from vist3a.wan.loading import wan_size_name
+        from vist3a.wan.configs import wan_size_name
 
         wan.name = wan_size_name(tc.num_layers, tc.num_attention_heads * tc.attention_head_dim)
         ctx.log.info(f"Wan transformer streamed from {streamed[0]} into ZeRO-3 partitions")

@@ -32,9 +32,10 @@ import torch
 from vist3a_train.common import distributed as D
 from vist3a_train.common.config import ConfigError, resolve_path
 from vist3a_train.common.data import BadSampleMonitor, StreamDataset, build_dataset, make_loader
-from vist3a_train.common.models import load_teacher, load_wan_models
+from vist3a_train.common.models import check_sizes, load_teacher, load_wan_models
 from vist3a_train.common.ridge import RidgeStats, solve_ridge, unfold_conv3d, upsample_latent
 from vist3a_train.common.script import Context, resume, run_main
+from vist3a_train.common.vae import encode_latents
 
 STATS_FILE = "ridge_stats.safetensors"
 
@@ -86,23 +87,6 @@ def dino_tokens(teacher, context: torch.Tensor, cuts: list[int], bf16: bool) -> 
         for h in handles:
             h.remove()
     return captured
-
-
-@torch.no_grad()
-def encode_latents(vae, video: torch.Tensor, positions, seed: int) -> torch.Tensor:
-    """Raw Wan latents: a posterior sample whose noise depends only on the sample's data position."""
-    dist = vae.encode(video.to(vae.dtype)).latent_dist
-    noise = torch.stack([torch.randn(dist.mean.shape[1:], generator=D.generator(seed, "vae-noise", int(p)))
-                         for p in positions]).to(dist.mean.device, dist.mean.dtype)
-    return (dist.mean + dist.std * noise).float()
-
-
-def check_sizes(teacher, video_size: int, context_size: int) -> None:
-    patch = teacher.cfg.patch_size
-    if context_size % patch or video_size % 16 or video_size // 16 != context_size // patch:
-        raise ConfigError(f"video_size {video_size} and context_size {context_size} do not match: the latent token grid "
-                          f"(video/16 = {video_size / 16:g}) must equal the AnySplat grid (context/{patch} = "
-                          f"{context_size / patch:g}), e.g. 512 and 448")
 
 
 def body(ctx: Context) -> None:

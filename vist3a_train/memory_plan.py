@@ -33,7 +33,7 @@ def counts(size: str) -> dict:
     from transformers import UMT5Config, UMT5EncoderModel
 
     from vist3a.models import AnySplat, AnySplatConfig, StitchConfig, StitchedDecoder
-    from vist3a.wan.loading import UMT5_XXL_CONFIG, WAN_VAE_CONFIG
+    from vist3a.wan.configs import UMT5_XXL_CONFIG, WAN_VAE_CONFIG
     from vist3a_train.common.lora import add_wan_lora, inject_lora, mark_stitch_trainable
 
     n = lambda m, trainable=False: sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable)  # noqa: E731

@@ -37,9 +37,15 @@ from vist3a_train.common.export import STITCHED_EXPORT, export_stitched
 from vist3a_train.common.find_layer_io import load_layer_search
 from vist3a_train.common.lora import inject_lora, mark_stitch_trainable
 from vist3a_train.common.losses import distillation_losses
-from vist3a_train.common.models import build_student, enable_block_checkpointing, load_teacher, load_wan_models
+from vist3a_train.common.models import (
+    build_student,
+    check_sizes,
+    enable_block_checkpointing,
+    load_teacher,
+    load_wan_models,
+)
 from vist3a_train.common.script import Context, resume, run_main
-from vist3a_train.find_layer import check_sizes, encode_latents
+from vist3a_train.common.vae import encode_latents
 
 _FIELDS = ("depth", "depth_conf", "raw_gs", "extrinsics", "intrinsics", "pose_enc_list")
 _GAUSSIAN_FIELDS = ("means", "covariances", "harmonics", "opacities", "scales", "rotations")

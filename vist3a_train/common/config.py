@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
-__all__ = ["ConfigError", "Config", "RunConfig", "ModelsConfig", "DataConfig", "FindLayerConfig", "StitchConfig",
+__all__ = ["ConfigError", "Config", "RunConfig", "ModelsConfig", "DataConfig", "FindLayerConfig", "StitchFinetuneConfig",
            "AlignConfig", "RewardConfig", "load_config", "resolve_path", "defaults"]
 
 
@@ -100,7 +100,7 @@ _LOSS_WEIGHTS = {
 
 
 @dataclass(frozen=True)
-class StitchConfig:
+class StitchFinetuneConfig:
     cut: Union[int, str] = 2  # int, or "chosen" to take layer_search.json's chosen layer
     lora_rank: int = 64
     lora_alpha: float = 32.0
@@ -170,7 +170,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     find_layer: FindLayerConfig = field(default_factory=FindLayerConfig)
-    stitch: StitchConfig = field(default_factory=StitchConfig)
+    stitch: StitchFinetuneConfig = field(default_factory=StitchFinetuneConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     path: str = ""  # the config file (absolute)
     dir: str = ""  # its folder

@@ -41,6 +41,14 @@ def load_teacher(cfg: Config, device: torch.device) -> AnySplat:
     return model.to(device).eval()
 
 
+def check_sizes(teacher, video_size: int, context_size: int) -> None:
+    patch = teacher.cfg.patch_size
+    if context_size % patch or video_size % 16 or video_size // 16 != context_size // patch:
+        raise ConfigError(f"video_size {video_size} and context_size {context_size} do not match: the latent token grid "
+                          f"(video/16 = {video_size / 16:g}) must equal the AnySplat grid (context/{patch} = "
+                          f"{context_size / patch:g}), e.g. 512 and 448")
+
+
 def load_wan_models(cfg: Config, device: torch.device, *, dtype: torch.dtype, vae_dtype: torch.dtype = torch.float32,
                     components=("transformer", "vae", "text_encoder")):
     """WanModels with the requested components (others dropped to save memory)."""

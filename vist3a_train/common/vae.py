@@ -1,4 +1,8 @@
-"""Wan VAE decode with gradient checkpointing (diffusers' AutoencoderKLWan has none).
+"""The Wan VAE in training: seeded posterior samples for encoding, and a decode with gradient checkpointing
+(diffusers' AutoencoderKLWan has none).
+
+Encoding draws the posterior noise from a generator keyed by the sample's data position, so a latent does
+not depend on the rank or the batch it was drawn in.
 
 The decoder runs causally, one latent frame at a time, carrying a cache of the last input frames of
 every causal conv (``feat_cache``, a list whose entries are *replaced*, never modified in place).
@@ -13,7 +17,18 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["decode_with_grad"]
+from . import distributed as D
+
+__all__ = ["encode_latents", "decode_with_grad"]
+
+
+@torch.no_grad()
+def encode_latents(vae, video: torch.Tensor, positions, seed: int) -> torch.Tensor:
+    """Raw Wan latents: a posterior sample whose noise depends only on the sample's data position."""
+    dist = vae.encode(video.to(vae.dtype)).latent_dist
+    noise = torch.stack([torch.randn(dist.mean.shape[1:], generator=D.generator(seed, "vae-noise", int(p)))
+                         for p in positions]).to(dist.mean.device, dist.mean.dtype)
+    return (dist.mean + dist.std * noise).float()
 
 
 def decode_with_grad(vae, z: torch.Tensor, checkpointing: bool = True) -> torch.Tensor:
