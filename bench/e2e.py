@@ -19,7 +19,7 @@ offload) and `generate`.
 
 Both then render 8 orbit views of their Gaussians with our renderer (gsplat on CUDA when installed).
 
-    python bench/e2e.py --device cuda --model 1.3b                      # the issue's setting
+    python bench/e2e.py --device cuda --model 1.3b                      # the official setting
     python bench/e2e.py --device cuda --model 14b --memory-cap-gib 24   # ours under a 24 GB cap
     python bench/e2e.py --device cpu ... (reduced sizes, see bench/README.md)
 """
@@ -101,7 +101,7 @@ def parse_args(argv=None):
 
 
 def transformer_config(args) -> dict:
-    from vist3a.wan.loading import WAN_T2V_1_3B_TRANSFORMER_CONFIG, WAN_T2V_14B_TRANSFORMER_CONFIG
+    from vist3a.wan.configs import WAN_T2V_1_3B_TRANSFORMER_CONFIG, WAN_T2V_14B_TRANSFORMER_CONFIG
     from vist3a.wan.tiny import TINY_TRANSFORMER_CONFIG
 
     cfg = dict({"1.3b": WAN_T2V_1_3B_TRANSFORMER_CONFIG, "14b": WAN_T2V_14B_TRANSFORMER_CONFIG,
@@ -112,7 +112,7 @@ def transformer_config(args) -> dict:
 
 
 def text_encoder_config(args, tokenizer) -> dict:
-    from vist3a.wan.loading import UMT5_XXL_CONFIG
+    from vist3a.wan.configs import UMT5_XXL_CONFIG
     from vist3a.wan.tiny import TINY_UMT5_CONFIG
 
     cfg = dict(TINY_UMT5_CONFIG if args.model == "tiny" else UMT5_XXL_CONFIG)
@@ -124,7 +124,7 @@ def text_encoder_config(args, tokenizer) -> dict:
 
 
 def vae_config(args) -> dict:
-    from vist3a.wan.loading import WAN_VAE_CONFIG
+    from vist3a.wan.configs import WAN_VAE_CONFIG
     from vist3a.wan.tiny import TINY_VAE_CONFIG
 
     return dict(TINY_VAE_CONFIG if args.model == "tiny" else WAN_VAE_CONFIG)
@@ -210,7 +210,7 @@ def random_lora(tr_config: dict, seed: int):
 
 
 def tiny_wan(args, dtype, device, official):
-    from vist3a.wan.loading import cast_module
+    from vist3a.wan.state_dicts import cast_module
     from vist3a.wan.tiny import build_tiny_wan
 
     m = build_tiny_wan(seed=args.seed)

@@ -216,9 +216,10 @@ def import_problems(log: str, link_name: str = comfyui_env.LINK_NAME) -> list[st
 
 
 def api_graph(decoder="vist3a_stitched_export/", anysplat="(none)", steps=3):
-    """An API graph through the other loader paths: diffusers folder, our export, Load PLY, predicted cameras."""
+    """An API graph through the other loader paths: diffusers folder with a text-encoder file in place of its own,
+    our export, Load PLY, predicted cameras."""
     return {
-        "1": {"class_type": "VIST3ALoadWan", "inputs": {"model": "Wan2.1-T2V-1.3B-Diffusers/", "text_encoder": "(from the diffusers folder)",
+        "1": {"class_type": "VIST3ALoadWan", "inputs": {"model": "Wan2.1-T2V-1.3B-Diffusers/", "text_encoder": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
                                                         "vae": "(from the diffusers folder)", "dtype": "fp32", "device": "cpu", "offload": "none"}},
         "2": {"class_type": "VIST3ATextEncode", "inputs": {"wan": ["1", 0], "prompt": "a red car", "camera_template": True, "negative_prompt": "blurry"}},
         "3": {"class_type": "VIST3ASample", "inputs": {"wan": ["1", 0], "positive": ["2", 0], "negative": ["2", 1], "seed": 7, "steps": steps,

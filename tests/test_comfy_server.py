@@ -6,6 +6,7 @@ ComfyUI's native splat nodes in both directions."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -144,6 +145,10 @@ def test_shipped_workflow_runs(server, workflow):
 def test_diffusers_folder_export_and_load_ply(server):
     history, _ = server.run(api_graph())
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    # Load Wan goes through vist3a.wan.load_wan: the text-encoder file brings its embedded tokenizer (tests/test_wan.py)
+    log = server.log_path.read_text(errors="replace")
+    assert re.search(r"Load Wan 2\.1: .*text encoder from \S*umt5_xxl_fp8_e4m3fn_scaled\.safetensors; "
+                     r"tokenizer from \S*umt5_xxl_fp8_e4m3fn_scaled\.safetensors \(spiece_model\)", log), log[-3000:]
     seen = _check_outputs(server, history)
     assert seen["ply"] == seen["spz"] == seen["splat"] == 1 and seen["images"] == 5  # one view per predicted camera
     item = history["outputs"]["6"]["vist3a_files"][0]

@@ -85,7 +85,7 @@ def test_flop_count_matches_torch_flop_counter(batch, latent_thw, text):
 
 def test_flop_count_of_the_released_1_3b_step():
     """The figure MFU is computed from: one CFG step (2 forwards) of the 1.3B at 13 frames, 512^2."""
-    from vist3a.wan.loading import WAN_T2V_1_3B_TRANSFORMER_CONFIG, WAN_T2V_14B_TRANSFORMER_CONFIG
+    from vist3a.wan.configs import WAN_T2V_1_3B_TRANSFORMER_CONFIG, WAN_T2V_14B_TRANSFORMER_CONFIG
 
     f = measure.wan_transformer_flops(WAN_T2V_1_3B_TRANSFORMER_CONFIG, (1, 16, 4, 64, 64))
     assert f.tokens == 4096 and f.text_tokens == 512

@@ -41,18 +41,17 @@ from vist3a.wan import (
     set_lora_strength,
     sniff_wan_path,
 )
-from vist3a.wan.loading import (
+from vist3a.wan.configs import (
     UMT5_XXL_CONFIG,
     WAN_T2V_1_3B_TRANSFORMER_CONFIG,
     WAN_T2V_14B_TRANSFORMER_CONFIG,
     WAN_VAE_CONFIG,
-    _umt5_config_from_state_dict,
-    dequantize_comfy_fp8,
-    tokenizer_from_spm,
     transformer_config_from_state_dict,
+    umt5_config_from_state_dict,
 )
 from vist3a.wan.lora import VIST3A_LORA_TARGETS, applied_loras
 from vist3a.wan.sampling import make_scheduler
+from vist3a.wan.state_dicts import dequantize_comfy_fp8
 from vist3a.wan.tiny import (
     TINY_SPM_PATH,
     build_tiny_wan,
@@ -62,6 +61,7 @@ from vist3a.wan.tiny import (
     transformer_to_original_keys,
     vae_to_original_keys,
 )
+from vist3a.wan.tokenizer import tokenizer_from_spm
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = dict(num_frames=5, height=32, width=32)  # latent [B, 16, 2, 4, 4]
@@ -184,6 +184,26 @@ def test_diffusers_folder_loads_identical_models(tiny, files):
     assert torch.equal(_vae_out(mixed.vae), _vae_out(tiny.vae))
 
 
+def test_folder_overrides_take_one_tokenizer_rule(tiny, files):
+    """load_wan (CLI, pipeline, training and the Load Wan node): a text-encoder file brings its embedded tokenizer,
+    one without falls back to the folder's, and components can be left out."""
+    folder, text = files["diffusers"], "a lighthouse on a cliff at dusk"
+    comfy_te = files["comfy"]["text_encoder"]
+    with_spm = load_wan(folder, text_encoder=comfy_te, dtype=torch.float32)
+    assert with_spm.sources["tokenizer"] == f"{comfy_te} (spiece_model)"
+    assert with_spm.tokenizer(text)["input_ids"] == tiny.tokenizer(text)["input_ids"]
+    assert "tokenizer from " + f"{comfy_te} (spiece_model)" in with_spm.summary()
+    stripped = files["root"] / "umt5_folder_tokenizer.safetensors"
+    save_file({k: v for k, v in load_file(str(files["plain"]["text_encoder"])).items() if k != "spiece_model"}, str(stripped))
+    without = load_wan(folder, text_encoder=stripped, dtype=torch.float32)
+    assert without.sources["tokenizer"] == str(folder / "tokenizer") and torch.equal(_te_out(without), _te_out(tiny))
+    bare = load_wan(folder, skip=["vae", "text_encoder"], dtype=torch.float32)
+    assert bare.vae is None and bare.text_encoder is None and bare.tokenizer is None and bare.transformer is not None
+    assert bare.summary().endswith(f"transformer from {folder}")
+    with pytest.raises(ValueError, match="skip may name"):
+        load_wan(folder, skip=["tokenizer"])
+
+
 def test_comfy_single_files_are_original_format(files):
     paths = files["comfy"]
     tr = load_file(str(paths["transformer"]))
@@ -280,7 +300,7 @@ def test_umt5_xxl_config_is_inferred_from_shapes():
     with init_empty_weights():
         model = UMT5EncoderModel(UMT5Config(**UMT5_XXL_CONFIG))
     shapes = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
-    assert _umt5_config_from_state_dict(shapes) == UMT5_XXL_CONFIG
+    assert umt5_config_from_state_dict(shapes) == UMT5_XXL_CONFIG
 
 
 def test_fp8_dequantisation_rules():

@@ -33,7 +33,7 @@ def train_tiny_spm(path: Union[str, Path] = TINY_SPM_PATH, vocab_size: int = 256
     """(Re)create the shipped tiny sentencepiece model: unigram, T5 ids (pad 0, eos 1, unk 2).
 
     Identity normalisation keeps the file a few KB (an NFKC table would add ~240 KB); the NFKC
-    path of :func:`vist3a.wan.loading.tokenizer_from_spm` is tested with a model trained in the test.
+    path of :func:`vist3a.wan.tokenizer.tokenizer_from_spm` is tested with a model trained in the test.
     """
     buf = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(

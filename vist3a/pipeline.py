@@ -46,8 +46,8 @@ from .wan import (
     load_wan,
     sample_latents,
 )
-from .wan.loading import cast_module
 from .wan.lora import applied_loras, set_lora_strength
+from .wan.state_dicts import cast_module
 from .wan.tiny import build_tiny_wan
 
 

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path
 from ..errors import CheckpointError
-from .loading import wan_size_name
+from .configs import wan_size_name
 
 __all__ = [
     "VIST3A_LORA_TARGETS",

@@ -25,7 +25,8 @@ import torch
 from ..errors import Cancelled, SamplingInputError
 from ..offload import execution_device
 from ..sync import no_host_sync
-from .loading import WAN_VAE_CONFIG, WanModels
+from .configs import WAN_VAE_CONFIG
+from .loading import WanModels
 from .schedule import UniPCUpdate, make_official_scheduler, official_flow_schedule, unipc_updates
 from .seeding import SEED_MODES, initial_noise
 from .text_clean import clean_prompt

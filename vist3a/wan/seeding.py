@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import VIST3AError
@@ -28,8 +29,6 @@ OFFICIAL_SEED = 12413  # inference_t23d.py
 
 def seed_everything(seed: int) -> None:
     """What ``pytorch_lightning.seed_everything(seed)`` does to the RNGs: random, NumPy, torch (CPU + CUDA)."""
-    import numpy as np
-
     seed = int(seed)
     if not 0 <= seed <= 2**32 - 1:
         raise VIST3AError(f"seed={seed} is out of range: the official seeding takes 0 .. 4294967295")

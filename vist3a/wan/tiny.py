@@ -25,8 +25,11 @@ from typing import Any, Optional, Union
 import torch
 from safetensors.torch import save_file
 
-from .loading import UMT5_XXL_CONFIG, WAN_VAE_CONFIG, WanModels, cast_module, tokenizer_from_spm
+from .configs import UMT5_XXL_CONFIG, WAN_VAE_CONFIG
+from .loading import WanModels
 from .lora import VIST3A_LORA_TARGETS
+from .state_dicts import cast_module
+from .tokenizer import tokenizer_from_spm
 
 __all__ = [
     "TINY_TRANSFORMER_CONFIG",
