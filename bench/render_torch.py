@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import time
@@ -46,14 +45,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
-    from vist3a.render import orbit_cameras, render_gaussians, scene_bounds
+    from vist3a.render import framing_orbit, render_gaussians
 
     g = pixel_aligned_scene(args.views, args.size, args.degree)
-    center, radius = scene_bounds(g)
     figures = {}
     for px in map(int, args.sizes.split(",")):
-        half = math.radians(50.0) / 2
-        c2w, K = orbit_cameras(center, 1.1 * radius / math.sin(half), max(args.repeats, 1), 15.0, 50.0, px, px)
+        c2w, K = framing_orbit(g, max(args.repeats, 1), px, px)
         times, first = [], None
         for i in range(args.repeats):
             t0 = time.perf_counter()

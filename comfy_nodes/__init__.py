@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import common
 from .generate import NODES as _GENERATE
 from .loaders import NODES as _LOADERS
+from .model_files import register_model_folder
 from .splats import NODES as _SPLATS
 
 NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS]
@@ -18,10 +18,10 @@ NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS]
 
 class VIST3AExtension(ComfyExtension):
     async def on_load(self) -> None:
-        common.register_model_folder()
+        register_model_folder()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        common.register_model_folder()
+        register_model_folder()
         return list(NODES)
 
 

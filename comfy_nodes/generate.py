@@ -13,8 +13,11 @@ from comfy_api.latest import io
 from vist3a.view_prep import RESIZE_MODES, prepare_views
 from vist3a.wan.seeding import SEED_MODES
 
-from . import common as C
+from .errors import NodeError, friendly
 from .loaders import WanHandle
+from .model_memory import ModelHandle
+from .progress import Progress, check_cancel, should_cancel
+from .sockets import CATEGORY, AnySplatModel, Cameras, Splat, StitchedDecoder, WanModel, scenes_to_outputs
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -25,9 +28,9 @@ def _embeds(conditioning, name: str) -> torch.Tensor:
     except (TypeError, IndexError, KeyError):
         tensor = None
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
-        raise C.NodeError(f"The '{name}' input is not a text conditioning; connect VIST3A Text Encode (or CLIP Text Encode with a Wan UMT5 CLIP).")
+        raise NodeError(f"The '{name}' input is not a text conditioning; connect VIST3A Text Encode (or CLIP Text Encode with a Wan UMT5 CLIP).")
     if tensor.shape[-1] != 4096:
-        raise C.NodeError(f"The '{name}' conditioning is {tensor.shape[-1]} wide but Wan 2.1 needs UMT5-XXL embeddings (4096); "
+        raise NodeError(f"The '{name}' conditioning is {tensor.shape[-1]} wide but Wan 2.1 needs UMT5-XXL embeddings (4096); "
                           "encode the prompt with the Wan text encoder.")
     return tensor
 
@@ -44,11 +47,11 @@ class TextEncode(io.ComfyNode):
         return io.Schema(
             node_id="VIST3ATextEncode",
             display_name="Text Encode (VIST3A)",
-            category=C.CATEGORY,
+            category=CATEGORY,
             description="Encodes the scene prompt (wrapped in the official orbit-camera template) and the negative prompt "
                         "with the Wan UMT5 text encoder. The output is ComfyUI CONDITIONING, usable by VIST3A Sample and by KSampler.",
             inputs=[
-                C.WanModel.Input("wan", tooltip="Wan from Load Wan 2.1 (VIST3A); only its text encoder is used."),
+                WanModel.Input("wan", tooltip="Wan from Load Wan 2.1 (VIST3A); only its text encoder is used."),
                 io.String.Input("prompt", multiline=True, default="a cozy living room with a sofa and a lamp",
                                 tooltip="What the scene contains. With camera_template on, it is embedded in the orbit-camera "
                                         "sentence VIST3A was trained with."),
@@ -65,14 +68,14 @@ class TextEncode(io.ComfyNode):
         )
 
     @classmethod
-    @C.friendly("Text Encode")
+    @friendly("Text Encode")
     def execute(cls, wan, prompt, camera_template, negative_prompt) -> io.NodeOutput:
         from vist3a.wan import build_prompt, encode_prompt
 
         if not isinstance(wan, WanHandle):
-            raise C.NodeError("The 'wan' input must come from Load Wan 2.1 (VIST3A).")
+            raise NodeError("The 'wan' input must come from Load Wan 2.1 (VIST3A).")
         models = wan.ready("text_encoder", "tokenizer")
-        C.check_cancel()
+        check_cancel()
         pos = encode_prompt(models, build_prompt(prompt, camera_template=camera_template))
         neg = encode_prompt(models, negative_prompt)
         return io.NodeOutput([[pos.float().cpu(), {"pooled_output": None}]], [[neg.float().cpu(), {"pooled_output": None}]])
@@ -84,11 +87,11 @@ class Sample(io.ComfyNode):
         return io.Schema(
             node_id="VIST3ASample",
             display_name="Sample (VIST3A)",
-            category=C.CATEGORY,
+            category=CATEGORY,
             description="Generates the Wan latent of a camera orbiting the scene with the official VIST3A sampler (UniPC, "
                         "flow shift 5). Outputs a native LATENT holding raw Wan-VAE latents.",
             inputs=[
-                C.WanModel.Input("wan", tooltip="Wan (with the VIST3A LoRA) from the VIST3A loaders."),
+                WanModel.Input("wan", tooltip="Wan (with the VIST3A LoRA) from the VIST3A loaders."),
                 io.Conditioning.Input("positive", tooltip="From Text Encode (VIST3A)."),
                 io.Conditioning.Input("negative", tooltip="From Text Encode (VIST3A)."),
                 io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
@@ -115,57 +118,47 @@ class Sample(io.ComfyNode):
         )
 
     @classmethod
-    @C.friendly("Sample")
+    @friendly("Sample")
     def execute(cls, wan, positive, negative, seed, steps, cfg, shift, frames, width, height, seed_mode="portable",
                 prompt_index=0) -> io.NodeOutput:
         from vist3a.wan import sample_latents
 
         if not isinstance(wan, WanHandle):
-            raise C.NodeError("The 'wan' input must come from Load Wan 2.1 (VIST3A); for a native MODEL use KSampler.")
+            raise NodeError("The 'wan' input must come from Load Wan 2.1 (VIST3A); for a native MODEL use KSampler.")
         pos, neg = _embeds(positive, "positive"), _embeds(negative, "negative")
         length = max(pos.shape[1], neg.shape[1])
         pos, neg = _pad_to(pos, length), _pad_to(neg, length)
         models = wan.ready("transformer")
         wan.apply_loras()
         _say_cpu_estimate(models, steps, cfg, frames, height, width)
-        bar = C.Progress(steps)
-        C.check_cancel()
+        bar = Progress(steps)
+        check_cancel()
         latent = sample_latents(models, pos, neg, num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
                                 shift=shift, seed=seed, seed_mode=seed_mode, prompt_index=prompt_index,
-                                callback=lambda i, n: bar.set(i), should_cancel=C.should_cancel)
+                                callback=lambda i, n: bar.set(i), should_cancel=should_cancel)
         return io.NodeOutput({"samples": latent.float().cpu()})
 
 
 def _say_cpu_estimate(models, steps, cfg, frames, height, width) -> None:
     """Print how long sampling will take when it runs on the CPU and takes over a minute."""
-    from vist3a.cpu_estimate import LONG_RUN_S, describe, estimate_sample, measure_gflops
+    from vist3a.cpu_estimate import LONG_RUN_S, describe, estimate_wan_sampling
 
-    t = models.transformer
-    if t is None or torch.device(models.device).type != "cpu":
+    if models.transformer is None or torch.device(models.device).type != "cpu":
         return
-    cfgd = getattr(t, "config", None)
-    layers = len(getattr(t, "blocks", [])) or 1
-    dim = int(getattr(cfgd, "num_attention_heads", 1) * getattr(cfgd, "attention_head_dim", 1)) if cfgd else 1
-    params = sum(p.numel() for p in t.parameters())
-    est = estimate_sample(params, layers, dim, steps, cfg, frames, height, width, measure_gflops())
+    est = estimate_wan_sampling(models.transformer, steps, cfg, frames, height, width)
     if est.seconds > LONG_RUN_S:
         print(describe(est), flush=True)
 
 
 def _say_decode_estimate(model, z: torch.Tensor) -> None:
     """Print how long the stitched decode will take when it runs on the CPU and takes over a minute."""
-    from vist3a.cpu_estimate import LONG_RUN_S, describe_decode, estimate_decode, measure_gflops
+    from vist3a.cpu_estimate import LONG_RUN_S, describe_decode, estimate_stitched_decode
+    from vist3a.models import StitchedDecoder
 
     first = next(model.parameters(), None)
-    cfg = getattr(getattr(model, "encoder", None), "cfg", None)
-    if first is None or first.device.type != "cpu" or cfg is None:
+    if not isinstance(model, StitchedDecoder) or first is None or first.device.type != "cpu":
         return
-    cut = int(getattr(getattr(model, "cfg", None), "cut_block", 0))
-    frames = (z.shape[2] - 1) * 4 + 1  # the stitched decoder upsamples the latent to every video frame
-    tokens = (z.shape[3] // 2) * (z.shape[4] // 2)  # the stitching conv's stride 2 on the latent grid
-    params = sum(p.numel() for p in model.parameters())
-    est = estimate_decode(params, cfg.embed_dim, cfg.dino_depth - cut + cfg.aa_depth, cfg.aa_depth, frames * z.shape[0],
-                          tokens, measure_gflops())
+    est = estimate_stitched_decode(model, tuple(z.shape))
     if est.seconds > LONG_RUN_S:
         print(describe_decode(est), flush=True)
 
@@ -183,29 +176,29 @@ class DecodeSplats(io.ComfyNode):
         return io.Schema(
             node_id="VIST3ADecodeSplats",
             display_name="Decode Splats (VIST3A)",
-            category=C.CATEGORY,
+            category=CATEGORY,
             description="Turns a Wan video latent into 3D Gaussians and camera poses with the stitched decoder. Works with "
                         "latents from VIST3A Sample or ComfyUI's KSampler; the frames are decoded with the given VAE "
                         "(ComfyUI's native VAE or the one inside a VIST3A Wan) and merged in by the Gaussian head.",
             inputs=[
                 io.Latent.Input("latent", tooltip="Raw Wan 2.1 latent [B, 16, T, H/8, W/8] from Sample (VIST3A) or KSampler."),
-                io.MultiType.Input("vae", types=[io.Vae, C.WanModel],
+                io.MultiType.Input("vae", types=[io.Vae, WanModel],
                                    tooltip="Wan 2.1 VAE: ComfyUI's Load VAE (wan_2.1_vae.safetensors) or a VIST3A Wan that has a VAE."),
-                C.StitchedDecoder.Input("decoder", tooltip="From Load Stitched Decoder (VIST3A)."),
+                StitchedDecoder.Input("decoder", tooltip="From Load Stitched Decoder (VIST3A)."),
                 io.Combo.Input("voxelize", options=VOXELIZE, default="auto",
                                tooltip="Merge Gaussians per voxel like the release (auto: as the decoder config says, on for the release)."),
                 io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
                                tooltip="Drop Gaussians fainter than this (0 keeps all); a small value like 0.005 shrinks files."),
             ],
             outputs=[
-                C.Splat.Output(display_name="splat", tooltip="The 3D Gaussians as a SPLAT batch (one scene per latent), for VIST3A and ComfyUI splat nodes."),
-                C.Cameras.Output(display_name="cameras", tooltip="Predicted camera poses and intrinsics of every frame."),
+                Splat.Output(display_name="splat", tooltip="The 3D Gaussians as a SPLAT batch (one scene per latent), for VIST3A and ComfyUI splat nodes."),
+                Cameras.Output(display_name="cameras", tooltip="Predicted camera poses and intrinsics of every frame."),
                 io.Image.Output(display_name="frames", tooltip="The decoded RGB frames the decoder saw."),
             ],
         )
 
     @classmethod
-    @C.friendly("Decode Splats")
+    @friendly("Decode Splats")
     def execute(cls, latent, vae, decoder, voxelize, min_opacity) -> io.NodeOutput:
         from vist3a.functional import splats_from_latent
         from vist3a.wan import decode_latents
@@ -213,31 +206,31 @@ class DecodeSplats(io.ComfyNode):
         z = latent.get("samples") if isinstance(latent, dict) else None
         if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != 16:
             shape = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-            raise C.NodeError(f"Decode Splats needs a Wan 2.1 video latent [B, 16, T, H/8, W/8] but got {shape}; "
+            raise NodeError(f"Decode Splats needs a Wan 2.1 video latent [B, 16, T, H/8, W/8] but got {shape}; "
                               "sample with a Wan 2.1 model (Sample (VIST3A) or KSampler with an empty Wan/Hunyuan video latent).")
-        if not isinstance(decoder, C.ModelHandle):
-            raise C.NodeError("The 'decoder' input must come from Load Stitched Decoder (VIST3A).")
-        bar = C.Progress(3)
-        C.check_cancel()
+        if not isinstance(decoder, ModelHandle):
+            raise NodeError("The 'decoder' input must come from Load Stitched Decoder (VIST3A).")
+        bar = Progress(3)
+        check_cancel()
         if isinstance(vae, WanHandle):
             video = decode_latents(vae.ready("vae"), z)  # [B, 3, F, H, W] in [-1, 1]
         elif hasattr(vae, "decode") and hasattr(vae, "first_stage_model"):
             if getattr(vae, "latent_channels", 16) != 16:
-                raise C.NodeError(f"The VAE has {vae.latent_channels} latent channels; Decode Splats needs the Wan 2.1 VAE "
+                raise NodeError(f"The VAE has {vae.latent_channels} latent channels; Decode Splats needs the Wan 2.1 VAE "
                                   "(wan_2.1_vae.safetensors, 16 channels), not the Wan 2.2 one.")
             images = vae.decode(z)  # [B, F, H, W, 3] in [0, 1]
             if images.ndim == 4:
                 images = images.unsqueeze(0)
             video = images.movedim(-1, 1).float() * 2.0 - 1.0
         else:
-            raise C.NodeError("The 'vae' input must be ComfyUI's Wan 2.1 VAE (Load VAE) or a VIST3A Wan with a VAE.")
+            raise NodeError("The 'vae' input must be ComfyUI's Wan 2.1 VAE (Load VAE) or a VIST3A Wan with a VAE.")
         bar.set(1)
-        C.check_cancel()
+        check_cancel()
         model = decoder.ready()
         _say_decode_estimate(model, z)
         scenes = splats_from_latent(model, z, video, voxelize=_voxelize(voxelize), min_opacity=min_opacity)
         bar.set(3)
-        return io.NodeOutput(*C.scenes_to_outputs(scenes))
+        return io.NodeOutput(*scenes_to_outputs(scenes))
 
 
 
@@ -248,11 +241,11 @@ class ImagesToSplats(io.ComfyNode):
         return io.Schema(
             node_id="VIST3AImagesToSplats",
             display_name="Images to Splats (AnySplat)",
-            category=C.CATEGORY,
+            category=CATEGORY,
             description="Reconstructs 3D Gaussians and cameras from several views of one scene (an IMAGE batch, e.g. video "
                         "frames from Load Video -> Get Video Components) with plain AnySplat.",
             inputs=[
-                C.AnySplatModel.Input("anysplat", tooltip="From Load AnySplat (VIST3A)."),
+                AnySplatModel.Input("anysplat", tooltip="From Load AnySplat (VIST3A)."),
                 io.Image.Input("images", tooltip="Two or more views of the same scene, in order (video frames work well)."),
                 io.Int.Input("max_views", default=24, min=2, max=256,
                              tooltip="Use at most this many views, evenly spaced through the batch (more views: more memory)."),
@@ -265,27 +258,27 @@ class ImagesToSplats(io.ComfyNode):
                                tooltip="Drop Gaussians fainter than this (0 keeps all)."),
             ],
             outputs=[
-                C.Splat.Output(display_name="splat", tooltip="The reconstructed 3D Gaussians (SPLAT), for VIST3A and ComfyUI splat nodes."),
-                C.Cameras.Output(display_name="cameras", tooltip="Predicted pose and intrinsics of each used view."),
+                Splat.Output(display_name="splat", tooltip="The reconstructed 3D Gaussians (SPLAT), for VIST3A and ComfyUI splat nodes."),
+                Cameras.Output(display_name="cameras", tooltip="Predicted pose and intrinsics of each used view."),
                 io.Image.Output(display_name="frames", tooltip="The views as the model saw them (cropped/resized)."),
             ],
         )
 
     @classmethod
-    @C.friendly("Images to Splats")
+    @friendly("Images to Splats")
     def execute(cls, anysplat, images, max_views, size, resize, voxelize, min_opacity) -> io.NodeOutput:
         from vist3a.functional import splats_from_images
 
-        if not isinstance(anysplat, C.ModelHandle):
-            raise C.NodeError("The 'anysplat' input must come from Load AnySplat (VIST3A).")
+        if not isinstance(anysplat, ModelHandle):
+            raise NodeError("The 'anysplat' input must come from Load AnySplat (VIST3A).")
         x = prepare_views(images, max_views, size, resize)
-        bar = C.Progress(2)
-        C.check_cancel()
+        bar = Progress(2)
+        check_cancel()
         model = anysplat.ready()
         bar.set(1)
         scenes = splats_from_images(model, x.unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity)
         bar.set(2)
-        return io.NodeOutput(*C.scenes_to_outputs(scenes))
+        return io.NodeOutput(*scenes_to_outputs(scenes))
 
 
 NODES = [TextEncode, Sample, DecodeSplats, ImagesToSplats]

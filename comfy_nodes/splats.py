@@ -3,7 +3,6 @@ Save PLY (+ .splat / .spz) with ComfyUI's counter naming, Load PLY."""
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 
@@ -14,7 +13,11 @@ from comfy_api.latest import io
 
 from vist3a.formats import OPACITY_MODES
 
-from . import common as C
+from .errors import NodeError, friendly
+from .model_files import NONE, allowed_read_roots, input_and_output_files
+from .model_memory import pick_device
+from .progress import Progress, check_cancel, node_text
+from .sockets import SPLATS, Cameras, Splat, check_cameras, check_splat, to_splat
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
 MODES = ["orbit", "predicted cameras", "trajectory", "trajectory depth"]
@@ -28,12 +31,12 @@ class RenderViews(io.ComfyNode):
         return io.Schema(
             node_id="VIST3ARenderViews",
             display_name="Render Views (VIST3A)",
-            category=C.SPLATS,
+            category=SPLATS,
             description="Renders the Gaussians into an IMAGE batch: an orbit around the scene, the predicted cameras, or the "
                         "official trajectory video (10 views interpolated between each pair of predicted cameras) and its "
                         "depth video. Feed it to Preview Image, Save Image or Create Video.",
             inputs=[
-                C.Splat.Input("splat", tooltip=SPLAT_TIP),
+                Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.Combo.Input("mode", options=MODES, default="orbit",
                                tooltip="orbit: 'views' cameras circling the scene centre. predicted cameras: the poses the decoder "
                                        "predicted for each frame. trajectory / trajectory depth: the official inference's videos, 10 views "
@@ -44,48 +47,45 @@ class RenderViews(io.ComfyNode):
                 io.Float.Input("fov", default=50.0, min=5.0, max=150.0, step=1.0, tooltip="Horizontal field of view of the orbit cameras, degrees."),
                 io.Float.Input("elevation", default=15.0, min=-89.0, max=89.0, step=1.0, tooltip="Orbit elevation above the scene centre, degrees."),
                 io.Combo.Input("background", options=list(BACKGROUNDS), default="white", tooltip="Background colour behind the splats."),
-                C.Cameras.Input("cameras", optional=True, tooltip="Predicted cameras from Decode Splats / Images to Splats (for 'predicted cameras')."),
+                Cameras.Input("cameras", optional=True, tooltip="Predicted cameras from Decode Splats / Images to Splats (for 'predicted cameras')."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Rendered views [N, H, W, 3], all scenes one after another.")],
         )
 
     @classmethod
-    @C.friendly("Render Views")
+    @friendly("Render Views")
     def execute(cls, splat, mode, views, width, height, fov, elevation, background, cameras=None) -> io.NodeOutput:
         from vist3a.render import (
             cameras_from_normalized_intrinsics,
-            orbit_cameras,
+            framing_orbit,
             render_gaussians,
-            scene_bounds,
         )
 
-        scenes = C.check_splat(splat)
-        cams = C.check_cameras(cameras)
+        scenes = check_splat(splat)
+        cams = check_cameras(cameras)
         if mode != "orbit" and cams is None:
-            raise C.NodeError(f"Render Views is set to '{mode}' but nothing is connected to 'cameras'; connect "
+            raise NodeError(f"Render Views is set to '{mode}' but nothing is connected to 'cameras'; connect "
                               "Decode Splats' cameras output or switch mode to orbit.")
         if mode.startswith("trajectory"):
             return io.NodeOutput(cls._trajectory(scenes, cams, mode, width, height, BACKGROUNDS[background]))
-        device = C.pick_device("auto")
+        device = pick_device("auto")
         bg = BACKGROUNDS[background]
         jobs = []
         for i, g in enumerate(scenes):
             if mode == "orbit":
-                center, radius = scene_bounds(g)
-                half = min(math.radians(fov) / 2, math.atan(math.tan(math.radians(fov) / 2) * height / width))
-                c2w, K = orbit_cameras(center, 1.1 * radius / math.sin(half), views, elevation, fov, width, height)
+                c2w, K = framing_orbit(g, views, width, height, fov, elevation)
             else:
                 cs = cams[min(i, len(cams) - 1)]
                 c2w, K = cameras_from_normalized_intrinsics(cs.c2w, cs.intrinsics, width, height)
             jobs.append((g, c2w, K))
         total = sum(j[1].shape[0] for j in jobs)
-        bar = C.Progress(total)
+        bar = Progress(total)
         out = []
         chunk = 4
         for g, c2w, K in jobs:
             gd = g.to(device)
             for s in range(0, c2w.shape[0], chunk):
-                C.check_cancel()
+                check_cancel()
                 with torch.no_grad():
                     rgb, _, _ = render_gaussians(gd, c2w[s:s + chunk].to(device), K[s:s + chunk].to(device), width, height, background=bg)
                 out.append(rgb.clamp(0, 1).float().cpu())
@@ -98,29 +98,20 @@ class RenderViews(io.ComfyNode):
         from vist3a.render import cameras_from_normalized_intrinsics
         from vist3a.render.trajectory import render_trajectory
 
-        device = C.pick_device("auto")
-        bar = C.Progress(len(scenes) * 1000)
+        device = pick_device("auto")
+        bar = Progress(len(scenes) * 1000)
         out = []
         for i, g in enumerate(scenes):
             cs = cams[min(i, len(cams) - 1)]
             c2w, K = cameras_from_normalized_intrinsics(cs.c2w, cs.intrinsics, width, height)
 
             def step(done, total, i=i):
-                C.check_cancel()
+                check_cancel()
                 bar.set(i * 1000 + 1000 * done // total)
 
             rgb, depth = render_trajectory(g.to(device), c2w.to(device), K.to(device), width, height, background=bg, progress=step)
             out.append(depth if mode == "trajectory depth" else rgb)
         return torch.cat(out, 0)
-
-
-def _camera_json(cs: C.CameraSet, index: int = 0) -> dict:
-    """First predicted camera for the viewer's start view: c2w (OpenCV) and vertical fov."""
-    H, W = cs.image_size
-    K = cs.intrinsics[index]
-    fy = float(K[1, 1]) * H
-    fov_y = 2 * math.degrees(math.atan(H / (2 * fy))) if fy > 0 else 50.0
-    return {"c2w": cs.c2w[index].tolist(), "fov_y": fov_y, "aspect": W / H}
 
 
 class PreviewSplats(io.ComfyNode):
@@ -129,16 +120,16 @@ class PreviewSplats(io.ComfyNode):
         return io.Schema(
             node_id="VIST3APreviewSplats",
             display_name="Preview Splats (VIST3A)",
-            category=C.SPLATS,
+            category=SPLATS,
             description="Shows the Gaussians in an interactive 3D viewer (Spark) inside the node: drag to orbit, right-drag or "
                         "shift-drag to pan, wheel to zoom, double-click or R to reset, U or the up button to change the up axis, "
                         "F or the button for full screen.",
             is_output_node=True,
             inputs=[
-                C.Splat.Input("splat", tooltip=SPLAT_TIP),
+                Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.Int.Input("max_splats", default=1_000_000, min=1000, max=20_000_000, step=1000,
                              tooltip="Show at most this many Gaussians (the most visible ones) to keep the browser fast."),
-                C.Cameras.Input("cameras", optional=True,
+                Cameras.Input("cameras", optional=True,
                                 tooltip="Predicted cameras: they give the scene's up axis and the side the viewer starts from "
                                         "(otherwise the up axis is guessed from the splats)."),
             ],
@@ -146,41 +137,25 @@ class PreviewSplats(io.ComfyNode):
         )
 
     @classmethod
-    @C.friendly("Preview Splats")
+    @friendly("Preview Splats")
     def execute(cls, splat, max_splats, cameras=None) -> io.NodeOutput:
         from vist3a.atomic import atomic_save_bytes
-        from vist3a.formats.spz import spz_bytes
-        from vist3a.scene_view import view_hint
+        from vist3a.scene_view import preview_scene
 
-        scenes = C.check_splat(splat)
-        cams = C.check_cameras(cameras)
+        scenes = check_splat(splat)
+        cams = check_cameras(cameras)
         temp = folder_paths.get_temp_directory()
         sub = "vist3a"
         os.makedirs(os.path.join(temp, sub), exist_ok=True)
         items = []
         for i, g in enumerate(scenes):
-            n = g.num
-            if n == 0:
-                raise C.NodeError("There are no Gaussians to preview (all pruned?); lower min_opacity.")
-            if n > max_splats:
-                score = g.opacities * g.scales.prod(dim=1).clamp_min(0) ** (1 / 3)
-                g = g.select(torch.topk(score, max_splats).indices)
-            cs = cams[min(i, len(cams) - 1)] if cams else None
-            # .spz keeps SH up to degree 3 for the viewer (Spark); fast gzip, it is a temp file
+            if g.num == 0:
+                raise NodeError("There are no Gaussians to preview (all pruned?); lower min_opacity.")
+            preview = preview_scene(g, max_splats, cams[min(i, len(cams) - 1)] if cams else None)
             name = f"preview_{uuid.uuid4().hex[:12]}.spz"
-            atomic_save_bytes(os.path.join(temp, sub, name), spz_bytes(g, 3, _fractional_bits(g), compresslevel=1))
-            item = {"filename": name, "subfolder": sub, "type": "temp", "format": "spz", "count": int(g.num), "total": int(n),
-                    **view_hint(g, cs.c2w if cs is not None else None)}
-            if cs is not None:
-                item["camera"] = _camera_json(cs)
-            items.append(item)
+            atomic_save_bytes(os.path.join(temp, sub, name), preview.spz)
+            items.append({"filename": name, "subfolder": sub, "type": "temp", **preview.fields()})
         return io.NodeOutput(ui={"vist3a_splats": items})
-
-
-def _fractional_bits(g) -> int:
-    """Most .spz fixed-point fraction bits that still fit the scene's coordinates in 24 bits."""
-    extent = float(g.means.detach().abs().max()) if g.num else 0.0
-    return int(max(0, min(12, 22 - math.ceil(math.log2(extent + 1.0)))))
 
 
 SH_CHOICES = ["full", "3", "2", "1", "0"]
@@ -192,12 +167,12 @@ class SavePLY(io.ComfyNode):
         return io.Schema(
             node_id="VIST3ASavePLY",
             display_name="Save PLY (VIST3A)",
-            category=C.SPLATS,
+            category=SPLATS,
             description="Saves the Gaussians as a standard 3DGS .ply in ComfyUI's output folder (prefix_00001_.ply, ...), "
                         "readable by SuperSplat, gsplat and Blender add-ons; optionally also the compact .splat and .spz.",
             is_output_node=True,
             inputs=[
-                C.Splat.Input("splat", tooltip=SPLAT_TIP),
+                Splat.Input("splat", tooltip=SPLAT_TIP),
                 io.String.Input("filename_prefix", default="VIST3A/splat",
                                 tooltip="File name prefix inside output/; may contain a subfolder and %date% style tokens like Save Image."),
                 io.Combo.Input("sh_degree", options=SH_CHOICES, default="3",
@@ -210,17 +185,17 @@ class SavePLY(io.ComfyNode):
         )
 
     @classmethod
-    @C.friendly("Save PLY")
+    @friendly("Save PLY")
     def execute(cls, splat, filename_prefix, sh_degree, also_splat, also_spz) -> io.NodeOutput:
         from vist3a.formats import save_ply, save_splat
         from vist3a.formats.spz import save_spz
 
-        scenes = C.check_splat(splat)
+        scenes = check_splat(splat)
         out_dir = folder_paths.get_output_directory()
         try:
             folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
         except Exception as exc:
-            raise C.NodeError(f"filename_prefix '{filename_prefix}' cannot be used ({exc}); keep it inside the output folder.") from exc
+            raise NodeError(f"filename_prefix '{filename_prefix}' cannot be used ({exc}); keep it inside the output folder.") from exc
         os.makedirs(folder, exist_ok=True)
         saved, first = [], None
         for g in scenes:
@@ -243,11 +218,11 @@ class SavePLY(io.ComfyNode):
 class LoadPLY(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        files = C.input_and_output_files((".ply", ".spz")) or [C.NONE]
+        files = input_and_output_files((".ply", ".spz")) or [NONE]
         return io.Schema(
             node_id="VIST3ALoadPLY",
             display_name="Load PLY (VIST3A)",
-            category=C.SPLATS,
+            category=SPLATS,
             description="Loads 3D Gaussians from a standard 3DGS .ply (or .spz) in ComfyUI's input/ or output/ folder, or from a path inside ComfyUI's folders.",
             inputs=[
                 io.Combo.Input("file", options=files, default=files[0],
@@ -259,7 +234,7 @@ class LoadPLY(io.ComfyNode):
                                tooltip="How a .ply stores opacity: logit (standard 3DGS), linear (the official VIST3A exporter, DC colour "
                                        "only), auto: linear when there is no f_rest and every opacity lies in [0, 1]."),
             ],
-            outputs=[C.Splat.Output(display_name="splat", tooltip="The loaded Gaussians (SPLAT, connects to ComfyUI's splat nodes too).")],
+            outputs=[Splat.Output(display_name="splat", tooltip="The loaded Gaussians (SPLAT, connects to ComfyUI's splat nodes too).")],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -270,11 +245,11 @@ class LoadPLY(io.ComfyNode):
 
         if path and path.strip():
             p = os.path.join(folder_paths.get_input_directory(), os.path.expanduser(path.strip()))  # relative: to input/
-        elif file == C.NONE:
-            raise C.NodeError("No .ply file in input/ or output/; save one with Save PLY, copy one into input/, or give a path.")
+        elif file == NONE:
+            raise NodeError("No .ply file in input/ or output/; save one with Save PLY, copy one into input/, or give a path.")
         else:
             p = folder_paths.get_annotated_filepath(file)
-        return str(check_read_path(p, C.allowed_read_roots()))
+        return str(check_read_path(p, allowed_read_roots()))
 
     @classmethod
     def fingerprint_inputs(cls, file, path="", opacity="auto"):
@@ -285,22 +260,22 @@ class LoadPLY(io.ComfyNode):
             return float("nan")
 
     @classmethod
-    @C.friendly("Load PLY")
+    @friendly("Load PLY")
     def execute(cls, file, path="", opacity="auto") -> io.NodeOutput:
         from vist3a.formats import load_ply
         from vist3a.formats.spz import load_spz
 
         p = cls._resolve(file, path)
         if not os.path.isfile(p):
-            raise C.NodeError(f"The file {p} does not exist; check the path or pick a file from the list.")
+            raise NodeError(f"The file {p} does not exist; check the path or pick a file from the list.")
         g = load_spz(p) if p.lower().endswith(".spz") else load_ply(p, opacity=opacity, report=cls._say)
-        return io.NodeOutput(C.to_splat([g]))
+        return io.NodeOutput(to_splat([g]))
 
     @classmethod
     def _say(cls, message: str) -> None:
         """Show a reading note on the node (progress text) and in the console."""
         print(f"[VIST3A] Load PLY: {message}")
-        C.node_text(message, getattr(cls.hidden, "unique_id", None) if getattr(cls, "hidden", None) else None)
+        node_text(message, getattr(cls.hidden, "unique_id", None) if getattr(cls, "hidden", None) else None)
 
 
 NODES = [RenderViews, PreviewSplats, SavePLY, LoadPLY]

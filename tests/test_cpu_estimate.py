@@ -49,3 +49,25 @@ def test_decode_estimate_counts_frame_and_global_attention():
     assert e.seconds == pytest.approx(f / 100e9) and e.seconds > 60  # minutes on a 100 GFLOP/s CPU
     line = describe_decode(e)
     assert line.startswith("[VIST3A] Decode Splats on the CPU: at least") and "fewer frames" in line
+
+
+def test_estimates_read_the_sizes_of_real_models():
+    """The node-facing helpers read the transformer's and the stitched decoder's sizes the formulas need."""
+    from vist3a.cpu_estimate import estimate_stitched_decode, estimate_wan_sampling
+    from vist3a.tiny import build_tiny_decoder
+    from vist3a.wan.tiny import build_tiny_wan
+
+    t = build_tiny_wan().transformer
+    est = estimate_wan_sampling(t, steps=4, cfg=7.5, frames=5, height=64, width=64, gflops=10.0)
+    params = sum(p.numel() for p in t.parameters())
+    dim = t.config.num_attention_heads * t.config.attention_head_dim
+    expected = 4 * 2 * wan_step_flops(params, len(t.blocks), dim, wan_tokens(5, 64, 64)) / 10e9
+    assert est.seconds == pytest.approx(expected) and est.passes == 2
+
+    dec = build_tiny_decoder()
+    cfg, cut = dec.encoder.cfg, dec.cfg.cut_block
+    e = estimate_stitched_decode(dec, (2, 16, 3, 8, 12), gflops=10.0)
+    assert e.frames == 2 * 9 and e.tokens_per_frame == 4 * 6
+    params = sum(p.numel() for p in dec.parameters())
+    flops = decoder_flops(params, cfg.embed_dim, cfg.dino_depth - cut + cfg.aa_depth, cfg.aa_depth, 18, 24)
+    assert e.seconds == pytest.approx(flops / 10e9)

@@ -473,6 +473,47 @@ def test_scene_bounds_ignore_floaters():
     assert 1.4 < radius < 1.8  # half the diagonal of the [-0.96, 0.96]^3 percentile box
 
 
+@pytest.mark.parametrize("width,height", [(64, 64), (96, 48), (40, 90)])
+def test_framing_distance_fits_the_bounding_sphere_in_the_narrower_view(width, height):
+    """Points on the sphere of radius r around the centre project inside the image, and with margin 1 the
+    sphere touches the narrower border (within a pixel)."""
+    from vist3a.render import framing_distance
+
+    radius, fov = 2.0, 50.0
+    for margin in (1.0, 1.1):
+        d = framing_distance(radius, fov, width, height, margin)
+        c2w, K = orbit_cameras((0.0, 0.0, 0.0), d, 1, 0.0, fov, width, height)
+        dirs = torch.nn.functional.normalize(torch.randn(4000, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+        cam = (world_to_camera(c2w)[0] @ torch.cat([dirs * radius, torch.ones(4000, 1)], 1).T).T[:, :3]
+        px = (K[0] @ cam.T).T
+        uv = px[:, :2] / px[:, 2:]
+        assert (uv[:, 0] >= -0.5).all() and (uv[:, 0] <= width + 0.5).all()
+        assert (uv[:, 1] >= -0.5).all() and (uv[:, 1] <= height + 0.5).all()
+        if margin == 1.0:  # the silhouette reaches the narrower border
+            narrow = 0 if width <= height else 1
+            reach = (uv[:, narrow] - (width, height)[narrow] / 2).abs().max()
+            assert reach > min(width, height) / 2 - 1.0
+    half = min(math.radians(fov) / 2, math.atan(math.tan(math.radians(fov) / 2) * height / width))
+    assert framing_distance(radius, fov, width, height, 1.0) == pytest.approx(radius / math.sin(half))
+    with pytest.raises(ValueError, match="radius > 0"):
+        framing_distance(0.0, fov, width, height)
+
+
+def test_framing_orbit_is_the_render_orbit_framing():
+    from vist3a.render import framing_orbit
+
+    g = torch.Generator().manual_seed(3)
+    scene = Gaussians(torch.randn(200, 3, generator=g) + torch.tensor([1.0, 2.0, 3.0]), torch.full((200, 3), 0.05),
+                      torch.tensor([[1.0, 0, 0, 0]]).expand(200, 4).clone(), torch.full((200,), 0.9), torch.zeros(200, 3, 1))
+    c2w, K = framing_orbit(scene, 4, 48, 32, fov_deg=60.0, elevation_deg=10.0)
+    _, c2w_orbit, K_orbit = render_orbit(scene, n=4, width=48, height=32, fov_deg=60.0, elevation_deg=10.0)
+    torch.testing.assert_close(c2w, c2w_orbit)
+    torch.testing.assert_close(K, K_orbit)
+    center, radius = scene_bounds(scene)
+    torch.testing.assert_close((c2w[:, :3, 3] - center).norm(dim=1),
+                               torch.full((4,), 1.1 * radius / math.sin(math.atan(math.tan(math.radians(30)) * 32 / 48))))
+
+
 def test_render_orbit_frames_the_scene():
     n = 64
     g = torch.Generator().manual_seed(1)

@@ -1,11 +1,14 @@
-"""view_hint: up from predicted cameras, else from the shape of the splats (flat axis, snapped, signed)."""
+"""scene_view: up from predicted cameras, else from the shape of the splats (flat axis, snapped, signed); the start
+camera, the most-visible cut and the packed preview the browser viewer gets."""
 
 import math
 
+import pytest
 import torch
 
+from vist3a.formats.spz import SpzError, load_spz, spz_bytes, widest_fractional_bits
 from vist3a.gaussians import Gaussians
-from vist3a.scene_view import up_from_cameras, up_from_points, view_hint
+from vist3a.scene_view import CameraSet, most_visible, preview_scene, up_from_cameras, up_from_points, view_hint
 
 
 def _flat_cloud(n, normal_axis, seed=0):
@@ -54,3 +57,54 @@ def test_view_hint_prefers_cameras_and_reports_its_source():
     assert hint["radius"] > 0 and len(hint["center"]) == 3
     cams = view_hint(g, torch.eye(4)[None])
     assert cams["up_source"] == "cameras" and cams["up"] == [0.0, -1.0, 0.0]
+
+
+def test_most_visible_keeps_the_largest_most_opaque_gaussians():
+    n = 10
+    g = _gaussians(torch.arange(n, dtype=torch.float32)[:, None].expand(n, 3).contiguous())
+    opacities = torch.linspace(0.1, 1.0, n)
+    scales = torch.full((n, 3), 0.01)
+    scales[0] = 1.0  # faint but huge: 0.1 * 1.0 beats 1.0 * 0.01
+    g = Gaussians(g.means, scales, g.rotations, opacities, g.sh)
+    top = most_visible(g, 3)
+    assert top.num == 3 and sorted(top.means[:, 0].tolist()) == [0.0, 8.0, 9.0]
+    assert most_visible(g, 10) is g and most_visible(g, 50) is g
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        most_visible(g, 0)
+
+
+def test_widest_fractional_bits_fit_24_bit_positions():
+    for extent in (0.0, 0.4, 1.0, 3.0, 100.0, 3000.0, 1e6):
+        means = torch.tensor([[extent, -extent, 0.5 * extent]])
+        bits = widest_fractional_bits(means)
+        assert 0 <= bits <= 12
+        assert abs(extent) * 2 ** bits < 2 ** 22  # a bit of headroom below the 24-bit signed limit
+        if 0 < bits < 12:  # one more bit would leave no headroom
+            assert abs(extent) * 2 ** (bits + 1) >= 2 ** 21
+    spz_bytes(_gaussians(torch.tensor([[3000.0, 0.0, 0.0]])), 0, widest_fractional_bits(torch.tensor([[3000.0, 0, 0]])))
+    with pytest.raises((SpzError, ValueError)):  # 12 bits overflow at this extent
+        spz_bytes(_gaussians(torch.tensor([[3000.0, 0.0, 0.0]])), 0, 12)
+
+
+def test_start_view_gives_the_vertical_fov_of_the_first_camera():
+    K = torch.tensor([[[0.5, 0, 0.5], [0, 0.5, 0.5], [0, 0, 1.0]]])  # f = H/2: vertical fov 90 degrees
+    cams = CameraSet(torch.eye(4)[None], K, (64, 128))
+    view = cams.start_view()
+    assert view["fov_y"] == pytest.approx(90.0) and view["aspect"] == 2.0 and view["c2w"] == torch.eye(4).tolist()
+
+
+def test_preview_scene_packs_the_cut_scene_with_its_hint(tmp_path):
+    pts = _flat_cloud(400, 1)
+    g = _gaussians(pts)
+    cams = CameraSet(torch.eye(4)[None], torch.tensor([[[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1]]]), (32, 32))
+    preview = preview_scene(g, 100, cams)
+    assert preview.count == 100 and preview.total == 400
+    (tmp_path / "p.spz").write_bytes(preview.spz)
+    back = load_spz(tmp_path / "p.spz")
+    assert back.num == 100 and back.sh_degree == 0
+    fields = preview.fields()
+    assert fields["format"] == "spz" and fields["up_source"] == "cameras" and "camera" in fields
+    assert set(fields) >= {"center", "radius", "up", "count", "total"}
+    assert "camera" not in preview_scene(g, 1000).fields()
+    with pytest.raises(ValueError, match="no Gaussians to preview"):
+        preview_scene(g.select(torch.zeros(400, dtype=torch.bool)), 10)

@@ -48,16 +48,14 @@ def title_of(workflow: dict, stem: str) -> str:
 
 def render_scene(gaussians, size: int = SIZE):
     """One orbit view of the scene around its up axis (float RGB [H, W, 3] in 0..1)."""
-    import math
-
     import torch
 
-    from vist3a.render import orbit_cameras, render_gaussians
+    from vist3a.render import framing_distance, orbit_cameras, render_gaussians
     from vist3a.scene_view import view_hint
 
     hint = view_hint(gaussians)
     fov = 50.0
-    dist = 1.08 * hint["radius"] / math.sin(math.radians(fov) / 2)
+    dist = framing_distance(hint["radius"], fov, size, size, margin=1.08)
     c2w, K = orbit_cameras(hint["center"], dist, 1, 20.0, fov, size, size, up=tuple(hint["up"]), start_azimuth_deg=30.0)
     with torch.no_grad():
         rgb, _, _ = render_gaussians(gaussians.to("cpu"), c2w, K, size, size, background=(0.13, 0.13, 0.14))

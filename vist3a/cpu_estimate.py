@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["LONG_RUN_S", "wan_tokens", "wan_step_flops", "measure_gflops", "SampleEstimate", "estimate_sample", "describe",
-           "DecodeEstimate", "decoder_flops", "estimate_decode", "describe_decode"]
+           "DecodeEstimate", "decoder_flops", "estimate_decode", "describe_decode", "estimate_wan_sampling",
+           "estimate_stitched_decode"]
 
 LONG_RUN_S = 60.0  # say something only when the run will take longer than this
 
@@ -60,6 +61,18 @@ def estimate_sample(params: int, layers: int, dim: int, steps: int, cfg: float, 
     return SampleEstimate(flops / (gflops * 1e9), steps, passes, frames, height, width)
 
 
+def estimate_wan_sampling(transformer, steps: int, cfg: float, frames: int, height: int, width: int,
+                          gflops: float | None = None) -> SampleEstimate:
+    """:func:`estimate_sample` for a diffusers ``WanTransformer3DModel`` (sizes read from its config and blocks);
+    ``gflops`` defaults to this CPU's measured speed."""
+    config = getattr(transformer, "config", None)
+    layers = len(getattr(transformer, "blocks", [])) or 1
+    dim = int(getattr(config, "num_attention_heads", 1) * getattr(config, "attention_head_dim", 1)) if config else 1
+    params = sum(p.numel() for p in transformer.parameters())
+    return estimate_sample(params, layers, dim, steps, cfg, frames, height, width,
+                           measure_gflops() if gflops is None else gflops)
+
+
 def _human(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -100,6 +113,19 @@ def estimate_decode(params: int, dim: int, frame_blocks: int, global_blocks: int
                     gflops: float) -> DecodeEstimate:
     flops = decoder_flops(params, dim, frame_blocks, global_blocks, frames, tokens_per_frame)
     return DecodeEstimate(flops / (gflops * 1e9), frames, tokens_per_frame)
+
+
+def estimate_stitched_decode(decoder, latent_shape, gflops: float | None = None) -> DecodeEstimate:
+    """:func:`estimate_decode` for a :class:`~vist3a.models.StitchedDecoder` on a raw Wan latent of ``latent_shape``
+    [B, 16, T, h, w]: the latent is upsampled to every video frame, (T-1)*4+1, and the stitching conv's stride 2
+    makes (h/2)(w/2) tokens per frame. ``gflops`` defaults to this CPU's measured speed."""
+    cfg = decoder.encoder.cfg
+    cut = int(decoder.cfg.cut_block)
+    batch, _, t, h, w = latent_shape
+    frames = (t - 1) * 4 + 1
+    params = sum(p.numel() for p in decoder.parameters())
+    return estimate_decode(params, cfg.embed_dim, cfg.dino_depth - cut + cfg.aa_depth, cfg.aa_depth, frames * batch,
+                           (h // 2) * (w // 2), measure_gflops() if gflops is None else gflops)
 
 
 def describe_decode(est: DecodeEstimate) -> str:

@@ -1,4 +1,5 @@
-"""Where to put a viewer's camera for a splat scene: robust bounds and the scene's up direction.
+"""What a viewer needs to show a splat scene: robust bounds, the up direction, a start camera, and a
+compact copy of the scene with its most visible Gaussians.
 
 The viewer in ComfyUI (web/) gets these with each scene so it can frame the whole scene and orbit
 around its up axis. Up comes from the predicted cameras when the decoder gave them (a camera's up is
@@ -10,13 +11,33 @@ of that axis (OpenCV -y for AnySplat scenes, +z for z-up captures, +x otherwise)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from .formats.spz import spz_bytes, widest_fractional_bits
+from .gaussians import Gaussians
 from .render.cameras import scene_bounds
 
-__all__ = ["up_from_cameras", "up_from_points", "view_hint"]
+__all__ = ["CameraSet", "PreviewScene", "up_from_cameras", "up_from_points", "view_hint", "most_visible", "preview_scene"]
+
+
+@dataclass
+class CameraSet:
+    """The cameras of one scene: c2w [S, 4, 4] (OpenCV axes) and intrinsics [S, 3, 3] normalised by
+    the image size, as AnySplat predicts them; ``image_size`` = (H, W) they were predicted for."""
+
+    c2w: torch.Tensor
+    intrinsics: torch.Tensor
+    image_size: tuple[int, int]
+
+    def start_view(self, index: int = 0) -> dict:
+        """One predicted camera for a viewer's start view: c2w (OpenCV), vertical fov in degrees, aspect W/H."""
+        H, W = self.image_size
+        fy = float(self.intrinsics[index, 1, 1]) * H
+        fov_y = 2 * math.degrees(math.atan(H / (2 * fy))) if fy > 0 else 50.0
+        return {"c2w": self.c2w[index].tolist(), "fov_y": fov_y, "aspect": W / H}
 
 _SNAP_COS = math.cos(math.radians(25.0))
 _AXIS_SIGN = (1.0, -1.0, 1.0)  # +x, -y (OpenCV), +z
@@ -72,3 +93,44 @@ def view_hint(gaussians, c2w: Optional[torch.Tensor] = None) -> dict:
         up = up_from_points(gaussians.means, getattr(gaussians, "opacities", None))
         source = "points"
     return {"center": [float(v) for v in center], "radius": float(radius), "up": [float(v) for v in up], "up_source": source}
+
+
+def most_visible(gaussians: Gaussians, limit: int) -> Gaussians:
+    """At most ``limit`` Gaussians: the ones with the largest opacity x geometric-mean scale (what covers the
+    most screen), in their original order of importance; the scene itself when it is small enough."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if gaussians.num <= limit:
+        return gaussians
+    score = gaussians.opacities * gaussians.scales.prod(dim=1).clamp_min(0) ** (1 / 3)
+    return gaussians.select(torch.topk(score, limit).indices)
+
+
+@dataclass
+class PreviewScene:
+    """A scene packed for the browser viewer: .spz bytes plus what the viewer is told about it."""
+
+    spz: bytes
+    count: int  # Gaussians in the .spz
+    total: int  # Gaussians in the scene before the most-visible cut
+    hint: dict  # view_hint(): center, radius, up, up_source
+    camera: Optional[dict]  # CameraSet.start_view() when cameras were given
+
+    def fields(self) -> dict:
+        """The JSON fields the viewer reads (besides where the file is)."""
+        out = {"format": "spz", "count": self.count, "total": self.total, **self.hint}
+        if self.camera is not None:
+            out["camera"] = self.camera
+        return out
+
+
+def preview_scene(gaussians: Gaussians, max_splats: int, cameras: Optional[CameraSet] = None) -> PreviewScene:
+    """The most visible ``max_splats`` Gaussians as a fast-compressed .spz (SH up to degree 3, what Spark reads;
+    positions with as many fraction bits as the scene's extent allows), with bounds, up and the start camera."""
+    if gaussians.num == 0:
+        raise ValueError("there are no Gaussians to preview (all pruned?)")
+    shown = most_visible(gaussians, max_splats)
+    data = spz_bytes(shown, 3, widest_fractional_bits(shown.means), compresslevel=1)
+    hint = view_hint(shown, cameras.c2w if cameras is not None else None)
+    camera = cameras.start_view() if cameras is not None else None
+    return PreviewScene(data, shown.num, gaussians.num, hint, camera)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import struct
 import threading
@@ -34,7 +35,7 @@ from ..errors import SpzError
 from ..gaussians import Gaussians
 from .common import PathLike, cpu_float32
 
-__all__ = ["SPZ_MAGIC", "SPZ_VERSION", "SpzError", "save_spz", "load_spz", "spz_bytes", "gzip_compress", "gzip_decompress"]
+__all__ = ["SPZ_MAGIC", "SPZ_VERSION", "SpzError", "save_spz", "load_spz", "spz_bytes", "widest_fractional_bits", "gzip_compress", "gzip_decompress"]
 
 SPZ_MAGIC = 0x5053474E
 SPZ_VERSION = 2
@@ -99,6 +100,13 @@ def _quantize_sh(rest: torch.Tensor) -> torch.Tensor:
         q = block.mul(128.0).round_().add_(128.0 + bucket / 2).div_(bucket).floor_().mul_(bucket)
         out[start:start + _BLOCK_ROWS] = q.clamp_(0, 255).to(torch.uint8).transpose(1, 2)
     return out
+
+
+def widest_fractional_bits(means: torch.Tensor, headroom_bits: int = 1) -> int:
+    """Most fixed-point fraction bits (0..12) that keep every coordinate of ``means`` inside the 24-bit
+    position field with ``headroom_bits`` to spare: finer positions for small scenes, no overflow for big ones."""
+    extent = float(means.detach().abs().max()) if means.numel() else 0.0
+    return int(max(0, min(12, 23 - headroom_bits - math.ceil(math.log2(extent + 1.0)))))
 
 
 def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: int = 12,

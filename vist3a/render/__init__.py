@@ -17,6 +17,8 @@ from . import gsplat_backend
 from .cameras import (
     cameras_from_normalized_intrinsics,
     denormalize_intrinsics,
+    framing_distance,
+    framing_orbit,
     intrinsics_from_fov,
     look_at,
     orbit_cameras,
@@ -33,6 +35,8 @@ __all__ = [
     "torch_compute_device",
     "look_at",
     "orbit_cameras",
+    "framing_distance",
+    "framing_orbit",
     "scene_bounds",
     "intrinsics_from_fov",
     "denormalize_intrinsics",
@@ -184,11 +188,7 @@ def render_orbit(
 
     Returns (rgb [n, H, W, 3], c2w [n, 4, 4], K [n, 3, 3]).
     """
-    center, radius = scene_bounds(gaussians)
-    half_h = math.radians(fov_deg) / 2
-    half_fov = min(half_h, math.atan(math.tan(half_h) * height / width))
-    distance = 1.1 * radius / math.sin(half_fov)
-    c2w, K = orbit_cameras(center, distance, n, elevation_deg, fov_deg, width, height)
+    c2w, K = framing_orbit(gaussians, n, width, height, fov_deg, elevation_deg)
     with torch.no_grad():
         rgb, _, _ = render_gaussians(gaussians, c2w, K, width, height, background=background, **kwargs)
     return rgb, c2w, K

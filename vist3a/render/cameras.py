@@ -15,6 +15,8 @@ import torch.nn.functional as F
 __all__ = [
     "look_at",
     "orbit_cameras",
+    "framing_distance",
+    "framing_orbit",
     "scene_bounds",
     "intrinsics_from_fov",
     "denormalize_intrinsics",
@@ -87,6 +89,38 @@ def orbit_cameras(
         c2ws.append(look_at(c + radius * offset, c, u))
     K = intrinsics_from_fov(fov_deg, width, height)
     return torch.stack(c2ws), K.expand(n, 3, 3).clone()
+
+
+def framing_distance(radius: float, fov_deg: float, width: int, height: int, margin: float = 1.1) -> float:
+    """Camera distance at which a sphere of ``radius`` (times ``margin``) just fits the narrower field of view.
+
+    ``fov_deg`` is horizontal, as in :func:`orbit_cameras`; for a portrait image the vertical half-angle is the
+    smaller one. A sphere of radius r seen from distance d fills a half-angle asin(r / d), hence d = r / sin.
+    """
+    if radius <= 0 or not 0 < fov_deg < 180 or width <= 0 or height <= 0:
+        raise ValueError(f"framing needs radius > 0, 0 < fov < 180 and a positive size, got {radius}, {fov_deg}, {width}x{height}")
+    half_h = math.radians(fov_deg) / 2
+    half = min(half_h, math.atan(math.tan(half_h) * height / width))
+    return margin * radius / math.sin(half)
+
+
+def framing_orbit(
+    gaussians,
+    n: int,
+    width: int,
+    height: int,
+    fov_deg: float = 50.0,
+    elevation_deg: float = 15.0,
+    margin: float = 1.1,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` orbit cameras around a scene's robust centre, far enough that its robust bounds fill the view.
+
+    The one framing rule of the CLI's ``render --orbit``, the Render Views node and the benchmarks.
+    Returns (c2w [n, 4, 4], K [n, 3, 3]).
+    """
+    center, radius = scene_bounds(gaussians)
+    distance = framing_distance(radius, fov_deg, width, height, margin)
+    return orbit_cameras(center, distance, n, elevation_deg, fov_deg, width, height)
 
 
 def scene_bounds(

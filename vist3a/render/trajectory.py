@@ -14,6 +14,8 @@ from typing import Tuple
 
 import torch
 
+from . import render_gaussians
+
 __all__ = ["interpolate_cameras", "turbo", "colorize_depth", "render_trajectory"]
 
 # Polynomial fit of Google's Turbo colour map (Anton Mikhailov's published approximation), per channel:
@@ -74,8 +76,6 @@ def render_trajectory(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int,
     Returns (rgb [M, H, W, 3] in [0, 1], coloured depth [M, H, W, 3]), M = (V-1)(between+1).
     ``progress(done, total)`` is called after each chunk of views (a node's progress bar / Cancel).
     """
-    from . import render_gaussians
-
     cams, Ks = interpolate_cameras(c2w, K, between)
     rgbs, depths = [], []
     for s in range(0, cams.shape[0], chunk):
