@@ -119,7 +119,7 @@ def test_target_poses_scaled_into_context_frame(monkeypatch):
         seen["c2w"], seen["kw"] = c2w, kw
         return torch.zeros(c2w.shape[0], H, W, 3), None, None
 
-    monkeypatch.setattr("vist3a.render.render_gaussians", fake_render)
+    monkeypatch.setattr(nvs, "render_gaussians", fake_render)
     views = SimpleNamespace(context=torch.rand(12, 3, 14, 14), vae=torch.rand(12, 3, 16, 16))
     pred, gt, scale = nvs.render_targets(Stub(), views)
     assert calls == [9, 13]

@@ -42,6 +42,13 @@ LAYERS = {
 }
 
 
+# Imports inside functions are only for dependencies that are heavy to import or optional (docs/architecture.md),
+# and for the CLI's subcommands (so `--help` and bad arguments answer without loading torch).
+HEAVY_OR_OPTIONAL = {"diffusers", "transformers", "accelerate", "peft", "sentencepiece", "tokenizers", "ftfy", "gsplat",
+                     "imageio", "torchvision", "open_clip", "pyiqa", "qwen_vl_utils", "isal", "lpips"}
+LAZY_FRONT_ENDS = {"vist3a.cli", "vist3a.__main__", "vist3a.evaluation.cli"}
+
+
 def _modules(package: str, root: Path = REPO) -> dict[str, Path]:
     """Dotted module name -> file for every .py file of ``package`` (the root entry: the top __init__.py)."""
     if package == ROOT_ENTRY:
@@ -201,6 +208,31 @@ def test_every_layer_unit_exists():
     assert not stale, f"LAYERS names modules that do not exist: {stale}"
 
 
+def _function_level_imports(name: str, path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    runtime = set(map(id, _runtime_statements(tree.body)))
+    return [ast.unparse(node) for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in runtime]
+
+
+def _lazy_light_imports(root: Path = REPO) -> list[str]:
+    bad = []
+    for name, path in _modules("vist3a", root).items():
+        if name in LAZY_FRONT_ENDS:
+            continue
+        for line in _function_level_imports(name, path):
+            node = ast.parse(line).body[0]
+            top = (node.names[0].name if isinstance(node, ast.Import) else ("." if node.level else node.module or "")).split(".")[0]
+            if top not in HEAVY_OR_OPTIONAL:
+                bad.append(f"{path.relative_to(root)}: `{line}` inside a function (import it at module level)")
+    return bad
+
+
+def test_imports_inside_functions_are_only_for_heavy_or_optional_dependencies():
+    bad = _lazy_light_imports()
+    assert not bad, "\n".join(bad)
+
+
 # ------------------------------------------------------------------------------ the checker itself
 
 
@@ -275,3 +307,13 @@ def test_a_sibling_import_from_the_package_is_no_cycle(tmp_path):
     # `from . import x_value` names no module, so it is the package itself: a real cycle with models/__init__
     assert graph["vist3a.models.a"] == ["vist3a.models", "vist3a.models.b"]
     assert _find_cycle(graph) == ["vist3a.models", "vist3a.models.a", "vist3a.models"]
+
+
+def test_the_checker_sees_light_imports_hidden_in_functions(tmp_path):
+    _write(tmp_path, {
+        "vist3a/__init__.py": "", "vist3a/cli.py": "def main():\n    from .batch import run\n",
+        "vist3a/a.py": "def f():\n    import json\n    from .b import g\n    from diffusers import X\n    import torchvision.models\n",
+        "vist3a/b.py": "try:\n    import isal\nexcept ImportError:\n    isal = None\n",
+    })
+    bad = _lazy_light_imports(tmp_path)
+    assert len(bad) == 2 and "`import json`" in bad[0] and "`from .b import g`" in bad[1]

@@ -26,7 +26,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch.distributed as dist
+
 from .atomic import atomic_dir, atomic_write
+from .batch_media import save_trajectory_videos
+from .formats import save_ply
+from .render.media import save_png_grid
 
 NAME_LIMIT = 100  # characters of the prompt used as the folder name (official)
 REQUIRED_FILES = ("prompt.txt", "gaussians.ply")
@@ -116,8 +121,6 @@ def init_process_group(info: DistInfo) -> bool:
     their last prompt at different times."""
     if info.world_size <= 1:
         return False
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size, timeout=timedelta(hours=48))
     return True
@@ -135,10 +138,6 @@ class PromptResult:
 
 def _write_prompt_folder(tmp: Path, prompt: str, scene, *, pipe, settings, sh_degree, trajectory_t, video_ext,
                          seconds: float, info: DistInfo) -> None:
-    from .batch_media import save_trajectory_videos
-    from .formats import save_ply
-    from .render.media import save_png_grid
-
     mask = os.umask(0)
     os.umask(mask)
     tmp.chmod(0o777 & ~mask)  # mkdtemp makes it 0700; the finished folder gets the usual permissions
@@ -269,8 +268,6 @@ def gather_failures(results: list[PromptResult], distributed: bool) -> list[Prom
     failures = [r for r in results if r.status == "failed"]
     if not distributed:
         return failures
-    import torch.distributed as dist
-
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, [asdict(r) for r in failures])
     return [PromptResult(**row) for part in gathered for row in (part or [])]
@@ -294,12 +291,8 @@ def batch_main(args, load_pipeline: Callable[[object], object], settings) -> int
             if summary["missing"]:
                 print(f"missing: {len(summary['missing'])} (rerun the same command to redo them)", file=sys.stderr)
         if distributed:  # tear gloo down together: a rank that left while another still used the group
-            import torch.distributed as dist  # aborted at exit ("terminate called without an active exception")
-
-            dist.barrier()
+            dist.barrier()  # aborted at exit ("terminate called without an active exception")
         return 1 if failures else 0
     finally:
         if distributed:
-            import torch.distributed as dist
-
             dist.destroy_process_group()

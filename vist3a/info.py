@@ -12,6 +12,7 @@ import torch
 from . import weights as wt
 from .decoders import anysplat_config
 from .errors import CheckpointError
+from .formats import read_ply, read_splats
 from .models import AnySplat, AnySplatConfig, StitchConfig, StitchedDecoder
 from .wan import load_vist3a_lora
 
@@ -97,8 +98,6 @@ def _describe_wan_lora(p: Path) -> list[str]:
 
 
 def _describe_ply(p: Path) -> list[str]:
-    from .formats import read_ply
-
     scene = read_ply(p)
     g = scene.gaussians
     lo, hi = g.means.min(0).values.tolist(), g.means.max(0).values.tolist()
@@ -114,8 +113,6 @@ def _describe_ply(p: Path) -> list[str]:
 
 
 def _describe_compact(p: Path) -> list[str]:
-    from .formats import read_splats
-
     g = read_splats(p)
     return [f"{p}: {p.suffix.lower()[1:]} splats, {g.num} Gaussians, SH degree {g.sh_degree}",
             f"opacity {float(g.opacities.min()):.3g}..{float(g.opacities.max()):.3g}, "

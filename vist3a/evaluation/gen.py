@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 
 from ..errors import VIST3AError
+from .gen_metrics import Aesthetic, ClipScore, Musiq, UnifiedReward
+from .image_metrics import read_weights_for
 from .report import bar_chart, markdown_table, write_json, write_text
 
 NUM_FRAMES = 8
@@ -99,8 +101,6 @@ def _need(path: Optional[str], flag: str, what: str) -> Path:
 def load_clip_score(path: str, key: str, flag: str, long: bool = False, device="cpu"):
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
-    from .gen_metrics import ClipScore
-
     what = ("a LongCLIP folder (zer0int/LongCLIP-L-Diffusers)" if long
             else "a Hugging Face CLIP folder (openai/clip-vit-base-patch16)")
     p = _need(path, flag, what)
@@ -115,32 +115,19 @@ def load_clip_score(path: str, key: str, flag: str, long: bool = False, device="
     return ClipScore(model, processor, key)
 
 
-def _read_weights(p: Path, flag: str) -> dict:
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(p))
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise VIST3AError(f"{flag} {p} could not be read as a weights file ({type(exc).__name__})") from None
-
-
 def load_aesthetic(clip_path: str, head_path: str, arch: str = "ViT-L-14", device="cpu"):
     import open_clip
-
-    from .gen_metrics import Aesthetic
 
     cp = _need(clip_path, "--aesthetic-clip", "the OpenAI CLIP ViT-L/14 weights as an open_clip state dict "
                                               "(open_clip_model.safetensors of timm/vit_large_patch14_clip_224.openai)")
     hp = _need(head_path, "--aesthetic-head", "the LAION predictor sa_0_4_vit_l_14_linear.pth")
     model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=True)  # OpenAI weights use QuickGELU
-    sd = _read_weights(cp, "--aesthetic-clip")
+    sd = read_weights_for(cp, "--aesthetic-clip")
     try:
         model.load_state_dict(sd)
     except RuntimeError as exc:
         raise VIST3AError(f"--aesthetic-clip {cp} does not fit open_clip {arch}: {str(exc).splitlines()[0]}") from None
-    head_sd = _read_weights(hp, "--aesthetic-head")
+    head_sd = read_weights_for(hp, "--aesthetic-head")
     width = head_sd.get("weight", torch.empty(0, 0)).shape[-1] if "weight" in head_sd else 0
     if set(head_sd) != {"weight", "bias"} or head_sd["weight"].shape[0] != 1:
         raise VIST3AError(f"--aesthetic-head {hp} is not a LAION linear predictor (keys weight [1, D], bias [1])")
@@ -150,8 +137,6 @@ def load_aesthetic(clip_path: str, head_path: str, arch: str = "ViT-L-14", devic
 
 
 def load_musiq(path: str, device="cpu"):
-    from .gen_metrics import Musiq
-
     p = _need(path, "--musiq", "pyiqa's MUSIQ SPAQ checkpoint musiq_spaq_ckpt-358bb6af.pth")
     try:
         from pyiqa.archs.musiq_arch import MUSIQ
@@ -162,8 +147,6 @@ def load_musiq(path: str, device="cpu"):
 
 
 def load_unified_reward(path: str, device="cpu"):
-    from .gen_metrics import UnifiedReward
-
     p = _need(path, "--unified-reward", "the UnifiedReward folder (CodeGoat24/UnifiedReward-qwen-7b)")
     try:
         from qwen_vl_utils import process_vision_info

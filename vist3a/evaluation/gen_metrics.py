@@ -21,12 +21,10 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def _pil_rgb(img: Image.Image) -> Image.Image:
-    from PIL import ImageOps
-
     img = ImageOps.exif_transpose(img)
     return img if img.mode == "RGB" else img.convert("RGB")
 

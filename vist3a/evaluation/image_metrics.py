@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import VIST3AError
+from ..weights.readers import read_weights_file
 
 
 @torch.no_grad()
@@ -116,24 +118,19 @@ class LPIPS(nn.Module):
         return total[:, 0, 0, 0]
 
 
-def _read_state(path: Path, flag: str) -> dict:
+def read_weights_for(path: Path, flag: str) -> dict:
+    """The tensors of a metric's local weights file, or one line naming the flag and the file."""
     if not path.is_file():
         raise VIST3AError(f"{flag} {path} does not exist; give the local file (nothing is downloaded)")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way
-        raise VIST3AError(f"{flag} {path} could not be read as a weights file ({type(exc).__name__}: {exc})") from None
+        return read_weights_file(path)
+    except (VIST3AError, OSError) as exc:
+        raise VIST3AError(f"{flag} {path} could not be read as a weights file ({str(exc).splitlines()[0]})") from None
 
 
 def packaged_lpips_linear() -> Optional[Path]:
     """The LPIPS linear weights that the `lpips` PyPI package ships inside itself (no download)."""
     try:
-        import importlib.util
-
         spec = importlib.util.find_spec("lpips")
     except (ImportError, ValueError):
         return None
@@ -155,13 +152,13 @@ def load_lpips(vgg: str | Path | None, lin: str | Path | None = None, device="cp
             raise VIST3AError("LPIPS needs its linear layers: pass --lpips-lin PATH to LPIPS v0.1 vgg.pth "
                               "(pip install lpips ships it), or --no-lpips")
     model = LPIPS()
-    sd = _read_state(Path(vgg), "--lpips-vgg")
+    sd = read_weights_for(Path(vgg), "--lpips-vgg")
     feats = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
     missing = [k for k in model.features.state_dict() if k not in feats]
     if missing:
         raise VIST3AError(f"--lpips-vgg {vgg} is not a torchvision vgg16 state dict: no features.{missing[0]}")
     model.features.load_state_dict({k: feats[k] for k in model.features.state_dict()})
-    lsd = _read_state(Path(lin), "--lpips-lin")
+    lsd = read_weights_for(Path(lin), "--lpips-lin")
     for i, conv in enumerate(model.lins):
         key = f"lin{i}.model.1.weight"
         if key not in lsd or tuple(lsd[key].shape) != tuple(conv.weight.shape):

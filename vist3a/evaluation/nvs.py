@@ -16,6 +16,8 @@ seeded here; the official draws from the global RNG) plus the 448 px frames as R
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,9 @@ import torch
 from PIL import Image
 
 from ..atomic import atomic_save_bytes
+from ..functional import to_gaussians
+from ..render import render_gaussians
+from ..render.cameras import denormalize_intrinsics
 from .image_metrics import LPIPS, psnr, quantize_like_official, ssim
 from .re10k import Re10KTest, Views
 from .report import bar_chart, markdown_table, write_json, write_text
@@ -67,10 +72,6 @@ class NVSModel:
 @torch.no_grad()
 def render_targets(model: NVSModel, views: Views) -> tuple[torch.Tensor, torch.Tensor, float]:
     """-> (predicted target views [4, 3, H, W], ground truth [4, 3, H, W], scale factor); both in [0, 1]."""
-    from ..functional import to_gaussians
-    from ..render import render_gaussians
-    from ..render.cameras import denormalize_intrinsics
-
     source, targets = split_views(views.context.shape[0])
     ctx, ctx_vae = views.context[source], views.vae[source]
     ctx, ctx_vae = torch.cat([ctx, ctx[-1:]]), torch.cat([ctx_vae, ctx_vae[-1:]])
@@ -88,8 +89,6 @@ def render_targets(model: NVSModel, views: Views) -> tuple[torch.Tensor, torch.T
 
 
 def _save_png(img01: torch.Tensor, path: Path) -> None:
-    import io
-
     arr = (img01.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # already on the 1/255 grid
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
@@ -114,8 +113,6 @@ def run_nvs(data: Re10KTest, model: NVSModel, out_dir: str | Path, *, lpips_mode
         seq_dir = out / "images" / seq
         done = seq_dir / "metrics.json"
         if done.is_file():
-            import json
-
             rows.append(json.loads(done.read_text()))
             continue
         t0 = time.perf_counter()

@@ -236,6 +236,13 @@ def read_pth_state_dict(path: PathLike, *, mmap: bool = False) -> dict[str, torc
     return dict(obj)
 
 
+def read_weights_file(path: PathLike) -> dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` dict from a .safetensors file (header checked) or a weights-only .pth/.pt/.bin."""
+    if Path(path).suffix.lower() == ".safetensors":
+        return read_safetensors(path)
+    return read_pth_state_dict(path)
+
+
 def save_safetensors_atomic(
     tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: Optional[Mapping[str, str]] = None
 ) -> Path:
