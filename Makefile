@@ -12,7 +12,8 @@ TORCH_PINS := torch==2.9.1 torchvision==0.24.1
 else
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 endif
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+# keyed on the dependencies and on where the checkout is (a moved checkout re-points its editable install)
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml; echo $(CURDIR)) | md5sum | cut -c1-12)
 PYTEST_ARGS ?= --durations=25
 
 .PHONY: venv test demo clean-venv

