@@ -1,4 +1,4 @@
-"""bf16 decoder error per output group, measured on the CPU against the official fp32 parity fixtures (issue 14).
+"""bf16 decoder error per output group, measured on the CPU against the official fp32 parity fixtures.
 
 Ours runs the full-size stitched decoder / AnySplat (parity fill rule A, the fixture's inputs) twice: fp32 and
 the bf16 mode of the official inference (`vist3a.decoders.set_precision(model, 'bf16')`: bf16 aggregator weights
@@ -10,7 +10,7 @@ bf16 path lands from the official fp32 result" and the fp32 column is the parity
 
 About 6 GB of memory, a few minutes on 2 cores.  Not measured here: the official code itself under bf16
 autocast (its CPU emulation stops with a dtype error in the DPT head: CPU autocast leaves the aggregator's
-tokens in bf16 where the GPU run has fp32 tokens; see the issue 14 report).
+tokens in bf16 where the GPU run has fp32 tokens).
 """
 
 from __future__ import annotations

@@ -284,7 +284,7 @@ def _rss_bytes() -> int:
 class PeakMemory:
     """Peak memory over a ``with`` block.
 
-    CUDA: ``torch.cuda.max_memory_allocated`` after a reset (tensors only, as the issue asks).
+    CUDA: ``torch.cuda.max_memory_allocated`` after a reset (tensors only).
     CPU: the process RSS, sampled every ``interval`` s by a thread (plus at entry and exit); it
     includes everything the process holds, so compare runs made in the same process state.
     """

@@ -1,5 +1,5 @@
 """How far the installed diffusers' UniPC flow grid is from the official (diffusers 0.33.1) one, and how
-far our schedule is: the before/after numbers of issue 14.  CPU only, a few seconds.
+far our schedule is (both against the official table).  CPU only, a few seconds.
 
     python bench/schedule_official.py [--out bench/results/schedule_official.json]
 """

@@ -1,4 +1,4 @@
-"""Splat file read/write speed against numpy moving the same bytes (issue 13: within 3x of it).
+"""Splat file read/write speed against numpy moving the same bytes.
 
     python bench/splat_io.py --label after [--views 13 --size 448 --repeats 7]
 
