@@ -337,27 +337,37 @@ def load_wan_single_files(transformer: Optional[PathLike] = None, vae: Optional[
         models.transformer = load_transformer_file(transformer, dtype=dtype)
         models.name = models.transformer._vist3a_size_name
         models.sources["transformer"] = str(transformer)
+    _attach_files(models, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, vae_dtype=vae_dtype,
+                  text_encoder_dtype=text_encoder_dtype or dtype)
+    return models.to(device)
+
+
+def _attach_files(models: WanModels, *, vae, text_encoder, tokenizer, vae_dtype: torch.dtype,
+                  text_encoder_dtype: torch.dtype, tokenizer_folder: Optional[PathLike] = None) -> None:
+    """Load the components given as files into ``models``. The tokenizer: ``tokenizer``, else the one embedded in the
+    text-encoder file (it belongs to that encoder), else ``tokenizer_folder``'s; with none of them, an error."""
     if vae is not None:
         models.vae = load_vae_file(vae, dtype=vae_dtype)
         models.sources["vae"] = str(vae)
     spm_bytes = None
     if text_encoder is not None:
-        models.text_encoder, spm_bytes = load_text_encoder_file(text_encoder, dtype=text_encoder_dtype or dtype)
+        models.text_encoder, spm_bytes = load_text_encoder_file(text_encoder, dtype=text_encoder_dtype)
         models.sources["text_encoder"] = str(text_encoder)
-        if tokenizer is None and spm_bytes is None:
-            raise CheckpointError(
-                f"{text_encoder} carries no tokenizer (no embedded spiece_model) and none was given; pass "
-                f"tokenizer= the tokenizer/ folder of a Wan2.1-T2V-*-Diffusers download (or its spiece.model)",
-                path=text_encoder,
-            )
     if tokenizer is not None:
-        models.tokenizer = load_tokenizer(tokenizer)
-        models.sources["tokenizer"] = str(tokenizer)
+        models.tokenizer, models.sources["tokenizer"] = load_tokenizer(tokenizer), str(tokenizer)
     elif spm_bytes is not None:
-        models.tokenizer = tokenizer_from_spm(spm_bytes, source=f"{text_encoder} (spiece_model)")
-        models.sources["tokenizer"] = f"{text_encoder} (spiece_model)"
+        where = f"{text_encoder} (spiece_model)"
+        models.tokenizer, models.sources["tokenizer"] = tokenizer_from_spm(spm_bytes, source=where), where
+    elif text_encoder is not None and tokenizer_folder is not None:
+        models.tokenizer = load_tokenizer(tokenizer_folder)
+        models.sources["tokenizer"] = str(Path(tokenizer_folder) / "tokenizer")
+    elif text_encoder is not None:
+        raise CheckpointError(
+            f"{text_encoder} carries no tokenizer (no embedded spiece_model) and none was given; pass "
+            f"tokenizer= the tokenizer/ folder of a Wan2.1-T2V-*-Diffusers download (or its spiece.model)",
+            path=text_encoder,
+        )
     _check_vocabulary(models, text_encoder)
-    return models.to(device)
 
 
 def load_wan(path: Optional[PathLike] = None, *, vae: Optional[PathLike] = None,
@@ -402,25 +412,10 @@ def _load_folder_with_overrides(folder: PathLike, *, vae, text_encoder, tokenize
         wanted.append("tokenizer")
     models = load_wan_diffusers(folder, dtype=dtype, vae_dtype=vae_dtype, text_encoder_dtype=text_encoder_dtype,
                                 device="cpu", components=wanted)
-    if vae is not None:
-        models.vae = load_vae_file(vae, dtype=vae_dtype)
-        models.sources["vae"] = str(vae)
-    spm_bytes = None
-    if text_encoder is not None:
-        models.text_encoder, spm_bytes = load_text_encoder_file(text_encoder, dtype=text_encoder_dtype or dtype)
-        models.sources["text_encoder"] = str(text_encoder)
-    if tokenizer is not None:
-        models.tokenizer = load_tokenizer(tokenizer)
-        models.sources["tokenizer"] = str(tokenizer)
-    elif text_encoder is not None and spm_bytes is not None:
-        models.tokenizer = tokenizer_from_spm(spm_bytes, source=f"{text_encoder} (spiece_model)")
-        models.sources["tokenizer"] = f"{text_encoder} (spiece_model)"
-    elif text_encoder is not None:
-        models.tokenizer = load_tokenizer(folder)
+    if use_te and tokenizer is None:
         models.sources["tokenizer"] = str(Path(folder) / "tokenizer")
-    elif use_te:
-        models.sources["tokenizer"] = str(Path(folder) / "tokenizer")
-    _check_vocabulary(models, text_encoder or folder)
+    _attach_files(models, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, vae_dtype=vae_dtype,
+                  text_encoder_dtype=text_encoder_dtype or dtype, tokenizer_folder=folder)
     return models.to(device)
 
 
