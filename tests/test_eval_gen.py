@@ -228,7 +228,8 @@ def test_eval_gen_cli(batch_dir, clip_dir, tmp_path):
     proc = _run(batch_dir, "--config", cfg, "-o", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "skipping unfinished" in proc.stdout
-    res = json.loads((out / "gen_results.json").read_text())
+    res = json.loads((out / "eval_results.json").read_text())  # the official name; gen_results.json kept too
+    assert res == json.loads((out / "gen_results.json").read_text())
     assert res["samples"] == 2 and list(res["all_average"]) == ["clip_score"]
     direct = gen.load_clip_score(str(clip_dir), "clip_score", "--clip")
     scores = [direct(gen.sample_frames(batch_dir / f / "gs.mp4"), p)["clip_score"] for f, p in (("p0", "a red chair"), ("p1", LONG_PROMPT))]

@@ -61,11 +61,15 @@ def build_nvs_model(args):
         vae = build_tiny_wan(seed=args.model_seed, device=device).vae.eval()
     else:
         raise VIST3AError("--model stitched needs --vae PATH (wan_2.1_vae.safetensors or a Wan2.1-T2V-*-Diffusers folder)")
-    if device.type == "cuda":
-        from ..decoders import set_precision
-
-        set_precision(net, "bf16")  # as the official evaluation (bf16 transformer, fp32 heads)
     return NVSModel("stitched", net.eval(), vae=vae, seed=args.seed)
+
+
+def nvs_precision(args, device) -> str:
+    """--precision auto: the official evaluation's fp16 autocast for the stitched decoder on CUDA; fp32 otherwise
+    (the CPU has no fast fp16 kernels, and the official script never ran there)."""
+    if args.precision != "auto":
+        return args.precision
+    return "fp16" if device.type == "cuda" and args.model == "stitched" else "fp32"
 
 
 def _nvs(args) -> int:
@@ -77,9 +81,19 @@ def _nvs(args) -> int:
         args.load_size = 64
     load_size = args.load_size or 512
     context_size = args.context_size or (load_size // 16 * 14)  # latent /8, tokens /2 -> 14 px patches
+    if args.metrics_only:
+        return _nvs_metrics_only(args)
+    if not args.data or not args.index:
+        raise VIST3AError("eval nvs needs DATA and --index PATH (or --metrics-only to score existing images/<seq>/{gt,pred})")
     data = Re10KTest(args.data, args.index, args.seq_file, load_size=load_size, context_size=context_size)
+    if data.skipped:
+        print(f"{len(data.skipped)} listed sequences have no entry in {args.index} and are skipped, as the official loop "
+              f"(which looks each sequence up in that map) can only have done: {', '.join(data.skipped)}")
     lp = None if args.no_lpips else load_lpips(args.lpips_vgg, args.lpips_lin, device=_device(args.device))
+    from .nvs import prepare_precision
+
     model = build_nvs_model(args)
+    prepare_precision(model, nvs_precision(args, model.device))
     result = run_nvs(data, model, args.output, lpips_model=lp, limit=args.limit)
     o = result["overall"]
     print(f"NVS {result['model']} on {result['sequences']} sequences: PSNR {o['PSNR']:.4f} SSIM {o['SSIM']:.4f} "
@@ -87,11 +101,24 @@ def _nvs(args) -> int:
     return 0
 
 
+def _nvs_metrics_only(args) -> int:
+    from .image_metrics import load_lpips
+    from .nvs import score_image_folders
+
+    lp = None if args.no_lpips else load_lpips(args.lpips_vgg, args.lpips_lin, device=_device(args.device))
+    result = score_image_folders(args.output, lpips_model=lp)
+    o = result["overall"]
+    print(f"NVS metrics of {result['sequences']} sequences in {args.output}/images: PSNR {o['PSNR']:.4f} "
+          f"SSIM {o['SSIM']:.4f} LPIPS {'n/a' if o['LPIPS'] is None else format(o['LPIPS'], '.4f')}")
+    return 0
+
+
 def _gen(args) -> int:
     from .gen import build_metrics, read_config, run_gen_eval
 
     paths = read_config(args.config)
-    for key in ("clip", "longclip", "aesthetic_clip", "aesthetic_head", "aesthetic_arch", "musiq", "unified_reward"):
+    for key in ("clip", "longclip", "aesthetic_clip", "aesthetic_head", "aesthetic_arch", "musiq", "unified_reward",
+                "dpg_csv", "dpg_vqa"):
         if getattr(args, key) is not None:
             paths[key] = getattr(args, key)
     wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
@@ -99,6 +126,8 @@ def _gen(args) -> int:
     out = args.output or str(Path(args.folder) / "eval")
     result = run_gen_eval(args.folder, metrics, out)
     means = ", ".join(f"{k} {'n/a' if v is None else format(v, '.4f')}" for k, v in result["all_average"].items())
+    if result.get("dpg"):
+        means += f", DPG-Bench score {result['dpg']['score']:.4f}"
     print(f"{result['samples']} samples: {means}; results in {out}")
     return 0
 
@@ -109,8 +138,13 @@ def add_eval_parser(sub) -> None:
     esub = e.add_subparsers(dest="eval_command", required=True)
 
     n = esub.add_parser("nvs", help="RealEstate10K novel-view synthesis: PSNR / SSIM / LPIPS (official protocol)")
-    n.add_argument("data", help="RealEstate10K test folder (one sub-folder per sequence with annotations.json)")
-    n.add_argument("--index", required=True, help="official evaluation/datasets/re10k_indexmap.json")
+    n.add_argument("data", nargs="?", help="RealEstate10K test folder (one sub-folder per sequence with annotations.json)")
+    n.add_argument("--index", help="official evaluation/datasets/re10k_indexmap.json (required unless --metrics-only)")
+    n.add_argument("--metrics-only", dest="metrics_only", action="store_true",
+                   help="score the existing OUTPUT/images/<seq>/{gt,pred}/*.png only, as the official calculate_metric.py")
+    n.add_argument("--precision", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
+                   help="auto: fp16 autocast with bf16 weights on CUDA for the stitched decoder (the official evaluation), "
+                        "fp32 otherwise")
     n.add_argument("--seq-file", dest="seq_file", help="official evaluation/datasets/re10k_test.txt (default: every sequence of --index)")
     n.add_argument("-o", "--output", required=True, help="output folder (images/<seq>/{gt,pred}, CSVs, JSON, Markdown, chart)")
     n.add_argument("--model", choices=("stitched", "anysplat"), default="stitched")
@@ -132,8 +166,9 @@ def add_eval_parser(sub) -> None:
     g = esub.add_parser("gen", help="CLIP score, LAION aesthetic, MUSIQ, UnifiedReward over a batch folder (official)")
     g.add_argument("folder", help="output folder of `python -m vist3a batch` (sub-folders with prompt.txt + gs.mp4)")
     g.add_argument("-o", "--output", help="results folder (default FOLDER/eval)")
-    g.add_argument("--config", help="JSON file: {clip, longclip, aesthetic_clip, aesthetic_head, musiq, unified_reward: PATH}")
-    g.add_argument("--metrics", help="comma list of clip,longclip,aesthetic,musiq,unified_reward (default: all configured)")
+    g.add_argument("--config", help="JSON file: {clip, longclip, aesthetic_clip, aesthetic_head, musiq, unified_reward, "
+                                    "dpg_csv, dpg_vqa: PATH}")
+    g.add_argument("--metrics", help="comma list of clip,longclip,aesthetic,musiq,unified_reward,dpg (default: all configured)")
     g.add_argument("--clip", help="Hugging Face CLIP folder (official: openai/clip-vit-base-patch16)")
     g.add_argument("--longclip", help="LongCLIP folder (official: zer0int/LongCLIP-L-Diffusers)")
     g.add_argument("--aesthetic-clip", dest="aesthetic_clip", help="OpenAI CLIP ViT-L/14 as an open_clip state dict")
@@ -141,5 +176,7 @@ def add_eval_parser(sub) -> None:
     g.add_argument("--aesthetic-head", dest="aesthetic_head", help="LAION predictor sa_0_4_vit_l_14_linear.pth")
     g.add_argument("--musiq", help="pyiqa MUSIQ SPAQ checkpoint musiq_spaq_ckpt-358bb6af.pth (needs pyiqa)")
     g.add_argument("--unified-reward", dest="unified_reward", help="UnifiedReward-qwen-7b folder (needs qwen-vl-utils)")
+    g.add_argument("--dpg-csv", dest="dpg_csv", help="DPG-bench question CSV (what the official dpg_evaluation.py reads as --csv)")
+    g.add_argument("--dpg-vqa", dest="dpg_vqa", help="DPG-bench VQA model folder (default: --unified-reward, the official model)")
     g.add_argument("--device", default=None)
     g.set_defaults(func=_gen)

@@ -6,11 +6,16 @@
   the model's text positions (torchmetrics' behaviour); mean over frames.
 - LAION aesthetic: OpenAI CLIP ViT-L/14 image embedding (Resize 224 bicubic, centre crop, CLIP normalisation),
   L2-normalised, through the LAION linear head (`sa_0_4_vit_l_14_linear.pth`), divided by 10; mean over frames.
+  On CUDA the CLIP runs in fp16 as `clip.load("ViT-L/14", device="cuda")` makes it (linear/conv/attention weights
+  and projections in fp16, LayerNorms in fp32, the image cast to fp16); on the CPU in fp32, as clip.load does there.
 - MUSIQ (pyiqa's architecture, SPAQ checkpoint): frames whose shorter side exceeds 512 are resized to 512 on
   it (no antialiasing); score / 100; mean over frames.
 - UnifiedReward (Qwen2.5-VL, CodeGoat24/UnifiedReward-qwen-7b): the official question per frame, greedy
   `generate(max_new_tokens=4096)`, Alignment / Coherence / Style parsed from the answer; frames whose answer
-  does not parse are skipped; mean per axis.
+  does not parse are skipped; mean per axis. A sample none of whose frames parses stops the run (the official
+  loop divides by zero there); :class:`UnifiedRewardUnparsable` carries that, the caller names the sample.
+- DPG-bench VQA (`dpg_evaluation.py`): the same Qwen2.5-VL model answers each question of the prompt's DPG
+  question set with the official yes/no template; :mod:`.dpg` scores the answers.
 """
 
 from __future__ import annotations
@@ -78,13 +83,15 @@ class Aesthetic:
     size: int = 224
     key: str = "aesthetic_avg"
 
+    dtype: torch.dtype = torch.float32  # the dtype the CLIP's image input is cast to (fp16 on CUDA, as official)
+
     @torch.no_grad()
     def __call__(self, images: list[Image.Image], prompt: str = "") -> dict:
         tf = clip_transform(self.size)
         dev = next(self.head.parameters()).device
         scores = []
         for img in images:
-            x = tf(_pil_rgb(img)).to(dev).unsqueeze(0)
+            x = tf(_pil_rgb(img)).to(dev).unsqueeze(0).to(self.dtype)
             feats = self.clip_model.encode_image(x).float()
             feats = torch.nn.functional.normalize(feats, dim=-1, p=2)
             scores.append(self.head(feats).squeeze(-1))
@@ -167,8 +174,14 @@ def parse_unified_reward(text: str) -> Optional[dict]:
     return out
 
 
+class UnifiedRewardUnparsable(Exception):
+    """No frame of a sample gave a parsable UnifiedReward answer."""
+
+
 @dataclass
-class UnifiedReward:
+class QwenVL:
+    """One image + one text in, the model's greedy answer out (the official generation settings)."""
+
     model: object  # Qwen2_5_VLForConditionalGeneration (or anything with .generate)
     processor: object  # its AutoProcessor
     vision_info: Callable  # qwen_vl_utils.process_vision_info
@@ -176,9 +189,8 @@ class UnifiedReward:
     max_new_tokens: int = 4096
 
     @torch.no_grad()
-    def answer(self, image: Image.Image, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image", "image": image},
-                                                 {"type": "text", "text": unified_reward_question(prompt)}]}]
+    def ask(self, image: Image.Image, text: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
         chat = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         image_inputs, video_inputs = self.vision_info(messages)
         inputs = self.processor(text=[chat], images=image_inputs, videos=video_inputs, return_tensors="pt",
@@ -186,6 +198,11 @@ class UnifiedReward:
         ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, use_cache=True)
         trimmed = [o[len(i):] for i, o in zip(inputs.input_ids, ids)]
         return self.processor.batch_decode(trimmed, skip_special_tokens=True)[0]
+
+
+class UnifiedReward(QwenVL):
+    def answer(self, image: Image.Image, prompt: str) -> str:
+        return self.ask(image, unified_reward_question(prompt))
 
     def __call__(self, images: list[Image.Image], prompt: str) -> dict:
         parsed = []
@@ -196,5 +213,16 @@ class UnifiedReward:
                 scores = None
             if scores is not None:
                 parsed.append(scores)
-        return {f"unified_reward_{axis}_score": (float(np.mean([p[axis] for p in parsed])) if parsed else None)
-                for axis in AXES}
+        if not parsed:
+            raise UnifiedRewardUnparsable(f"none of the {len(images)} frames gave a parsable UnifiedReward answer")
+        return {f"unified_reward_{axis}_score": float(np.mean([p[axis] for p in parsed])) for axis in AXES}
+
+
+DPG_QUESTION = "Please answer the following question with only one word 'Yes' or 'No': {question}\nASSISTANT:\n"
+
+
+class DpgVQA(QwenVL):
+    """The official DPG-bench VQA (`dpg_evaluation.py`, class MPLUG, which runs UnifiedReward-qwen-7b)."""
+
+    def __call__(self, image: Image.Image, question: str) -> str:
+        return self.ask(image, DPG_QUESTION.replace("{question}", question))
