@@ -15,7 +15,7 @@ import yaml
 from vist3a_train.common.config import Config, ConfigError, load_config
 from vist3a_train.common.data import DL3DV, BadSampleMonitor, DatasetError, StreamDataset, SyntheticMultiView
 from vist3a_train.common.data.base import collate, color_jitter
-from vist3a_train.common.prompts import BARE, augment_camera_prompt, load_camera_templates
+from vist3a_train.common.prompts import BARE, LITERAL_BASE, augment_camera_prompt, load_camera_templates
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "vist3a_train" / "configs"
@@ -100,9 +100,11 @@ def test_camera_templates_from_an_official_style_source_and_a_text_file(tmp_path
         "    return random.choice(possible_prompts)\n"
         "raise SystemExit('never executed')\n")
     t = load_camera_templates(src)
-    assert t == (BARE, "A slow sweep over {p}. Braces {{kept}}.", "Up high: {p}")
-    seen = {augment_camera_prompt("a lamp", random.Random(i), t) for i in range(60)}
+    assert t == (LITERAL_BASE, "A slow sweep over {p}. Braces {{kept}}.", "Up high: {p}")
+    seen = {augment_camera_prompt("a lamp", random.Random(i), t, "clean") for i in range(60)}
     assert seen == {"a lamp", "A slow sweep over `a lamp`. Braces {kept}.", "Up high: `a lamp`"}
+    seen = {augment_camera_prompt("a lamp", random.Random(i), t) for i in range(60)}  # official: as it was trained
+    assert seen == {"base", "A slow sweep over `['a lamp']`. Braces {kept}.", "Up high: `['a lamp']`"}
     txt = tmp_path / "templates.txt"
     txt.write_text("# mine\n{prompt}\nThe camera circles {prompt} slowly.\n\n")
     assert load_camera_templates(txt) == (BARE, "The camera circles {p} slowly.")

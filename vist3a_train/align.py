@@ -63,6 +63,12 @@ def reward_context_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.T
     return F.interpolate(video, size=(video.shape[2], *size), mode="trilinear", align_corners=True)
 
 
+def reward_frame(context: torch.Tensor, index: int) -> torch.Tensor:
+    """The decoded frame the official reward scores: frame ``index`` of the resized context clip (448 px,
+    utils/reward.py:243-250), not of the VAE's 512 px video. [B, 3, F, h, w] -> [B, 3, h, w]."""
+    return context[:, :, index]
+
+
 class Rollout:
     """Sampling with a few differentiable steps, then decode -> stitched decoder -> render -> reward."""
 
@@ -102,7 +108,8 @@ class Rollout:
         ctx, device = self.ctx, self.ctx.device
         plan = self.plan(step)
         rnd = D.py_random(ctx.seed, "rollout-prompt", position)
-        text = augment_camera_prompt(prompt, rnd, self.camera_templates) if self.camera_templates else prompt
+        text = (augment_camera_prompt(prompt, rnd, self.camera_templates, self.rc.camera_prompt_style)
+                if self.camera_templates else prompt)
         if self._negative is None:
             self._negative = self.encode([str(self.rc.negative_prompt)])
         cond = torch.cat([self.encode([text]), self._negative])
@@ -133,7 +140,7 @@ class Rollout:
         renders = rgb.clamp(0, 1).permute(0, 3, 1, 2) * 2 - 1
         loss_render, scores = self.rewards(renders, [prompt] * n_views)
         j = int(torch.randint(F_, (1,), generator=D.generator(ctx.seed, "rollout-frame", position)))
-        loss_frame, frame_scores = self.rewards(video[:, :, j], [prompt])
+        loss_frame, frame_scores = self.rewards(reward_frame(context, j), [prompt])
         metrics = {f"reward/render_{k}": float(v) for k, v in scores.items()}
         metrics.update({f"reward/frame_{k}": float(v) for k, v in frame_scores.items()})
         metrics.update({"reward/steps": plan["steps"], "reward/guidance": plan["guidance"]})

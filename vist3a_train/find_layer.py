@@ -2,11 +2,13 @@
 """Layer search: which AnySplat DINO block can a Conv3d on Wan latents imitate best?
 
 Multi-view clips go through the frozen Wan VAE encoder (raw latents, a posterior sample as in the
-official search) and, at the context resolution, through the frozen AnySplat DINO encoder. For each
-candidate cut k (the tokens after k blocks, i.e. the input of block k; default every block) the
-Conv3d stitching layer (16 -> embed dim, k(5,3,3), s(1,2,2), p(2,1,1), replicate padding) on the
-temporally upsampled latent is fitted by streaming ridge regression: float64 X^T X / X^T Y summed over
-the data and over ranks (all-reduce), ridge 1e-4. Writes ``OUTPUT/layer_search.json``
+official search) and, at the context resolution, through the frozen AnySplat DINO encoder; both are
+rounded to fp16, as the official search stores them. For each candidate cut k (the tokens after k blocks,
+i.e. the input of block k; default every block) the Conv3d stitching layer (16 -> embed dim, k(5,3,3),
+s(1,2,2), p(2,1,1)) on the temporally upsampled latent is fitted by streaming ridge regression: float64
+X^T X / X^T Y summed over the data and over ranks (all-reduce), ridge 1e-4. As officially, the fit pads
+the latent with zeros and the MSE per layer runs the fitted conv with its replicate padding on the fp16
+upsampled latent (see common/ridge.py). Writes ``OUTPUT/layer_search.json``
 (``mse_per_layer``, ``chosen_layer`` = lowest MSE, ``chosen_cut``) and the solved conv weights
 (``stitching_layer.safetensors`` for the chosen layer, ``stitching_layers.safetensors`` for all),
 which stitch.py uses to initialise the stitched decoder. (As in the official search the target is
@@ -89,6 +91,17 @@ def dino_tokens(teacher, context: torch.Tensor, cuts: list[int], bf16: bool) -> 
     return captured
 
 
+def design_rows(latents: torch.Tensor, sc) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit rows, MSE rows) of raw latents [B, 16, T, h, w], as the official search builds them: the latents
+    rounded to fp16 (how it stores them), upsampled in float64 and unfolded with zero padding for the fit
+    (find_layer_for_stitching.py:87-106); upsampled from fp16 and rounded to fp16 for its MSE pass, which
+    runs the conv with replicate padding (:328-353)."""
+    z16 = latents.half()
+    fit = unfold_conv3d(upsample_latent(z16.double(), sc.temporal_upsample), sc.kernel, sc.stride, sc.padding, "zeros")
+    up16 = upsample_latent(z16.float(), sc.temporal_upsample).half().double()
+    return fit, unfold_conv3d(up16, sc.kernel, sc.stride, sc.padding, "replicate")
+
+
 def body(ctx: Context) -> None:
     cfg, fl = ctx.cfg, ctx.cfg.find_layer
     device = ctx.device
@@ -100,7 +113,7 @@ def body(ctx: Context) -> None:
 
     sc = StitchConfig(anysplat=teacher.cfg)
     d = sc.latent_channels * sc.kernel[0] * sc.kernel[1] * sc.kernel[2]
-    stats = RidgeStats(d, teacher.cfg.embed_dim, layers, device=device)
+    stats = RidgeStats(d, teacher.cfg.embed_dim, layers, device=device, separate_eval=True)
 
     dataset = build_dataset("multiview", cfg.data.multiview, resolve=lambda p: resolve_path(cfg, p), num_views=fl.num_views,
                             window=fl.window)
@@ -140,13 +153,13 @@ def body(ctx: Context) -> None:
         data_stats = bad_samples.update(batch)
         video = batch["video"].to(device)
         context = batch["context"].to(device)
-        z = upsample_latent(encode_latents(vae, video, batch["position"].tolist(), ctx.seed), sc.temporal_upsample)
-        X = unfold_conv3d(z, sc.kernel, sc.stride, sc.padding, "replicate")
-        tokens = dino_tokens(teacher, context, cuts, ctx.bf16)
+        latents = encode_latents(vae, video, batch["position"].tolist(), ctx.seed)
+        X, X_eval = design_rows(latents, sc)
+        tokens = {c: t.half().double() for c, t in dino_tokens(teacher, context, cuts, ctx.bf16).items()}  # stored fp16
         if tokens[cuts[0]].shape[2] * tokens[cuts[0]].shape[1] * tokens[cuts[0]].shape[0] != X.shape[0]:
-            raise ConfigError(f"latent grid {list(z.shape[2:])} (stride {sc.stride}) does not match AnySplat's token grid "
+            raise ConfigError(f"latent grid {list(upsample_latent(latents, sc.temporal_upsample).shape[2:])} (stride {sc.stride}) does not match AnySplat's token grid "
                               f"({tokens[cuts[0]].shape[1]} views x {tokens[cuts[0]].shape[2]} tokens); check the sizes")
-        stats.add(X, {layer_name(c): tokens[c].reshape(-1, tokens[c].shape[-1]) for c in cuts})
+        stats.add(X, {layer_name(c): tokens[c].reshape(-1, tokens[c].shape[-1]) for c in cuts}, X_eval)
         step += 1
         bar.update(1)
         if step % cfg.run.log_every == 0:
@@ -191,6 +204,7 @@ def write_result(ctx: Context, total: RidgeStats, sc, cuts: list[int], step: int
         "steps": step,
         "conv": {"in_channels": sc.latent_channels, "out_channels": C, "kernel": list(sc.kernel),
                  "stride": list(sc.stride), "padding": list(sc.padding), "padding_mode": "replicate",
+                 "fit_padding_mode": "zeros",
                  "temporal_upsample": sc.temporal_upsample},
         "files": files,
     }

@@ -91,6 +91,15 @@ class FindLayerConfig:
     keep_all_layer_weights: bool = True
 
 
+# The official stitched fine-tune (model_stitching_training.py): 30 epochs (Readme.md:152) over DL3DV-ALL-960P
+# (9286 scenes, data/dl3dv_datasets.py:72) + the ScanNet training scenes (2095, data/train_name_list.json) on 4
+# GPUs with 3 clips each and drop_last (data/dataset_util.py:69-85); one checkpoint per epoch (:357-365). These
+# constants are the one source of the stitch schedule defaults; the shipped configs do not restate them.
+OFFICIAL_STITCH_SCENES = 9286 + 2095
+OFFICIAL_STITCH_GPUS, OFFICIAL_STITCH_CLIPS_PER_GPU, OFFICIAL_STITCH_EPOCHS = 4, 3, 30
+STITCH_STEPS_PER_EPOCH = -(-OFFICIAL_STITCH_SCENES // OFFICIAL_STITCH_GPUS) // OFFICIAL_STITCH_CLIPS_PER_GPU  # 948
+STITCH_TOTAL_STEPS = OFFICIAL_STITCH_EPOCHS * STITCH_STEPS_PER_EPOCH  # 28440
+
 _LOSS_WEIGHTS = {
     "depth": 1.0, "depth_grad": 0.005, "gaussian_means": 1.0, "gaussian_covariances": 1.0,
     "gaussian_harmonics": 1.0, "gaussian_opacities": 1.0, "gaussian_scales": 10.0, "gaussian_rotations": 1.0,
@@ -112,10 +121,10 @@ class StitchFinetuneConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 500
-    schedule_steps: int = 26220  # cosine horizon; fixed so --max-steps can grow on resume
+    schedule_steps: int = STITCH_TOTAL_STEPS  # cosine horizon; fixed so --max-steps can grow on resume
     grad_clip: float = 1.0
-    max_steps: int = 26220
-    save_every: int = 874
+    max_steps: int = STITCH_TOTAL_STEPS
+    save_every: int = STITCH_STEPS_PER_EPOCH  # once per epoch, as the official loop
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(_LOSS_WEIGHTS))
     export_anysplat_base: bool = False  # also write the AnySplat base (only useful for tiny models)
 
@@ -135,6 +144,9 @@ class RewardConfig:
     vae_checkpointing: bool = True  # recompute the VAE decoder per latent frame in backward
     voxelize: Optional[bool] = None  # default: the decoder's config
     camera_prompts: Optional[str] = None  # the official train_vdm.py (or a text file of templates); None: off
+    # official: the prompt enters the template as the official loop passed it, a one-element list (`['...']`),
+    # and the "base" entry is the word "base"; clean: the prompt itself (common/prompts.py)
+    camera_prompt_style: str = field(default="official", metadata=_choices("official", "clean"))
     negative_prompt: str = ""
     models: tuple[dict, ...] = ({"type": "pickscore", "weight": 0.25}, {"type": "open_clip", "weight": 0.25})
 

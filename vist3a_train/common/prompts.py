@@ -7,10 +7,19 @@ from a file the user points ``align.reward.camera_prompts`` at, either
 
 * the official ``train_vdm.py`` itself: the list literal ``possible_prompts`` inside
   ``augment_camera_prompt`` is parsed (never executed); its f-strings' ``{base}`` becomes the
-  placeholder, and its plain ``"base"`` entry is read as "the prompt unchanged" (the release
-  passes the literal word there, an evident slip), or
+  placeholder, and its plain ``"base"`` entry becomes :data:`LITERAL_BASE`, or
 * a UTF-8 text file with one template per line containing ``{prompt}`` (a line that is just
   ``{prompt}`` keeps the prompt unchanged; empty lines and ``#`` comments are skipped).
+
+Two styles of filling them in (``align.reward.camera_prompt_style``):
+
+* ``official`` (default): the text the released LoRA was aligned with. The official loop hands
+  ``augment_camera_prompt`` the prompt loader's batch, a one-element *list* (train_vdm.py:513, 528), so the
+  f-string writes the list: ``... scene: `['a cozy cabin']`. ...`` (brackets and Python's quotes, ``"`` when
+  the prompt holds a ``'``, backslashes doubled); and its ``"base"`` entry is the literal word ``base``, the
+  whole prompt text for 1 rollout in 82.
+* ``clean``: what the code evidently meant: ``... scene: `a cozy cabin`. ...``, and the prompt unchanged for
+  the ``"base"`` entry.
 """
 
 from __future__ import annotations
@@ -22,9 +31,11 @@ from typing import Sequence
 
 from .config import ConfigError
 
-__all__ = ["load_camera_templates", "augment_camera_prompt", "BARE"]
+__all__ = ["load_camera_templates", "augment_camera_prompt", "BARE", "LITERAL_BASE", "STYLES"]
 
 BARE = "{p}"  # the template that leaves the prompt unchanged
+LITERAL_BASE = "\x00base"  # the official list's plain "base" entry (the word itself officially, unchanged prompt in clean style)
+STYLES = ("official", "clean")
 
 
 def _from_official_source(path: Path, text: str) -> tuple[str, ...]:
@@ -45,7 +56,7 @@ def _from_official_source(path: Path, text: str) -> tuple[str, ...]:
 
 def _template(node: ast.expr, path: Path) -> str:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return BARE if node.value == "base" else node.value.replace("{", "{{").replace("}", "}}")
+        return LITERAL_BASE if node.value == "base" else node.value.replace("{", "{{").replace("}", "}}")
     if isinstance(node, ast.JoinedStr):
         out = []
         for part in node.values:
@@ -72,7 +83,8 @@ def _from_text(path: Path, text: str) -> tuple[str, ...]:
 
 
 def load_camera_templates(path: str | Path) -> tuple[str, ...]:
-    """Templates (``{p}`` = the prompt in backticks; :data:`BARE` = prompt unchanged) from ``path``."""
+    """Templates (``{p}`` = the prompt in backticks; :data:`BARE` = prompt unchanged; :data:`LITERAL_BASE` = the
+    official "base" entry) from ``path``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -86,7 +98,14 @@ def load_camera_templates(path: str | Path) -> tuple[str, ...]:
     return templates
 
 
-def augment_camera_prompt(prompt: str, rng: random.Random, templates: Sequence[str]) -> str:
-    """One template drawn uniformly (as the official ``random.choice``), applied to the prompt."""
+def augment_camera_prompt(prompt: str, rng: random.Random, templates: Sequence[str], style: str = "official") -> str:
+    """One template drawn uniformly (one ``rng.choice``, as the official ``random.choice``), filled in ``style``."""
+    if style not in STYLES:
+        raise ValueError(f"camera prompt style must be one of {', '.join(STYLES)}, got {style!r}")
     template = rng.choice(list(templates))
-    return prompt if template == BARE else template.format(p=f"`{prompt}`")
+    if template == LITERAL_BASE:
+        return "base" if style == "official" else prompt
+    if template == BARE:
+        return prompt
+    inserted = f"`{[prompt]}`" if style == "official" else f"`{prompt}`"  # official: str() of a one-element list
+    return template.format(p=inserted)

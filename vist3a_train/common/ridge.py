@@ -2,16 +2,22 @@
 
 The stitching conv ``Conv3d(16 -> C, k=(5,3,3), s=(1,2,2), p=(2,1,1), padding_mode="replicate")`` on the
 temporally upsampled latent is linear in its weights: every output voxel is ``x . W + b`` where
-``x`` is the flattened ``16 x 5 x 3 x 3 = 720`` patch of the replicate-padded input under the kernel
+``x`` is the flattened ``16 x 5 x 3 x 3 = 720`` patch of the padded input under the kernel
 (:func:`unfold_conv3d`). So the least-squares conv is a ridge regression, solved from accumulated
-statistics without ever holding the design matrix:
+statistics without ever holding the design matrix.
+
+As in the official search (find_layer_for_stitching.py:36, ``unfold3d``), the fit pads with *zeros*, while
+the MSE it reports runs the fitted conv itself, which pads by replicating (:36 vs :353): with
+``separate_eval`` the replicate-padded rows are accumulated as a second design matrix (``XeX``, ``XeY``,
+``sxe``) for that MSE. Statistics of the fit:
 
     XtX += X^T X, XtY += X^T Y, sx += sum(x), sy += sum(y), syy += sum(y * y), n += rows   (float64)
 
 per batch (and all-reduced across ranks), then ``W = (XtX + ridge I)^-1 XtY`` and ``b = mean(y - xW)``
 (the official two-step fit: ridge on W without intercept, bias from the mean residual). The training
-MSE of that solution follows from the same statistics:
-``sum||y - xW - b||^2 = syy - 2 tr(W^T XtY) + tr(W^T XtX W) - n ||b||^2`` (b is the mean residual).
+MSE of that solution follows from the statistics of the evaluation rows ``e`` (the fit's own rows without
+``separate_eval``):
+``sum||y - eW - b||^2 = syy - 2 tr(W^T XeY) + tr(W^T XeX W) - 2 b.sy + 2 b.(sxe W) + n ||b||^2``.
 One design matrix serves every candidate layer (same latents), so XtX is shared and only XtY, sy, syy
 are per layer.
 """
@@ -48,24 +54,37 @@ def unfold_conv3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
 
 
 class RidgeStats:
-    """Accumulated float64 statistics for several target layers sharing one design matrix."""
+    """Accumulated float64 statistics for several target layers sharing one design matrix (and, with
+    ``separate_eval``, the rows the reported MSE is computed on)."""
 
-    def __init__(self, d: int, out_dim: int, layers: Sequence[str], device="cpu"):
+    def __init__(self, d: int, out_dim: int, layers: Sequence[str], device="cpu", separate_eval: bool = False):
         f64 = dict(dtype=torch.float64, device=device)
         self.layers = list(layers)
+        self.separate_eval = separate_eval
         self.XtX = torch.zeros(d, d, **f64)
         self.sx = torch.zeros(d, **f64)
         self.n = torch.zeros((), **f64)
         self.XtY = {k: torch.zeros(d, out_dim, **f64) for k in self.layers}
         self.sy = {k: torch.zeros(out_dim, **f64) for k in self.layers}
         self.syy = {k: torch.zeros((), **f64) for k in self.layers}
+        if separate_eval:
+            self.XeX = torch.zeros(d, d, **f64)
+            self.sxe = torch.zeros(d, **f64)
+            self.XeY = {k: torch.zeros(d, out_dim, **f64) for k in self.layers}
 
-    def add(self, X: torch.Tensor, Ys: dict[str, torch.Tensor]) -> None:
-        """X [rows, d]; Ys[layer] [rows, out_dim] (rows in the same order)."""
+    def add(self, X: torch.Tensor, Ys: dict[str, torch.Tensor], X_eval: torch.Tensor | None = None) -> None:
+        """X [rows, d] (fit rows); Ys[layer] [rows, out_dim] (rows in the same order); X_eval [rows, d] the
+        rows the MSE is computed on (required with ``separate_eval``)."""
+        if self.separate_eval != (X_eval is not None):
+            raise ValueError("X_eval must be given exactly when the statistics keep separate evaluation rows")
         X = X.to(self.XtX.device, torch.float64)
         self.XtX += X.T @ X
         self.sx += X.sum(0)
         self.n += X.shape[0]
+        if X_eval is not None:
+            X_eval = X_eval.to(self.XtX.device, torch.float64)
+            self.XeX += X_eval.T @ X_eval
+            self.sxe += X_eval.sum(0)
         for k, Y in Ys.items():
             Y = Y.to(self.XtX.device, torch.float64)
             if Y.shape[0] != X.shape[0]:
@@ -73,11 +92,17 @@ class RidgeStats:
             self.XtY[k] += X.T @ Y
             self.sy[k] += Y.sum(0)
             self.syy[k] += (Y * Y).sum()
+            if X_eval is not None:
+                self.XeY[k] += X_eval.T @ Y
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"XtX": self.XtX, "sx": self.sx, "n": self.n}
+        if self.separate_eval:
+            out["XeX"], out["sxe"] = self.XeX, self.sxe
         for k in self.layers:
             out[f"XtY.{k}"], out[f"sy.{k}"], out[f"syy.{k}"] = self.XtY[k], self.sy[k], self.syy[k]
+            if self.separate_eval:
+                out[f"XeY.{k}"] = self.XeY[k]
         return out
 
     def load_tensors(self, saved: dict[str, torch.Tensor]) -> None:
@@ -88,7 +113,8 @@ class RidgeStats:
 
     def all_reduced(self) -> "RidgeStats":
         """A copy summed over all ranks."""
-        out = RidgeStats(self.XtX.shape[0], next(iter(self.XtY.values())).shape[1], self.layers, self.XtX.device)
+        out = RidgeStats(self.XtX.shape[0], next(iter(self.XtY.values())).shape[1], self.layers, self.XtX.device,
+                         self.separate_eval)
         for (_, src), (_, dst) in zip(self.tensors().items(), out.tensors().items()):
             dst.copy_(src)
             D.all_reduce_(dst)
@@ -104,7 +130,10 @@ def solve_ridge(stats: RidgeStats, layer: str, ridge: float = 1e-4) -> tuple[tor
     A = XtX.clone()
     A.diagonal().add_(ridge)
     W = torch.linalg.solve(A, XtY)
-    b = (stats.sy[layer] - stats.sx @ W) / n
-    sse = stats.syy[layer] - 2 * (W * XtY).sum() + (W * (XtX @ W)).sum() - n * (b * b).sum()
+    sy = stats.sy[layer]
+    b = (sy - stats.sx @ W) / n
+    XeX, XeY, sxe = (stats.XeX, stats.XeY[layer], stats.sxe) if stats.separate_eval else (XtX, XtY, stats.sx)
+    sse = (stats.syy[layer] - 2 * (W * XeY).sum() + (W * (XeX @ W)).sum() - 2 * (b * sy).sum()
+           + 2 * (b * (sxe @ W)).sum() + n * (b * b).sum())
     mse = float(sse.clamp_min(0) / (n * XtY.shape[1]))
     return W, b, mse

@@ -78,11 +78,15 @@ def decode_image_bytes(data: bytes | torch.Tensor, source: str) -> torch.Tensor:
 
 
 def resize_shorter_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """[T, 3, H, W] -> [T, 3, size, size]: scale so the shorter side is ``size``, centre-crop the other."""
+    """[T, 3, H, W] -> [T, 3, size, size]: scale so the shorter side is ``size``, centre-crop the other.
+
+    Bilinear *without* antialiasing, as the official `resize_shorter_crop_square_batch`
+    (data/image_preprocessing.py:32-34); on large downscales (ScanNet 1296x968 -> 512) this aliases, and the
+    stitched decoder was trained on exactly that."""
     T, C, H, W = images.shape
     scale = size / min(H, W)
     nh, nw = max(size, round(H * scale)), max(size, round(W * scale))
-    images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False)
     y0, x0 = (nh - size) // 2, (nw - size) // 2
     return images[:, :, y0:y0 + size, x0:x0 + size]
 
@@ -98,15 +102,17 @@ def to_signed(frames: torch.Tensor) -> torch.Tensor:
 
 
 def pick_views(num_available: int, num_views: int, window_max: int, rng: random.Random) -> list[int]:
-    """The official frame sampling: a window of random length in [num_views, window_max] at a random
-    start, the window's first frame plus ``num_views - 1`` random others, sorted. Short sequences
-    repeat their last frame."""
+    """The official frame sampling (data/dl3dv_datasets.py:144-157), with the same draws from ``rng`` in the
+    same order: a window of random length in [num_views, window_max], a start in [0, frames - window - 1] (the
+    official never starts at the last possible frame), the window's first frame plus ``num_views - 1`` random
+    others, sorted. Where the official draw fails (a window as long as the sequence, or longer) the window is
+    capped and starts at 0; short sequences repeat their last frame."""
     if num_available <= 0:
         return []
     if num_available < num_views:
         return list(range(num_available)) + [num_available - 1] * (num_views - num_available)
     window = rng.randint(num_views, max(num_views, min(window_max, num_available)))
-    start = rng.randint(0, num_available - window)
+    start = rng.randint(0, num_available - window - 1) if num_available - window - 1 >= 0 else 0
     picked = sorted(rng.sample(range(1, window), num_views - 1)) if num_views > 1 else []
     return [start] + [start + i for i in picked]
 

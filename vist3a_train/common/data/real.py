@@ -162,9 +162,12 @@ class DL3DV(_MultiViewBase):
 class DL3DVCaptioned(DL3DV):
     """DL3DV clips with the official captions (align.py's flow-matching data).
 
-    Each item is one caption entry: its frame range is read from the entry key, ``num_views`` frames
-    are taken from it (the first and last always), resized to ``video_size`` squares (as the official
-    loader does); ranges shorter than ``num_views`` repeat their last frame.
+    Each item is one captioned scene, as in the official ``DL3DVTextPairedDataset`` (data/dl3dv_datasets.py:
+    227-284): loading it picks one of the scene's caption entries uniformly (``rng.choice`` over the entries in
+    file order, the official ``random.choice(keys)``), so every scene is equally likely however many captions
+    it has. The entry key names the frame range; ``num_views`` frames are taken from it (the first and last
+    always, the others by ``rng.sample``), resized to ``video_size`` squares; ranges shorter than ``num_views``
+    repeat their last frame. With an rng seeded like the official global ``random`` the draws are identical.
     """
 
     def __init__(self, root, captions, num_views: int = 13, video_size: int = 512, images_dir: str = "images_4",
@@ -187,7 +190,8 @@ class DL3DVCaptioned(DL3DV):
                     raise DatasetError(f"DL3DV caption file '{self.captions_path}': scene {entry['scene_name']} has "
                                        f"caption key {key!r}; keys must end in _<start frame>_<end frame>", self.captions_path)
             by_name[entry["scene_name"]] = entry["caption"]
-        self.items = [(scene, key, text) for scene in self.scenes for key, text in sorted(by_name.get(scene.name, {}).items())]
+        self.items = [(scene, list(by_name[scene.name].items())) for scene in self.scenes
+                      if by_name.get(scene.name)]
         if not self.items:
             raise DatasetError(f"none of the {len(self.scenes)} DL3DV scenes under '{self.root}' has a caption in "
                                f"'{self.captions_path}' (scene folder names must equal the entries' scene_name)", self.captions_path)
@@ -196,7 +200,8 @@ class DL3DVCaptioned(DL3DV):
         return len(self.items)
 
     def load(self, index: int, rng: random.Random) -> dict:
-        scene, key, text = self.items[index]
+        scene, entries = self.items[index]
+        key, text = rng.choice(entries)
         start, end = int(key.split("_")[-2]), int(key.split("_")[-1])
         files = [f for f in self.frame_files(scene) if start <= int(_FRAME_RE.match(f.name).group(1)) <= end]
         if not files:
