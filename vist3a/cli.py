@@ -193,7 +193,8 @@ def _convert(args) -> int:
     _check_input(args.input, "input")
     out = _check_output(args.output, (".ply", ".spz", ".splat"))
     t0 = time.perf_counter()
-    path, g = convert(args.input, out, sh_degree=args.sh_degree, opacity=args.opacity, report=_note)
+    path, g = convert(args.input, out, sh_degree=args.sh_degree, opacity=args.opacity, report=_note,
+                      ply_layout=args.ply_layout)
     print(f"wrote {path} ({g.num} Gaussians, {path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -292,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sh-degree", dest="sh_degree", type=int, default=None,
                    help="SH degree to write (0-4; default 3, or what the format/scene holds: .spz <= 3, .splat 0)")
     c.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto", help="how an input PLY stores opacity (see render)")
+    c.add_argument("--ply-layout", dest="ply_layout", choices=("standard", "official"), default="standard",
+                   help="output PLY layout: standard 3DGS (default) or the official VIST3A exporter's (DC only, linear opacity)")
     c.set_defaults(func=_convert)
 
     p = sub.add_parser("parity", help="check numerical parity with the official code on a fixture")

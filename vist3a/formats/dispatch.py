@@ -47,8 +47,11 @@ def read_splats(path: PathLike, opacity: str = "auto", report: Optional[Callable
     return load_splat(path)
 
 
-def write_splats(g: Gaussians, path: PathLike, sh_degree: Optional[int] = VIEWER_SH_DEGREE, strict: bool = False) -> Path:
+def write_splats(g: Gaussians, path: PathLike, sh_degree: Optional[int] = VIEWER_SH_DEGREE, strict: bool = False,
+                 ply_layout: str = "standard") -> Path:
     """Write ``g`` in the format of ``path``'s extension, atomically.
+
+    ``ply_layout="official"`` writes a .ply as the official exporter does (DC only, linear opacity; see save_ply).
 
     ``sh_degree`` (default 3, what common viewers read; None = all the format holds) is capped at the
     scene's degree and the format's maximum; with ``strict`` a request above the format's maximum is an error.
@@ -60,15 +63,17 @@ def write_splats(g: Gaussians, path: PathLike, sh_degree: Optional[int] = VIEWER
     if strict and sh_degree is not None and sh_degree > cap:
         raise FormatError(f"{suffix} holds SH up to degree {cap}, not {sh_degree}; write a .ply for degree {sh_degree}")
     degree = min(cap if sh_degree is None else sh_degree, cap, g.sh_degree)
+    if ply_layout != "standard" and suffix != ".ply":
+        raise FormatError(f"the official layout exists for .ply only, not {suffix}")
     if suffix == ".ply":
-        return save_ply(g, path, sh_degree=degree)
+        return save_ply(g, path, sh_degree=degree, layout=ply_layout)
     if suffix == ".spz":
         return save_spz(g, path, sh_degree=degree)
     return save_splat(g, path)
 
 
 def convert(src: PathLike, dst: PathLike, sh_degree: Optional[int] = None, opacity: str = "auto",
-            report: Optional[Callable[[str], None]] = None) -> tuple[Path, Gaussians]:
+            report: Optional[Callable[[str], None]] = None, ply_layout: str = "standard") -> tuple[Path, Gaussians]:
     """Read ``src`` and write it as ``dst`` (formats from the extensions); returns (dst, the Gaussians).
 
     ``sh_degree`` None writes the default (degree 3, or less where the format or the scene holds less); a
@@ -77,5 +82,5 @@ def convert(src: PathLike, dst: PathLike, sh_degree: Optional[int] = None, opaci
     splat_format(dst, "output")  # refuse a bad output name before reading a big input
     g = read_splats(src, opacity=opacity, report=report)
     if sh_degree is None:
-        return write_splats(g, dst), g
-    return write_splats(g, dst, sh_degree=sh_degree, strict=True), g
+        return write_splats(g, dst, ply_layout=ply_layout), g
+    return write_splats(g, dst, sh_degree=sh_degree, strict=True, ply_layout=ply_layout), g

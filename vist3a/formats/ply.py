@@ -42,14 +42,26 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return cpu_float32(t).numpy()
 
 
-def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> Path:
+PLY_LAYOUTS = ("standard", "official")
+
+
+def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None, layout: str = "standard") -> Path:
     """Write ``g`` as a standard 3DGS PLY (binary little-endian), atomically; return the path.
 
     Layout: x y z nx ny nz f_dc_0..2 f_rest_* opacity(logit) scale_0..2(log) rot_0..3(wxyz),
     f_rest channel-major exactly like the original 3DGS code. ``sh_degree`` truncates the SH bands
     written (many viewers only read up to degree 3); by default all bands are written. The body is
     filled and written in blocks of rows (disk speed, little memory).
+
+    ``layout="official"`` writes what the official exporter (AnySplat's ``export_ply`` with
+    ``save_sh_dc_only``, as inference_t23d.py calls it) writes: the same properties without ``f_rest_*`` and
+    the opacity *linear* in [0, 1] (not a logit). Common viewers misread such files; :func:`read_ply` detects them.
     """
+    if layout not in PLY_LAYOUTS:
+        raise ValueError(f"PLY layout must be one of {', '.join(PLY_LAYOUTS)}, got {layout!r}")
+    official = layout == "official"
+    if official:
+        sh_degree = 0
     if sh_degree is not None:
         g = g.truncate_sh(sh_degree)
     g.validate()
@@ -80,7 +92,7 @@ def save_ply(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None) -> P
             block[:, 6:9] = sh[start:stop, :, 0]
             if m:  # channel-major, as 3DGS: f_rest_{c*(K-1)+j} = sh[:, c, 1+j]
                 np.copyto(block[:, 9:9 + m].reshape(-1, 3, k - 1), sh[start:stop, :, 1:])
-            block[:, 9 + m] = _logit(opacities[start:stop])
+            block[:, 9 + m] = opacities[start:stop] if official else _logit(opacities[start:stop])
             block[:, 10 + m:13 + m] = np.log(np.maximum(scales[start:stop].astype(np.float64), 1e-30))
             block[:, 13 + m:17 + m] = rotations[start:stop]
             pending[turn] = writer.submit(ply_binary.write_table, f, block)
