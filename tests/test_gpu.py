@@ -168,3 +168,52 @@ def test_denoising_loop_makes_no_host_syncs(offload):
         with pytest.raises(RuntimeError), pipe.stage("denoise"):
             sample_latents(pipe.wan, pos, neg, sync_free=False, batched_cfg=True, **common)
     assert torch.cuda.get_sync_debug_mode() == 0  # restored
+
+
+# ----------------------------------------------------------------- evaluation precision as officially run
+
+
+def test_nvs_official_fp16_path_runs_on_cuda(cuda):
+    """`eval nvs` default on CUDA: bf16-cast Linear/Conv2d outside the heads, fp16 autocast (nvs_eval.py); the
+    prediction stays finite and near fp32. The deviation is printed for the record (gpu_check keeps the log)."""
+    from vist3a.evaluation import nvs
+    from vist3a.tiny import build_tiny_decoder
+    from vist3a.wan.tiny import build_tiny_wan
+
+    ref = nvs.NVSModel("stitched", build_tiny_decoder(seed=0).to(cuda).eval(), vae=build_tiny_wan(seed=0, device=cuda).vae.eval())
+    half = nvs.prepare_precision(nvs.NVSModel("stitched", build_tiny_decoder(seed=0).to(cuda).eval(),
+                                              vae=build_tiny_wan(seed=0, device=cuda).vae.eval()), "fp16")
+    g = torch.Generator().manual_seed(0)
+    ctx, v = torch.rand(1, 5, 3, 28, 28, generator=g), torch.rand(1, 5, 3, 32, 32, generator=g)
+    a, b = half.predict(ctx, v), ref.predict(ctx, v)
+    assert torch.isfinite(a.extrinsics).all() and torch.isfinite(a.gaussians[0].means).all()
+    print(f"nvs fp16 vs fp32: extrinsics rel {rel(a.extrinsics, b.extrinsics):.3e}")
+    assert rel(a.extrinsics, b.extrinsics) < 0.1
+
+
+def test_aesthetic_clip_fp16_on_cuda(cuda, tmp_path):
+    """The aesthetic CLIP in fp16 on CUDA (as clip.load makes it) against the same weights in fp32."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_eval_gen import _tiny_open_clip
+    from test_eval_official_runs import RUNS
+
+    from vist3a.evaluation import gen
+
+    cfg, open_clip = _tiny_open_clip()
+    from safetensors.torch import save_file
+
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "vist3a-tiny-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "cfg")
+    torch.manual_seed(0)
+    m = open_clip.create_model("vist3a-tiny-clip", pretrained=None).eval()
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "clip.safetensors"))
+    torch.save(nn.Linear(16, 1).state_dict(), tmp_path / "head.pth")
+    args = (str(tmp_path / "clip.safetensors"), str(tmp_path / "head.pth"), "vist3a-tiny-clip")
+    half = gen.load_aesthetic(*args, device=cuda)  # CUDA default: fp16
+    full = gen.load_aesthetic(*args, device=cuda, half=False)
+    assert half.dtype == torch.float16
+    frames = gen.sample_frames(RUNS / "decode_small.mp4")
+    a, b = half(frames)["aesthetic_avg"], full(frames)["aesthetic_avg"]
+    print(f"aesthetic fp16 {a:.6f} fp32 {b:.6f}")
+    assert abs(a - b) < 5e-3
