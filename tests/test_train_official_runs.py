@@ -134,10 +134,11 @@ def test_reward_scores_the_448_px_context_frame():
 
 
 def test_stitch_schedule_has_one_source():
-    from vist3a_train.common.config import STITCH_STEPS_PER_EPOCH, STITCH_TOTAL_STEPS, StitchConfig, load_config
+    from vist3a_train.common.config import STITCH_STEPS_PER_EPOCH, STITCH_TOTAL_STEPS, StitchFinetuneConfig, load_config
 
     assert STITCH_STEPS_PER_EPOCH == (9286 + 2095 + 3) // 4 // 3 == 948 and STITCH_TOTAL_STEPS == 30 * 948
-    assert (StitchConfig().schedule_steps, StitchConfig().max_steps, StitchConfig().save_every) == (28440, 28440, 948)
+    stitch = StitchFinetuneConfig()
+    assert (stitch.schedule_steps, stitch.max_steps, stitch.save_every) == (28440, 28440, 948)
     for name in ("gh200_1.3b.yaml", "gh200_14b.yaml"):
         raw = yaml.safe_load((ROOT / "vist3a_train" / "configs" / name).read_text())
         assert not {"schedule_steps", "max_steps", "save_every"} & set(raw["stitch"]), name  # not restated
