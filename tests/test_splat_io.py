@@ -143,12 +143,14 @@ def test_cli_info_and_render_report_the_convention(official, tmp_path):
 
 # ------------------------------------------------------------------------------ formats and convert
 
-FORMATS = (".ply", ".spz", ".splat")
+FORMATS = (".ply", ".spz", ".splat", ".glb", ".spz.glb")
 # what each format keeps: .spz quantises (8-bit colour/alpha, 24-bit positions, log-scale /16, 4-5 bit SH),
 # .splat keeps float positions/scales but 8-bit colour/alpha and rotation * 128
 TOL = {".ply": dict(means=1e-6, scales=1e-6, rot=1e-6, alpha=1e-6, dc=1e-6, rest=1e-6),
        ".spz": dict(means=2.0 ** -12, scales=0.035, rot=0.02, alpha=0.5 / 255 + 1e-6, dc=0.015, rest=0.07),
-       ".splat": dict(means=0, scales=0, rot=0.02, alpha=1 / 255 + 1e-6, dc=0.015, rest=None)}  # truncates to 8 bits
+       ".splat": dict(means=0, scales=0, rot=0.02, alpha=1 / 255 + 1e-6, dc=0.015, rest=None),  # truncates to 8 bits
+       ".glb": dict(means=0, scales=0, rot=1e-6, alpha=0, dc=0, rest=0),  # float32 as they are (glTF axes undone exactly)
+       ".spz.glb": dict(means=2.0 ** -12, scales=0.035, rot=0.02, alpha=0.5 / 255 + 1e-6, dc=0.015, rest=0.07)}
 
 
 def assert_kept(got: Gaussians, ref: Gaussians, *formats: str) -> None:

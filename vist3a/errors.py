@@ -10,6 +10,7 @@ is visible in one place:
     ├── CheckpointError (ValueError)     weights files: missing, unsafe, wrong architecture
     ├── PlyError (ValueError)            3DGS .ply files
     ├── SpzError (ValueError)            .spz files
+    ├── GlbError (ValueError)            .glb files (glTF splats)
     ├── ResourceError (ValueError)       a job that does not fit the limits / the memory
     ├── SamplingInputError (ValueError)  frame count, size, steps the Wan model cannot produce
     ├── UsageError (ValueError)          CLI arguments
@@ -30,6 +31,7 @@ __all__ = [
     "CheckpointError",
     "PlyError",
     "SpzError",
+    "GlbError",
     "ResourceError",
     "SamplingInputError",
     "UsageError",
@@ -69,6 +71,10 @@ class PlyError(VIST3AError, ValueError):
 
 class SpzError(VIST3AError, ValueError):
     """A file that is not a readable ``.spz`` splat."""
+
+
+class GlbError(VIST3AError, ValueError):
+    """A file that is not a readable ``KHR_gaussian_splatting`` glTF binary (``.glb``)."""
 
 
 class ResourceError(VIST3AError, ValueError):

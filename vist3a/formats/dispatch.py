@@ -12,15 +12,17 @@ from typing import Callable, Optional
 from ..errors import VIST3AError
 from ..gaussians import Gaussians
 from .common import VIEWER_SH_DEGREE, PathLike
+from .glb import load_glb, save_glb
 from .ply import load_ply, save_ply
 from .splat import load_splat, save_splat
 from .spz import load_spz, save_spz
 
 __all__ = ["SPLAT_SUFFIXES", "MAX_SH_DEGREE", "FormatError", "splat_format", "read_splats", "write_splats", "convert"]
 
-SPLAT_SUFFIXES = (".ply", ".spz", ".splat")
-MAX_SH_DEGREE = {".ply": 4, ".spz": 3, ".splat": 0}
-"""Highest SH degree each format can hold (.splat keeps the view-independent colour only)."""
+SPLAT_SUFFIXES = (".ply", ".spz", ".splat", ".glb", ".spz.glb")
+MAX_SH_DEGREE = {".ply": 4, ".spz": 3, ".splat": 0, ".glb": 3, ".spz.glb": 3}
+"""Highest SH degree each format can hold (.splat keeps the view-independent colour only).
+``.spz.glb`` is the SPZ-compressed glTF (``KHR_gaussian_splatting_compression_spz_2``); any .glb reads."""
 
 
 class FormatError(VIST3AError, ValueError):
@@ -28,10 +30,12 @@ class FormatError(VIST3AError, ValueError):
 
 
 def splat_format(path: PathLike, what: str = "file") -> str:
-    """The format suffix of ``path`` ('.ply', '.spz' or '.splat'); FormatError otherwise."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in SPLAT_SUFFIXES:
-        raise FormatError(f"{what} {path} must end in .ply, .spz or .splat (the format follows the extension)")
+    """The format suffix of ``path`` (one of :data:`SPLAT_SUFFIXES`, the longest that fits); FormatError otherwise."""
+    name = Path(path).name.lower()
+    suffix = max((s for s in SPLAT_SUFFIXES if name.endswith(s) and len(name) > len(s)), key=len, default=None)
+    if suffix is None:
+        raise FormatError(f"{what} {path} must end in {', '.join(SPLAT_SUFFIXES[:-1])} or {SPLAT_SUFFIXES[-1]} "
+                          "(the format follows the extension)")
     return suffix
 
 
@@ -44,6 +48,8 @@ def read_splats(path: PathLike, opacity: str = "auto", report: Optional[Callable
         return load_ply(path, opacity=opacity, report=report)
     if suffix == ".spz":
         return load_spz(path)
+    if suffix in (".glb", ".spz.glb"):
+        return load_glb(path)
     return load_splat(path)
 
 
@@ -69,6 +75,8 @@ def write_splats(g: Gaussians, path: PathLike, sh_degree: Optional[int] = VIEWER
         return save_ply(g, path, sh_degree=degree, layout=ply_layout)
     if suffix == ".spz":
         return save_spz(g, path, sh_degree=degree)
+    if suffix in (".glb", ".spz.glb"):
+        return save_glb(g, path, sh_degree=degree, compression="spz" if suffix == ".spz.glb" else None)
     return save_splat(g, path)
 
 

@@ -33,9 +33,11 @@ import torch
 from ..atomic import atomic_save_bytes
 from ..errors import SpzError
 from ..gaussians import Gaussians
+from .axes import sh_flip_signs
 from .common import PathLike, cpu_float32
 
-__all__ = ["SPZ_MAGIC", "SPZ_VERSION", "SpzError", "save_spz", "load_spz", "spz_bytes", "widest_fractional_bits", "gzip_compress", "gzip_decompress"]
+__all__ = ["SPZ_MAGIC", "SPZ_VERSION", "SpzError", "save_spz", "load_spz", "decode_spz", "spz_bytes", "widest_fractional_bits",
+           "gzip_compress", "gzip_decompress"]
 
 SPZ_MAGIC = 0x5053474E
 SPZ_VERSION = 2
@@ -86,18 +88,20 @@ def _u8(x: torch.Tensor) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _quantize_sh(rest: torch.Tensor) -> torch.Tensor:
-    """[N, 3, K-1] SH bands -> uint8 [N, K-1, 3] as stored (coefficient-major): round(x * 128) + 128
+def _quantize_sh(rest: torch.Tensor, signs: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """[N, 3, K-1] SH bands (times ``signs`` [K-1] when given) -> uint8 [N, K-1, 3] as stored
+    (coefficient-major): round(x * 128) + 128
     rounded to a multiple of 8 (degree-1 bands, 5 bits) or 16 (higher bands, 4 bits), like the
     reference quantiser. The maths runs in the channel-major layout (contiguous inner rows); only the
     uint8 result is transposed. Blocks of rows keep the float temporaries in cache."""
     n, _, bands = rest.shape
     bucket = torch.full((bands,), 16.0)
     bucket[:3] = 8.0
+    scale = torch.full((bands,), 128.0) if signs is None else signs * 128.0
     out = torch.empty(n, bands, 3, dtype=torch.uint8)
     for start in range(0, n, _BLOCK_ROWS):
         block = rest[start:start + _BLOCK_ROWS]
-        q = block.mul(128.0).round_().add_(128.0 + bucket / 2).div_(bucket).floor_().mul_(bucket)
+        q = block.mul(scale).round_().add_(128.0 + bucket / 2).div_(bucket).floor_().mul_(bucket)
         out[start:start + _BLOCK_ROWS] = q.clamp_(0, 255).to(torch.uint8).transpose(1, 2)
     return out
 
@@ -110,8 +114,12 @@ def widest_fractional_bits(means: torch.Tensor, headroom_bits: int = 1) -> int:
 
 
 def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: int = 12,
-              compresslevel: Optional[int] = None) -> bytes:
-    """The gzip-compressed ``.spz`` (v2) encoding of ``g`` (``compresslevel``: see :func:`gzip_compress`)."""
+              compresslevel: Optional[int] = None, flip: Optional[tuple] = None) -> bytes:
+    """The gzip-compressed ``.spz`` (v2) encoding of ``g`` (``compresslevel``: see :func:`gzip_compress`).
+
+    ``flip``: axis signs (two of them -1, a half turn; see :mod:`.axes`) applied to positions, rotations and
+    SH on the way in, for containers that fix the payload's axes (glTF's SPZ payload is RUB).
+    """
     degree = min(g.sh_degree, 3) if sh_degree is None else min(int(sh_degree), g.sh_degree, 3)
     if degree < 0:
         raise ValueError(f"sh_degree must be >= 0, got {sh_degree}")
@@ -119,6 +127,8 @@ def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: in
     if n == 0:
         raise ValueError("refusing to write an .spz: there are no Gaussians to save (all pruned?)")
     means = cpu_float32(g.means).double()
+    if flip is not None:
+        means.mul_(torch.tensor(flip, dtype=torch.float64))
     fixed = means.mul(1 << fractional_bits).round_()
     limit = 1 << 23
     if bool((fixed.abs() >= limit).any()):
@@ -134,13 +144,17 @@ def spz_bytes(g: Gaussians, sh_degree: Optional[int] = None, fractional_bits: in
     colors = _u8(sh[:, :, 0] * (_COLOR_SCALE * 255.0) + 0.5 * 255.0)
     scales = _u8(cpu_float32(g.scales).clamp_min(1e-30).log_().add_(10.0).mul_(16.0))
     q = torch.nn.functional.normalize(cpu_float32(g.rotations), dim=1, eps=1e-12)  # wxyz
+    if flip is not None:  # a half turn M composes as M R M: x, y, z of the quaternion take sy*sz, sx*sz, sx*sy
+        sx, sy, sz = flip
+        q[:, 1:] *= torch.tensor([sy * sz, sx * sz, sx * sy])
     xyz = q[:, 1:] * torch.where(q[:, :1] < 0, -1.0, 1.0)  # w >= 0
     rots = _u8(xyz * 127.5 + 127.5)
 
     header = _HEADER.pack(SPZ_MAGIC, SPZ_VERSION, n, degree, fractional_bits, 0, 0)
     parts = [header, np.ascontiguousarray(pos)] + [t.contiguous().numpy() for t in (alphas, colors, scales, rots)]
     if degree > 0:
-        parts.append(_quantize_sh(sh[:, :, 1:(degree + 1) ** 2]).numpy())
+        signs = None if flip is None else torch.from_numpy(sh_flip_signs(flip, (degree + 1) ** 2)[1:])
+        parts.append(_quantize_sh(sh[:, :, 1:(degree + 1) ** 2], signs).numpy())
     return gzip_compress(parts, compresslevel)
 
 
@@ -253,7 +267,13 @@ def load_spz(path: PathLike) -> Gaussians:
     ``FileNotFoundError`` if the file does not exist (as :func:`~vist3a.formats.ply.read_ply`).
     """
     path = Path(path)
-    stream = _GzipStream(path.read_bytes())
+    return decode_spz(path.read_bytes(), path)
+
+
+def decode_spz(data, path) -> Gaussians:
+    """:func:`load_spz` of an .spz held in memory (any bytes-like object, e.g. a slice of a mapped file);
+    ``path`` names it in errors."""
+    stream = _GzipStream(data)
     header = b""
     try:
         while len(header) < _HEADER.size and (more := stream.read(_HEADER.size - len(header))):
