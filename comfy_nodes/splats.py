@@ -1,5 +1,5 @@
 """Splat nodes: Render Views (-> IMAGE), Preview Splats (interactive viewer in the node, web/),
-Save PLY (+ .splat / .spz) with ComfyUI's counter naming, Load PLY."""
+Save PLY (+ .splat / .spz / .glb) with ComfyUI's counter naming, Load PLY (.ply / .spz / .splat / .glb)."""
 
 from __future__ import annotations
 
@@ -159,6 +159,7 @@ class PreviewSplats(io.ComfyNode):
 
 
 SH_CHOICES = ["full", "3", "2", "1", "0"]
+GLB_CHOICES = ["none", ".glb", ".spz.glb"]
 
 
 class SavePLY(io.ComfyNode):
@@ -169,7 +170,8 @@ class SavePLY(io.ComfyNode):
             display_name="Save PLY (VIST3A)",
             category=SPLATS,
             description="Saves the Gaussians as a standard 3DGS .ply in ComfyUI's output folder (prefix_00001_.ply, ...), "
-                        "readable by SuperSplat, gsplat and Blender add-ons; optionally also the compact .splat and .spz.",
+                        "readable by SuperSplat, gsplat and Blender add-ons; optionally also the compact .splat and .spz, "
+                        "and a glTF .glb (KHR_gaussian_splatting) for Babylon.js, PlayCanvas, Cesium and other glTF viewers.",
             is_output_node=True,
             inputs=[
                 Splat.Input("splat", tooltip=SPLAT_TIP),
@@ -180,14 +182,17 @@ class SavePLY(io.ComfyNode):
                                        "read; full keeps all (AnySplat: degree 4, refused by those viewers); 0 gives the smallest file."),
                 io.Boolean.Input("also_splat", default=False, tooltip="Also write a .splat (antimatter15 format, 32 bytes per Gaussian, colour only)."),
                 io.Boolean.Input("also_spz", default=False, tooltip="Also write an .spz (Niantic's compressed format, SH up to degree 3, ~10x smaller)."),
+                io.Combo.Input("also_glb", options=GLB_CHOICES, default="none", optional=True,
+                               tooltip="Also write a glTF .glb with Khronos KHR_gaussian_splatting (Babylon.js, PlayCanvas, Cesium; SH up to "
+                                       "degree 3, full float precision), or .spz.glb: the same with SPZ compression inside (draft extension, ~10x smaller)."),
             ],
             outputs=[io.String.Output(display_name="ply_path", tooltip="Full path of the (first) saved .ply.")],
         )
 
     @classmethod
     @friendly("Save PLY")
-    def execute(cls, splat, filename_prefix, sh_degree, also_splat, also_spz) -> io.NodeOutput:
-        from vist3a.formats import save_ply, save_splat
+    def execute(cls, splat, filename_prefix, sh_degree, also_splat, also_spz, also_glb="none") -> io.NodeOutput:
+        from vist3a.formats import save_ply, save_splat, write_splats
         from vist3a.formats.spz import save_spz
 
         scenes = check_splat(splat)
@@ -211,6 +216,9 @@ class SavePLY(io.ComfyNode):
             if also_spz:
                 save_spz(g, os.path.join(folder, base + ".spz"), sh_degree=degree)
                 saved.append({"filename": base + ".spz", "subfolder": subfolder, "type": "output"})
+            if also_glb in (".glb", ".spz.glb"):
+                write_splats(g, os.path.join(folder, base + also_glb), sh_degree=degree)
+                saved.append({"filename": base + also_glb, "subfolder": subfolder, "type": "output"})
             counter += 1
         return io.NodeOutput(first, ui={"vist3a_files": saved, "text": [first]})
 
@@ -218,17 +226,18 @@ class SavePLY(io.ComfyNode):
 class LoadPLY(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        files = input_and_output_files((".ply", ".spz")) or [NONE]
+        files = input_and_output_files((".ply", ".spz", ".splat", ".glb")) or [NONE]
         return io.Schema(
             node_id="VIST3ALoadPLY",
             display_name="Load PLY (VIST3A)",
             category=SPLATS,
-            description="Loads 3D Gaussians from a standard 3DGS .ply (or .spz) in ComfyUI's input/ or output/ folder, or from a path inside ComfyUI's folders.",
+            description="Loads 3D Gaussians from a standard 3DGS .ply (or .spz, .splat, or a glTF .glb with KHR_gaussian_splatting) in ComfyUI's "
+                        "input/ or output/ folder, or from a path inside ComfyUI's folders.",
             inputs=[
                 io.Combo.Input("file", options=files, default=files[0],
-                               tooltip="A .ply/.spz in input/, or one saved in output/ (marked [output]). Refresh (press R) to see new files."),
+                               tooltip="A .ply/.spz/.splat/.glb in input/, or one saved in output/ (marked [output]). Refresh (press R) to see new files."),
                 io.String.Input("path", default="", optional=True,
-                                tooltip="Optional path to a .ply/.spz (absolute, or relative to input/); overrides 'file' when set. Only ComfyUI's "
+                                tooltip="Optional path to a .ply/.spz/.splat/.glb (absolute, or relative to input/); overrides 'file' when set. Only ComfyUI's "
                                         "input/output/temp and model folders are readable, plus folders the server operator lists in VIST3A_EXTRA_READ_ROOTS."),
                 io.Combo.Input("opacity", options=list(OPACITY_MODES), default="auto", optional=True,
                                tooltip="How a .ply stores opacity: logit (standard 3DGS), linear (the official VIST3A exporter, DC colour "
@@ -262,13 +271,12 @@ class LoadPLY(io.ComfyNode):
     @classmethod
     @friendly("Load PLY")
     def execute(cls, file, path="", opacity="auto") -> io.NodeOutput:
-        from vist3a.formats import load_ply
-        from vist3a.formats.spz import load_spz
+        from vist3a.formats import read_splats
 
         p = cls._resolve(file, path)
         if not os.path.isfile(p):
             raise NodeError(f"The file {p} does not exist; check the path or pick a file from the list.")
-        g = load_spz(p) if p.lower().endswith(".spz") else load_ply(p, opacity=opacity, report=cls._say)
+        g = read_splats(p, opacity=opacity, report=cls._say)  # the format follows the extension
         return io.NodeOutput(to_splat([g]))
 
     @classmethod

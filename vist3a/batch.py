@@ -4,7 +4,7 @@ Why: benchmark prompt sets (T3Bench, SceneBench, DPG-bench) have hundreds of pro
 one folder per prompt in the layout of the official `inference_t23d.py`:
 
     DIR/<prompt[:100] without '/'>/prompt.txt  gaussians.ply  gs.mp4  depth.mp4     (official)
-                                    frames.png  info.json                            (ours)
+                                    frames.png  info.json  [gaussians.glb ... with --also]  (ours)
 
 Ranks take `prompts[rank::world_size]` as the official script does (RANK / WORLD_SIZE from torchrun,
 gloo for the end-of-run barrier). Each folder is written under a temporary name and renamed when complete,
@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from .atomic import atomic_dir, atomic_write
 from .batch_media import save_trajectory_videos
-from .formats import save_ply
+from .formats import save_ply, write_splats
 from .render.media import save_png_grid
 
 NAME_LIMIT = 100  # characters of the prompt used as the folder name (official)
@@ -137,12 +137,14 @@ class PromptResult:
 
 
 def _write_prompt_folder(tmp: Path, prompt: str, scene, *, pipe, settings, sh_degree, trajectory_t, video_ext,
-                         seconds: float, info: DistInfo) -> None:
+                         seconds: float, info: DistInfo, also: tuple = ()) -> None:
     mask = os.umask(0)
     os.umask(mask)
     tmp.chmod(0o777 & ~mask)  # mkdtemp makes it 0700; the finished folder gets the usual permissions
     (tmp / "prompt.txt").write_text(prompt, encoding="utf-8")
     save_ply(scene.gaussians, tmp / "gaussians.ply", sh_degree=sh_degree)
+    for ext in also:  # the same scene in other formats (capped at what each holds)
+        write_splats(scene.gaussians, tmp / f"gaussians{ext}", sh_degree=sh_degree)
     save_trajectory_videos(scene, tmp, t=trajectory_t, ext=video_ext)
     save_png_grid(scene.frames, tmp / "frames.png")
     meta = {
@@ -169,6 +171,7 @@ def run_batch(
     sh_degree: Optional[int] = None,
     trajectory_t: int = 10,
     video_ext: str = "mp4",
+    also: tuple = (),
     info: Optional[DistInfo] = None,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> list[PromptResult]:
@@ -203,7 +206,7 @@ def run_batch(
             with atomic_dir(folder) as tmp:
                 _write_prompt_folder(tmp, prompt, scene, pipe=pipe, settings=settings, sh_degree=sh_degree,
                                      trajectory_t=trajectory_t, video_ext=video_ext,
-                                     seconds=time.perf_counter() - t0, info=info)
+                                     seconds=time.perf_counter() - t0, info=info, also=also)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one bad prompt (e.g. out of memory) must not stop the shard
@@ -281,7 +284,7 @@ def batch_main(args, load_pipeline: Callable[[object], object], settings) -> int
     try:
         results = run_batch(args.prompts, args.output, load_pipeline=lambda: load_pipeline(info), settings=settings,
                             sh_degree=args.sh_degree, trajectory_t=args.trajectory_interp, video_ext=args.video_ext,
-                            info=info)
+                            also=tuple(getattr(args, "also", ())), info=info)
         failures = gather_failures(results, distributed)
         if info.rank == 0:
             summary = collect_summary(args.prompts, args.output, world_size=info.world_size,

@@ -35,6 +35,12 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
     return p
 
 
+def _splat_suffixes() -> tuple[str, ...]:
+    from .formats import SPLAT_SUFFIXES  # imports torch: only once a command runs
+
+    return SPLAT_SUFFIXES
+
+
 def _check_input(path: str | None, what: str) -> str | None:
     if path is not None and not Path(path).exists():
         raise UsageError(f"{what} {path} does not exist")
@@ -116,7 +122,7 @@ def _load_pipeline(args, device=None):
 
 
 def _generate(args) -> int:
-    out = _check_output(args.output, (".ply", ".spz", ".splat"))
+    out = _check_output(args.output, _splat_suffixes())
     settings = _settings(args)
     t0 = time.perf_counter()
     pipe = _load_pipeline(args)
@@ -191,7 +197,7 @@ def _convert(args) -> int:
     from .formats import convert
 
     _check_input(args.input, "input")
-    out = _check_output(args.output, (".ply", ".spz", ".splat"))
+    out = _check_output(args.output, _splat_suffixes())
     t0 = time.perf_counter()
     path, g = convert(args.input, out, sh_degree=args.sh_degree, opacity=args.opacity, report=_note,
                       ply_layout=args.ply_layout)
@@ -253,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="text -> 3D Gaussian splats (.ply)")
     g.add_argument("prompt")
-    g.add_argument("-o", "--output", required=True, help="output .ply, .spz or .splat (format from the extension)")
+    g.add_argument("-o", "--output", required=True,
+                   help="output .ply, .spz, .splat or .glb (glTF KHR_gaussian_splatting; .spz.glb: SPZ-compressed); format from the extension")
     _generate_options(g)
     g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP, trajectory + depth WebP)")
     g.set_defaults(func=_generate)
@@ -264,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_options(b)
     b.add_argument("--trajectory-interp", dest="trajectory_interp", type=int, default=10,
                    help="views interpolated between predicted cameras in gs/depth videos (official 10)")
+    b.add_argument("--also", action="append", choices=(".spz", ".splat", ".glb", ".spz.glb"), default=[], metavar="EXT",
+                   help="also write gaussians.EXT beside gaussians.ply in each folder (.spz, .splat, .glb, .spz.glb; repeatable)")
     b.add_argument("--video-ext", dest="video_ext", choices=("mp4", "webp"), default="mp4",
                    help="gs/depth video format (mp4 as official; the evaluation reads both)")
     b.set_defaults(func=_batch)
@@ -276,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path")
     i.set_defaults(func=_info)
 
-    r = sub.add_parser("render", help="render an orbit of any 3DGS .ply / .spz / .splat to a PNG grid")
+    r = sub.add_parser("render", help="render an orbit of any 3DGS .ply / .spz / .splat / .glb to a PNG grid")
     r.add_argument("input")
     r.add_argument("-o", "--output", required=True, help="output .png")
     r.add_argument("--orbit", type=int, default=8, help="number of orbit views")
@@ -287,11 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the PLY stores opacity: logit (3DGS), linear (official VIST3A exporter), auto (detect; default)")
     r.set_defaults(func=_render)
 
-    c = sub.add_parser("convert", help="convert splats between .ply, .spz and .splat (formats from the extensions)")
-    c.add_argument("input", help=".ply (3DGS or official layout), .spz or .splat")
-    c.add_argument("output", help=".ply, .spz or .splat")
+    c = sub.add_parser("convert", help="convert splats between .ply, .spz, .splat and .glb (formats from the extensions)")
+    c.add_argument("input", help=".ply (3DGS or official layout), .spz, .splat or .glb (KHR_gaussian_splatting)")
+    c.add_argument("output", help=".ply, .spz, .splat, .glb or .spz.glb (SPZ-compressed glTF)")
     c.add_argument("--sh-degree", dest="sh_degree", type=int, default=None,
-                   help="SH degree to write (0-4; default 3, or what the format/scene holds: .spz <= 3, .splat 0)")
+                   help="SH degree to write (0-4; default 3, or what the format/scene holds: .spz/.glb <= 3, .splat 0)")
     c.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto", help="how an input PLY stores opacity (see render)")
     c.add_argument("--ply-layout", dest="ply_layout", choices=("standard", "official"), default="standard",
                    help="output PLY layout: standard 3DGS (default) or the official VIST3A exporter's (DC only, linear opacity)")

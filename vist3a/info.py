@@ -37,7 +37,7 @@ def describe(path: str | Path) -> list[str]:
         raise CheckpointError(f"'{p}' does not exist.", path=str(p))
     if p.suffix.lower() == ".ply":
         return _describe_ply(p)
-    if p.suffix.lower() in (".spz", ".splat"):
+    if p.suffix.lower() in (".spz", ".splat", ".glb"):
         return _describe_compact(p)
     detected = wt.sniff(p)
     kind = detected.kind
