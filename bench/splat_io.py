@@ -2,8 +2,9 @@
 
     python bench/splat_io.py --label after [--views 13 --size 448 --repeats 7]
 
-For .ply, .spz and .splat: write (our writer) and read (our reader) of one pixel-aligned scene (2.6M
-Gaussians, SH degree 4 by default; .spz keeps 3, .splat 0), each the median of --repeats runs, next to
+For .ply, .spz, .splat, .glb and .spz.glb: write (our writer) and read (our reader) of one pixel-aligned
+scene (2.6M Gaussians, SH degree 4 by default; .spz and the .glb files keep 3, .splat 0), each the median
+of --repeats runs, next to
 numpy reading the file's bytes (`fromfile`) and writing them (`tofile`) into a new file, plain and +
 fsync, which is what our atomic writers do (a save always creates a new temporary file; numpy rewriting
 one existing file is recorded too, `numpy_overwrite_s`).
@@ -15,7 +16,10 @@ outside the timing too. Disk speed on a shared VM varies run to run, hence media
 The compact formats are also set against numpy moving the full-precision scene, i.e. the PLY's bytes
 (`x_ply_bytes`: what "close to disk speed" means for a file that must be inflated or unpacked; numpy
 moving the compressed file's own bytes is a floor no gzip reader can approach). For .spz the gzip step
-alone is recorded as well (the floor any .spz reader and writer pays). Results go into
+alone is recorded as well (the floor any .spz reader and writer pays). Peak memory: the anonymous
+memory (RssAnon, sampled every 2 ms) one write and one read take beyond what the process held before,
+next to the scene's own size (a read's result is one scene; a mapped file's pages are page cache, not
+counted). Results go into
 bench/results/splat_io.json under --label, so a "before" and an "after" run sit side by side.
 """
 
@@ -37,6 +41,38 @@ from scenes import pixel_aligned_scene  # noqa: E402
 from common import ROOT, command_line, fmt, now, write_results  # noqa: E402  (puts the repo on sys.path)
 
 SETTLE_S = 0.5
+
+
+def _rss_anon() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_extra_bytes(fn) -> int:
+    """Most anonymous memory ``fn`` held at once beyond the process's before it ran (sampled every 2 ms;
+    0 where /proc is missing). What ``fn`` returns is dropped afterwards."""
+    import threading
+
+    base, peak, done = _rss_anon(), [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_anon())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        watcher.join()
+    peak[0] = max(peak[0], _rss_anon())
+    del result
+    return max(0, peak[0] - base)
 
 
 def settle() -> None:
@@ -98,18 +134,24 @@ def _spread(row: dict, what: str) -> str:
 def markdown(results: dict) -> str:
     """The results table, one section per label."""
     lines = ["# Splat file I/O (median seconds; x = our time / numpy moving the same bytes)", "",
-             "x PLY bytes: our time / numpy moving the full-precision scene (the PLY's bytes), for the compact formats.", ""]
+             "x PLY bytes: our time / numpy moving the full-precision scene (the PLY's bytes), for the compact formats. "
+             "extra MB: anonymous memory one write / one read held beyond the process's before (the scene itself: "
+             "see each heading).", ""]
     for label, run in results["runs"].items():
-        lines += [f"## {label}: {run['gaussians']:,} Gaussians, SH {run['sh_degree']}, {run['threads']} threads, {run['date']}",
+        scene = f", scene {run['scene_bytes'] / 1e6:.0f} MB in memory" if "scene_bytes" in run else ""
+        lines += [f"## {label}: {run['gaussians']:,} Gaussians, SH {run['sh_degree']}{scene}, {run['threads']} threads, {run['date']}",
                   f"`{run['command']}`", "",
-                  "| format | MB | write s (runs) | x numpy | x numpy+fsync | x PLY bytes | read s (runs) | x numpy | x PLY bytes | gzip alone w / r s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| format | MB | write s (runs) | x numpy | x numpy+fsync | x PLY bytes | read s (runs) | x numpy | x PLY bytes | "
+                  "gzip alone w / r s | extra MB w / r |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in run["figures"].items():
             gz = f"{fmt(r['gzip_compress_s'], 2)} / {fmt(r['gzip_decompress_s'], 2)}" if "gzip_compress_s" in r else ""
             vs_ply = r.get("x_ply_bytes") or {}
+            extra = (f"{r['write_peak_extra_bytes'] / 1e6:.0f} / {r['read_peak_extra_bytes'] / 1e6:.0f}"
+                     if "write_peak_extra_bytes" in r else "")
             lines.append(f"| {name} | {r['bytes'] / 1e6:.1f} | {_spread(r, 'write')} | {fmt(r['write_vs_numpy'], 1)} | "
                          f"{fmt(r.get('write_vs_numpy_fsync'), 1)} | {fmt(vs_ply.get('write_vs_numpy_fsync'), 1)} | "
-                         f"{_spread(r, 'read')} | {fmt(r['read_vs_numpy'], 1)} | {fmt(vs_ply.get('read_vs_numpy'), 1)} | {gz} |")
+                         f"{_spread(r, 'read')} | {fmt(r['read_vs_numpy'], 1)} | {fmt(vs_ply.get('read_vs_numpy'), 1)} | {gz} | {extra} |")
         lines += ["", run["note"]] if run.get("note") else []
         lines.append("")
     return "\n".join(lines)
@@ -122,7 +164,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=448)
     ap.add_argument("--degree", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--formats", default="ply,spz,splat")
+    ap.add_argument("--formats", default="ply,spz,splat,glb,spz.glb")
     ap.add_argument("--tmp", default=tempfile.gettempdir())
     ap.add_argument("--note", default="", help="what was measured (tree, machine state); printed under the table")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "splat_io.json"))
@@ -154,6 +196,8 @@ def main() -> None:
                    "numpy_write_s": np_write, "numpy_write_fsync_s": np_write_sync, "numpy_overwrite_s": np_overwrite,
                    "numpy_read_s": np_read, "write_vs_numpy": write_s / np_write, "write_vs_numpy_fsync": write_s / np_write_sync,
                    "read_vs_numpy": read_s / np_read}
+            row["write_peak_extra_bytes"] = peak_extra_bytes(lambda: write_splats(g, path, sh_degree=None))
+            row["read_peak_extra_bytes"] = peak_extra_bytes(lambda: read_splats(path))
             if fmt_name == "ply":
                 ply_numpy = {"write_fsync_s": np_write_sync, "read_s": np_read}
             if ply_numpy is not None and fmt_name != "ply":  # against numpy moving the full-precision scene
@@ -171,6 +215,7 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
     results["runs"][args.label] = {
         "command": command_line(), "date": now(), "gaussians": g.num, "sh_degree": args.degree,
+        "scene_bytes": sum(t.numel() * t.element_size() for t in (g.means, g.scales, g.rotations, g.opacities, g.sh)),
         "threads": torch.get_num_threads(), "cpu": os.uname().machine, "torch": torch.__version__, "numpy": np.__version__,
         "figures": figures, **({"note": args.note} if args.note else {}),
     }

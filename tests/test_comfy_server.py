@@ -188,6 +188,43 @@ def test_load_ply_reads_official_layout(server):
     torch.testing.assert_close(saved.opacities, scene.opacities, atol=1e-5, rtol=0)
 
 
+def test_save_ply_writes_glb_and_load_ply_reads_it_back(server):
+    """Save PLY's also_glb writes the glTF splats next to the PLY; Load PLY reads that .glb (in ComfyUI's output
+    folder) and Save PLY writes the same scene again; a .glb that holds a mesh is refused in one sentence."""
+    import torch
+    from test_glb import _triangle_doc, make_scene, write_glb
+
+    from vist3a.formats import load_glb, load_ply, save_ply
+
+    scene = make_scene(200, degree=3, seed=8)
+    path = save_ply(scene, server.base / "input" / "glb_source.ply")
+    first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
+    save = {"filename_prefix": "tests/glb", "sh_degree": "full", "also_splat": False, "also_spz": False}
+    history, _ = server.run({
+        "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(path), "opacity": "auto"}},
+        "2": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["1", 0], **save, "also_glb": ".glb"}},
+    })
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    files = history["outputs"]["2"]["vist3a_files"]
+    assert [f["filename"][-4:] for f in files] == [".ply", ".glb"], files
+    glb = server.output_path(files[1])
+    torch.testing.assert_close(load_glb(glb).sh, scene.sh, rtol=0, atol=0)
+    history, _ = server.run({
+        "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(glb), "opacity": "auto"}},
+        "2": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["1", 0], **save}},
+    })
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    again = load_ply(server.output_path(history["outputs"]["2"]["vist3a_files"][0]))
+    for name in ("means", "scales", "opacities", "sh"):
+        torch.testing.assert_close(getattr(again, name), getattr(scene, name), rtol=0, atol=1e-6)
+    mesh = write_glb(server.base / "input" / "a_mesh.glb", *_triangle_doc())
+    history, _ = server.run({"1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(mesh), "opacity": "auto"}},
+                             "2": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["1", 0], **save}}})
+    assert history["status"]["status_str"] == "error"
+    msg = _error(history)["exception_message"].strip()
+    assert "\n" not in msg and "KHR_gaussian_splatting" in msg and "a_mesh.glb" in msg, msg
+
+
 def _error(history) -> dict:
     return next(m[1] for m in history["status"]["messages"] if m[0] == "execution_error")
 

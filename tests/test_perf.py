@@ -412,9 +412,10 @@ def test_splat_io_benchmark_runs(tmp_path):
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)  # a hang guard, not a speed bound
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads(out.read_text())["runs"]["smoke"]
-    assert run["gaussians"] == 24 * 24 and run["note"] == "a smoke run" and set(run["figures"]) == {"ply", "spz", "splat"}
+    assert run["gaussians"] == 24 * 24 and run["note"] == "a smoke run" and set(run["figures"]) == {"ply", "spz", "splat", "glb", "spz.glb"}
     for name, row in run["figures"].items():
         assert row["write_s"] > 0 and row["read_s"] > 0 and len(row["write_runs"]) == 1, name
         assert ("x_ply_bytes" in row) == (name != "ply") and ("gzip_compress_s" in row) == (name == "spz")
+        assert row["write_peak_extra_bytes"] >= 0 and row["read_peak_extra_bytes"] >= 0
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("splat_io")] == []  # its scratch folder is gone
     assert "| spz |" in out.with_suffix(".md").read_text() and "a smoke run" in out.with_suffix(".md").read_text()

@@ -112,7 +112,7 @@ class WriteBehind:
 
     def __init__(self, f: IO[bytes], window: Optional[int] = None):
         self._f, self._window = f, window or WRITE_BEHIND_BYTES
-        self._written = self._handed = 0
+        self._written = self._handed = self._scattered = 0
         self._fd = f.fileno() if hasattr(os, "posix_fadvise") else None
 
     def write(self, data) -> int:
@@ -123,6 +123,21 @@ class WriteBehind:
             self._written += min(self._window, len(view) - start)
             if self._written - self._handed >= self._window:
                 self._hand_to_disk()
+        return len(view)
+
+    def write_at(self, data, offset: int) -> int:
+        """Write a bytes-like object at byte ``offset`` (the file position moves past it): for layouts whose
+        sections are filled a block of rows at a time, each block landing in every section. Write-back of the
+        whole file starts each time another window's worth has been written this way."""
+        view = memoryview(data).cast("B")
+        self._f.seek(offset)
+        self._f.write(view)
+        self._scattered += len(view)
+        if self._scattered >= self._window and self._fd is not None:
+            self._scattered = 0
+            self._f.flush()
+            with suppress(OSError):
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
         return len(view)
 
     def _hand_to_disk(self) -> None:

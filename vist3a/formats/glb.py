@@ -27,7 +27,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ _ARRAY_BUFFER = 34962
 _COMPONENTS = {5120: "i1", 5121: "u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
 _NORMALIZED_MAX = {5120: 127.0, 5121: 255.0, 5122: 32767.0, 5123: 65535.0}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
-_BLOCK_ROWS = 1 << 16
+_BLOCK_ROWS = 1 << 12  # rows per block: the SH of a block stays in cache while it is turned coefficient-major
 _TURN = np.array(HALF_TURN_Z, np.float32)
 
 
@@ -75,13 +75,12 @@ def _sh_attributes(degree: int) -> list[str]:
 
 @dataclass
 class _Segment:
-    """One attribute: its accessor description and a function giving rows [start, stop) as stored."""
+    """One attribute as stored: its accessor description and bytes per splat."""
 
     name: str
     type: str
     component: int
     row_bytes: int
-    rows: Callable[[int, int], np.ndarray]
     normalized: bool = False
     bounds: Optional[tuple] = None
 
@@ -96,33 +95,33 @@ def _unit_rows(q: np.ndarray) -> np.ndarray:
     return q
 
 
-def _segments(g: Gaussians, degree: int) -> list[_Segment]:
-    means, scales, quats, alphas = (cpu_float32(t).numpy() for t in (g.means, g.scales, g.rotations, g.opacities))
-    sh = cpu_float32(g.sh).numpy()
-    signs = sh_flip_signs(HALF_TURN_Z, (degree + 1) ** 2)
+class _Rows:
+    """The attributes of rows [a, b) as stored, in segment order: one pass over each block of the scene
+    (the SH block is turned coefficient-major while it is in cache)."""
 
-    def color(a: int, b: int) -> np.ndarray:  # as splat-transform: round((dc * C0 + 0.5) * 255), alpha * 255, clamped
-        rgba = np.empty((b - a, 4), np.float64)
-        rgba[:, :3] = sh[a:b, :, 0] * SH_C0 + 0.5
-        rgba[:, 3] = alphas[a:b]
-        return np.clip(np.floor(rgba * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    def __init__(self, g: Gaussians, degree: int):
+        self.means, self.scales, self.quats, self.alphas = (cpu_float32(t).numpy() for t in (g.means, g.scales, g.rotations, g.opacities))
+        self.sh = cpu_float32(g.sh).numpy()
+        self.degree, self.k = degree, (degree + 1) ** 2
+        self.signs = sh_flip_signs(HALF_TURN_Z, self.k)[:, None, None]
 
-    def rotation(a: int, b: int) -> np.ndarray:  # the half turn r = (0, 0, 0, 1) wxyz composed as r * q, stored xyzw
-        q = _unit_rows(quats[a:b])
-        return np.stack([-q[:, 2], q[:, 1], q[:, 0], -q[:, 3]], axis=1)
+    def segments(self) -> list[_Segment]:
+        lo, hi = self.means.min(axis=0), self.means.max(axis=0)
+        bounds = (np.where(_TURN < 0, -hi, lo).tolist(), np.where(_TURN < 0, -lo, hi).tolist())
+        return ([_Segment("POSITION", "VEC3", _FLOAT, 12, bounds=bounds), _Segment("COLOR_0", "VEC4", _UBYTE, 4, normalized=True),
+                 _Segment(ROTATION, "VEC4", _FLOAT, 16), _Segment(SCALE, "VEC3", _FLOAT, 12), _Segment(OPACITY, "SCALAR", _FLOAT, 4)]
+                + [_Segment(name, "VEC3", _FLOAT, 12) for name in _sh_attributes(self.degree)])
 
-    def coefficient(c: int) -> Callable[[int, int], np.ndarray]:
-        return lambda a, b: sh[a:b, :, c] * signs[c]
-
-    lo, hi = means.min(axis=0), means.max(axis=0)
-    bounds = (np.where(_TURN < 0, -hi, lo).tolist(), np.where(_TURN < 0, -lo, hi).tolist())
-    out = [_Segment("POSITION", "VEC3", _FLOAT, 12, lambda a, b: means[a:b] * _TURN, bounds=bounds),
-           _Segment("COLOR_0", "VEC4", _UBYTE, 4, color, normalized=True),
-           _Segment(ROTATION, "VEC4", _FLOAT, 16, rotation),
-           _Segment(SCALE, "VEC3", _FLOAT, 12, lambda a, b: scales[a:b]),
-           _Segment(OPACITY, "SCALAR", _FLOAT, 4, lambda a, b: alphas[a:b])]
-    out += [_Segment(name, "VEC3", _FLOAT, 12, coefficient(c)) for c, name in enumerate(_sh_attributes(degree))]
-    return out
+    def block(self, a: int, b: int) -> list[np.ndarray]:
+        sh = self.sh[a:b]
+        rgba = np.empty((b - a, 4), np.float64)  # as splat-transform: round((dc * C0 + 0.5) * 255), alpha * 255, clamped
+        rgba[:, :3] = sh[:, :, 0] * SH_C0 + 0.5
+        rgba[:, 3] = self.alphas[a:b]
+        color = np.clip(np.floor(rgba * 255.0 + 0.5), 0, 255).astype(np.uint8)
+        q = _unit_rows(self.quats[a:b])  # the half turn r = (0, 0, 0, 1) wxyz composed as r * q, stored xyzw
+        rotation = np.stack([-q[:, 2], q[:, 1], q[:, 0], -q[:, 3]], axis=1)
+        coefficients = np.multiply(sh[:, :, :self.k].transpose(2, 0, 1), self.signs)  # [K, rows, 3]
+        return [self.means[a:b] * _TURN, color, rotation, self.scales[a:b], self.alphas[a:b], *coefficients]
 
 
 def _document(accessors: list, attributes: dict, buffer_views: list, buffer_bytes: int,
@@ -162,8 +161,9 @@ def save_glb(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None, comp
         raise ValueError(f"refusing to write {path}: there are no Gaussians to save (all pruned?)")
     if compression == "spz":
         return _save_spz_glb(g, Path(path), degree)
-    segments = _segments(g, degree)
-    accessors, views, attributes, offset = [], [], {}, 0
+    rows = _Rows(g, degree)
+    segments = rows.segments()
+    accessors, views, attributes, starts, offset = [], [], {}, [], 0
     for i, seg in enumerate(segments):
         views.append({"buffer": 0, "byteOffset": offset, "byteLength": n * seg.row_bytes, "target": _ARRAY_BUFFER})
         accessor = {"bufferView": i, "byteOffset": 0, "componentType": seg.component, "count": n, "type": seg.type}
@@ -173,13 +173,16 @@ def save_glb(g: Gaussians, path: PathLike, sh_degree: Optional[int] = None, comp
             accessor["min"], accessor["max"] = seg.bounds
         accessors.append(accessor)
         attributes[seg.name] = i
+        starts.append(offset)
         offset += n * seg.row_bytes  # every row size is a multiple of 4: the views stay aligned
     doc = _document(accessors, attributes, views, offset, dict(_SPLAT_OBJECT), [EXTENSION])
+    head = _glb_head(doc, offset)
     with atomic_stream(path) as f:
-        f.write(_glb_head(doc, offset))
-        for seg in segments:
-            for start in range(0, n, _BLOCK_ROWS):
-                f.write(np.ascontiguousarray(seg.rows(start, min(n, start + _BLOCK_ROWS)), dtype=_COMPONENTS[seg.component]))
+        f.write(head)
+        for a in range(0, n, _BLOCK_ROWS):  # each block of rows lands in every bufferView
+            b = min(n, a + _BLOCK_ROWS)
+            for seg, start, values in zip(segments, starts, rows.block(a, b)):
+                f.write_at(np.ascontiguousarray(values, dtype=_COMPONENTS[seg.component]), len(head) + start + a * seg.row_bytes)
     return Path(path)
 
 
@@ -399,12 +402,17 @@ def _read_primitive(glb: _Glb, primitive: dict, index: int) -> Gaussians:
         sh[:, :, 0] = (colors[:, :3] - np.float32(0.5)) / np.float32(SH_C0)
     else:
         signs = sh_flip_signs(HALF_TURN_Z, k)
-        for c, name in enumerate(_sh_attributes(degree)):
-            values = glb.accessor(attributes[name], name)
+        sources = [glb.accessor(attributes[name], name) for name in _sh_attributes(degree)]
+        for name, values in zip(_sh_attributes(degree), sources):
             if values.shape != (n, 3):
                 raise GlbError(f"{path}: {name} holds {values.shape[0]} x {values.shape[1]} values, expected {n} x 3")
-            np.multiply(values, signs[c], out=sh[:, :, c])
-        _check_finite(path, "SH_DEGREE_*", sh)
+        finite = True
+        for a in range(0, n, _BLOCK_ROWS):  # block by block: the rows of sh being filled stay in cache
+            for c, values in enumerate(sources):
+                np.multiply(values[a:a + _BLOCK_ROWS], signs[c], out=sh[a:a + _BLOCK_ROWS, :, c])
+            finite = finite and bool(np.isfinite(sh[a:a + _BLOCK_ROWS].sum()))
+        if not finite:  # a sum can overflow without a bad value: the exact check
+            _check_finite(path, "SH_DEGREE_*", sh)
     return Gaussians(torch.from_numpy(means), torch.from_numpy(scales), rotations, torch.from_numpy(alphas),
                      torch.from_numpy(sh))
 
