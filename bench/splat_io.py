@@ -54,8 +54,13 @@ def _rss_anon() -> int:
 def peak_extra_bytes(fn) -> int:
     """Most anonymous memory ``fn`` held at once beyond the process's before it ran (sampled every 2 ms;
     0 where /proc is missing). What ``fn`` returns is dropped afterwards."""
+    import ctypes
     import threading
 
+    try:  # hand freed heap memory back first, or its reuse would hide part of what fn takes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     base, peak, done = _rss_anon(), [0], threading.Event()
 
     def watch():

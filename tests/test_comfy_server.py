@@ -207,10 +207,10 @@ def test_save_ply_writes_glb_and_load_ply_reads_it_back(server):
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
     files = history["outputs"]["2"]["vist3a_files"]
     assert [f["filename"][-4:] for f in files] == [".ply", ".glb"], files
-    glb = server.output_path(files[1])
-    torch.testing.assert_close(load_glb(glb).sh, scene.sh, rtol=0, atol=0)
+    torch.testing.assert_close(load_glb(server.output_path(files[1])).sh, scene.sh, rtol=0, atol=0)
+    in_output = server.base / "output" / files[1]["subfolder"] / files[1]["filename"]  # where the server wrote it
     history, _ = server.run({
-        "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(glb), "opacity": "auto"}},
+        "1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(in_output), "opacity": "auto"}},
         "2": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["1", 0], **save}},
     })
     assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
