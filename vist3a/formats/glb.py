@@ -17,8 +17,9 @@ value. A reader of either gets the scene back in our (PLY) axes.
 stream (:mod:`.spz`) in one bufferView, in the right-up-back axes the draft asks of it (SPZ's own), and the
 attribute accessors without data. Both variants are read.
 
-Big scenes stream: the writer fills each attribute a block of rows at a time into the atomic writer (no
-copy of the scene is built), the reader maps the file and copies each accessor straight into place.
+Big scenes stream: the writer turns one block of rows at a time and puts it into every bufferView of the
+atomic writer's file (positional writes; no copy of the scene is built: 49 MB beyond a 2.6M-Gaussian scene,
+bench/results/splat_io.md), the reader maps the file and copies each accessor straight into place.
 """
 
 from __future__ import annotations
