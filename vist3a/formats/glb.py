@@ -121,7 +121,8 @@ class _Rows:
         color = np.clip(np.floor(rgba * 255.0 + 0.5), 0, 255).astype(np.uint8)
         q = _unit_rows(self.quats[a:b])  # the half turn r = (0, 0, 0, 1) wxyz composed as r * q, stored xyzw
         rotation = np.stack([-q[:, 2], q[:, 1], q[:, 0], -q[:, 3]], axis=1)
-        coefficients = np.multiply(sh[:, :, :self.k].transpose(2, 0, 1), self.signs)  # [K, rows, 3]
+        coefficients = np.empty((self.k, b - a, 3), np.float32)  # coefficient-major, each [rows, 3] contiguous
+        np.multiply(sh[:, :, :self.k].transpose(2, 0, 1), self.signs, out=coefficients)
         return [self.means[a:b] * _TURN, color, rotation, self.scales[a:b], self.alphas[a:b], *coefficients]
 
 
