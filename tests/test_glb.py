@@ -363,7 +363,9 @@ def gltf_tools() -> Path:
     lock = GLTF_TOOLS / "package-lock.json"
     stamp = GLTF_TOOLS / "node_modules" / ".vist3a-lock"
     if not (stamp.is_file() and stamp.read_text() == lock.read_text()):
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=GLTF_TOOLS, check=True, capture_output=True, timeout=1800)
+        # no install scripts: splat-transform's optional GPU module (webgpu) would fetch native binaries; .glb needs none
+        subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=GLTF_TOOLS, check=True, capture_output=True,
+                       timeout=1800)
         stamp.write_text(lock.read_text())
     return GLTF_TOOLS
 
