@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import torch
 from vist3a import batch
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--tiny", "--steps", "2", "--size", "64", "--frames", "5", "--sh-degree", "0", "--trajectory-interp", "2"]
+GENERATE = ["--tiny", "--steps", "2", "--size", "64", "--frames", "5", "--sh-degree", "0", "--seed-mode", "official"]
+TINY = [*GENERATE, "--trajectory-interp", "2"]
 PROMPTS = ["a red chair", "a blue/green vase", "a wooden boat on a lake", "a stone tower"]
 
 
@@ -94,6 +96,16 @@ def test_stale_temp_matching_is_exact(tmp_path):
     assert sorted(p.name for p in batch._stale_temp(tmp_path, "a")) == [".a.abcd1234.old", ".a.abcd1234.tmp"]
 
 
+def test_settings_for_gives_official_prompts_their_shard_position():
+    from vist3a.pipeline import GenerateSettings
+
+    portable = GenerateSettings(seed=3)
+    assert batch.settings_for(portable, 4) is portable  # one seed for every prompt
+    official = GenerateSettings(seed_mode="official", seed=12413)
+    assert [batch.settings_for(official, k).prompt_index for k in range(3)] == [0, 1, 2]
+    assert batch.settings_for(official, 2).seed == 12413 and official.prompt_index == 0  # a copy, not changed
+
+
 def _rot(axis_angle):
     a = torch.tensor(axis_angle, dtype=torch.float64)
     theta = a.norm()
@@ -106,7 +118,50 @@ def _rot(axis_angle):
 
 
 @pytest.mark.slow
+def test_official_seed_mode_gives_the_kth_prompt_of_each_rank_the_kth_draw(tmp_path):
+    """inference_t23d.py seeds each rank once; its k-th prompt takes the k-th draw. Each folder of a 2-rank batch
+    is bit-identical to generating that prompt alone with prompt_index k, also for a prompt redone on resume."""
+    from dataclasses import replace
+
+    from vist3a.gaussians import save_ply
+    from vist3a.pipeline import GenerateSettings, VIST3APipeline
+    from vist3a.wan.seeding import OFFICIAL_SEED
+
+    prompts = ["a red chair", "a blue vase", "a wooden boat", "a stone tower", "a green lamp"]
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(prompts) + "\n")
+    out = tmp_path / "out"
+    pipe = VIST3APipeline.load(tiny=True, device="cpu")
+    settings = GenerateSettings(frames=5, height=64, width=64, steps=2, seed=OFFICIAL_SEED, seed_mode="official")
+    run = dict(load_pipeline=lambda: pipe, settings=settings, sh_degree=0, trajectory_t=0, log=lambda line: None)
+    for rank in (0, 1):
+        batch.run_batch(path, out, info=batch.DistInfo(rank, 2), **run)
+
+    def alone(prompt, k):
+        scene, _ = pipe.generate(prompt, replace(settings, prompt_index=k))
+        return save_ply(scene.gaussians, tmp_path / "alone.ply", sh_degree=0).read_bytes()
+
+    expected = {}
+    for j, (prompt, name) in enumerate(zip(prompts, batch.folder_names(prompts))):
+        k = j // 2  # position in its rank's shard prompts[rank::2]
+        expected[name] = alone(prompt, k)
+        assert (out / name / "gaussians.ply").read_bytes() == expected[name], (j, k)
+        info = json.loads((out / name / "info.json").read_text())
+        assert info["settings"]["prompt_index"] == k and info["rank"] == j % 2
+    # the draws differ: the third prompt (rank 0, k = 1) generated with the first draw is another scene
+    assert alone(prompts[2], 0) != expected[batch.folder_names(prompts)[2]]
+
+    # resume: a prompt whose folder is missing is redone with the draw of its position, not the first one
+    redo = batch.folder_names(prompts)[4]  # rank 0, k = 2
+    shutil.rmtree(out / redo)
+    results = batch.run_batch(path, out, info=batch.DistInfo(0, 2), **run)
+    assert [r.status for r in results] == ["skipped", "skipped", "done"]
+    assert (out / redo / "gaussians.ply").read_bytes() == expected[redo]
+
+
+@pytest.mark.slow
 def test_batch_two_ranks_kill_and_resume(tmp_path):
+    """Two torchrun ranks in the official seed mode; rank 1 killed after the first folder, then resumed."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     out = tmp_path / "out"
@@ -161,6 +216,13 @@ def test_batch_two_ranks_kill_and_resume(tmp_path):
         info = json.loads((out / name / "info.json").read_text())
         assert info["rank"] == i % 2 and info["world_size"] == 2
         assert summary["prompts"][i]["gaussians"] == info["gaussians"] > 0
+    # official seeding across ranks and a resume: the second prompt of each rank is `generate --prompt-index 1`
+    for j in (2, 3):
+        alone = tmp_path / f"alone{j}.ply"
+        proc = subprocess.run([sys.executable, "-m", "vist3a", "generate", PROMPTS[j], "-o", alone, *GENERATE,
+                               "--prompt-index", "1"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (out / names[j] / "gaussians.ply").read_bytes() == alone.read_bytes(), j
     # the videos hold the interpolated trajectory: (views - 1) * (t + 1) frames (AnySplat's
     # save_interpolated_video appends the last camera after rendering, so it is never drawn)
     frames = _read_mp4(out / names[0] / "gs.mp4")
@@ -184,3 +246,9 @@ def test_batch_cli_errors(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "prompt file" in proc.stderr and "does not exist" in proc.stderr
+    (tmp_path / "p.txt").write_text("a chair\n")
+    proc = subprocess.run([sys.executable, "-m", "vist3a", "batch", tmp_path / "p.txt", "-o", tmp_path / "o", "--tiny",
+                           "--seed-mode", "official", "--prompt-index", "2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--prompt-index" in proc.stderr
+    assert not (tmp_path / "o").exists()

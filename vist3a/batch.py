@@ -9,8 +9,12 @@ one folder per prompt in the layout of the official `inference_t23d.py`:
 Ranks take `prompts[rank::world_size]` as the official script does (RANK / WORLD_SIZE from torchrun,
 gloo for the end-of-run barrier). Each folder is written under a temporary name and renamed when complete,
 so a killed rank loses only the prompt it was working on; rerunning skips finished folders, removes the
-temporary leftovers and redoes the rest. Every prompt uses the same `--seed`, so a result does not depend on
-which rank made it or on resuming. Rank 0 writes `summary.json` once every rank is done.
+temporary leftovers and redoes the rest. Rank 0 writes `summary.json` once every rank is done.
+
+Noise: in the portable seed mode every prompt uses the same `--seed`, so a result does not depend on which
+rank made it. In the official mode each rank seeds once and its k-th prompt (0-based, counted in its shard)
+takes the k-th draw of the stream, as `inference_t23d.py` does; `official_noise` replays the stream up to
+that draw, so a prompt redone on resume gets the noise it would have had in one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Optional
@@ -87,6 +91,14 @@ def is_done(folder: Path, prompt: str) -> bool:
         raise ValueError(f"{folder} holds another prompt ({stored[:60]!r}); prompts sharing their first "
                          f"{NAME_LIMIT} characters need separate output folders: use another -o")
     return True
+
+
+def settings_for(settings, position: int):
+    """The settings of the prompt at ``position`` in this rank's shard: in the official seed mode its noise is
+    draw ``position`` of the rank's stream (``prompt_index``); the portable mode uses the settings as given."""
+    if getattr(settings, "seed_mode", "portable") != "official":
+        return settings
+    return replace(settings, prompt_index=position)
 
 
 def _fmt_seconds(s: float) -> str:
@@ -193,6 +205,7 @@ def run_batch(
     spent, generated = 0.0, 0
     for i, (prompt, name) in enumerate(mine, 1):
         folder = out / name
+        prompt_settings = settings_for(settings, i - 1)
         short = prompt if len(prompt) <= 50 else prompt[:47] + "..."
         if (prompt, name) not in todo:
             results.append(PromptResult(prompt, name, "skipped"))
@@ -202,9 +215,9 @@ def run_batch(
             shutil.rmtree(stale, ignore_errors=True)
         t0 = time.perf_counter()
         try:
-            scene, _ = pipe.generate(prompt, settings)
+            scene, _ = pipe.generate(prompt, prompt_settings)
             with atomic_dir(folder) as tmp:
-                _write_prompt_folder(tmp, prompt, scene, pipe=pipe, settings=settings, sh_degree=sh_degree,
+                _write_prompt_folder(tmp, prompt, scene, pipe=pipe, settings=prompt_settings, sh_degree=sh_degree,
                                      trajectory_t=trajectory_t, video_ext=video_ext,
                                      seconds=time.perf_counter() - t0, info=info, also=also)
         except (KeyboardInterrupt, SystemExit):

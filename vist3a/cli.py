@@ -149,6 +149,9 @@ def _batch(args) -> int:
     if args.trajectory_interp < 0:
         raise UsageError(f"--trajectory-interp must be >= 0, got {args.trajectory_interp}")
     _check_input(args.prompts, "prompt file")
+    if args.prompt_index:
+        raise UsageError("--prompt-index is for generate: in batch the k-th prompt of each rank takes draw k of the "
+                         "official noise stream, as inference_t23d.py does; leave it out")
     settings = _settings(args)
 
     def load(info):
@@ -240,7 +243,8 @@ def _generate_options(g: argparse.ArgumentParser) -> None:
                    help="portable: CPU generator, same scene on any machine; official: global RNG seeded and drawn "
                         "on the device as inference_t23d.py does (reproduces official samples on the same GPU)")
     g.add_argument("--prompt-index", dest="prompt_index", type=int, default=0,
-                   help="official seed mode: position of the prompt in the official run's prompt list (0 = first)")
+                   help="official seed mode: position of the prompt in the official run's prompt list (0 = first; "
+                        "with N ranks, its position in its rank's share). batch sets it per prompt")
     g.add_argument("--frames", type=int, default=13, help="video frames, 4k+1 (13 official, 21 for the extended decoder)")
     g.add_argument("--size", type=int, default=512, help="video width = height, multiple of 16")
     g.add_argument("--sh-degree", dest="sh_degree", type=int, default=3,
