@@ -67,8 +67,16 @@ def quat_matrix(q: np.ndarray) -> np.ndarray:
     return (w * w - v @ v) * np.eye(3) + 2 * np.outer(v, v) + 2 * w * cross
 
 
-def reference_render(means, quats, scales, opac, sh, viewmat, K, width, height, near=0.01):
-    """Per-pixel loop over depth-sorted Gaussians, the 3DGS forward pass written out plainly."""
+def reference_radii(opacity: float, cov2: np.ndarray) -> tuple[int, int]:
+    """gsplat 1.5's whole-pixel radii of a projected Gaussian: ceil(extent * sd) per axis, where the extent
+    (in standard deviations) reaches alpha 1/255, at most 3.33."""
+    extent = min(3.33, math.sqrt(2 * math.log(255 * opacity))) if 255 * opacity > 1 else 0.0
+    return math.ceil(extent * math.sqrt(cov2[0, 0])), math.ceil(extent * math.sqrt(cov2[1, 1]))
+
+
+def reference_render(means, quats, scales, opac, sh, viewmat, K, width, height, near=0.01, far=1e10, radius_clip=0.0):
+    """Per-pixel loop over depth-sorted Gaussians, the 3DGS forward pass written out plainly, with gsplat's
+    culling: centre z outside [near, far], or both whole-pixel radii <= radius_clip."""
     means, quats, scales, opac, sh, viewmat, K = (
         np.asarray(t, dtype=np.float64) for t in (means, quats, scales, opac, sh, viewmat, K)
     )
@@ -79,12 +87,14 @@ def reference_render(means, quats, scales, opac, sh, viewmat, K, width, height, 
     splats = []
     for i in range(len(means)):
         p = W @ means[i] + t
-        if p[2] <= near:
+        if p[2] < near or p[2] > far:
             continue
         R = quat_matrix(quats[i])
         cov = R @ np.diag(scales[i] ** 2) @ R.T
         J = np.array([[fx / p[2], 0, -fx * p[0] / p[2] ** 2], [0, fy / p[2], -fy * p[1] / p[2] ** 2]])
         cov2 = J @ W @ cov @ W.T @ J.T + 0.3 * np.eye(2)
+        if max(reference_radii(opac[i], cov2)) <= radius_clip:
+            continue
         mean2 = np.array([fx * p[0] / p[2] + cx, fy * p[1] / p[2] + cy])
         direction = means[i] - campos
         basis = textbook_real_sh(degree, direction / np.linalg.norm(direction))
@@ -268,6 +278,102 @@ def test_torch_rasteriser_runs_on_the_cpu_for_devices_without_float64(monkeypatc
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
 
 
+# --------------------------------------------------------------- culling rules (gsplat) and official settings
+
+
+def _splats_at(pixels_z, scales, opacities, degree=0, seed=0):
+    """Float64 Gaussians centred on the given (u, v, z) pixels of small_camera, axis-aligned."""
+    _, Ks, _, _ = small_camera(dtype=torch.float64)
+    K = Ks[0]
+    means = torch.tensor([[(u + 0.5 - float(K[0, 2])) * z / float(K[0, 0]), (v + 0.5 - float(K[1, 2])) * z / float(K[1, 1]), z]
+                          for u, v, z in pixels_z], dtype=torch.float64)
+    n = means.shape[0]
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64).expand(n, 4).contiguous()
+    scales = torch.tensor(scales, dtype=torch.float64).reshape(n, -1).expand(n, 3).contiguous()
+    sh = 0.5 * torch.randn(n, 3, (degree + 1) ** 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return means, quats, scales, torch.tensor(opacities, dtype=torch.float64), sh
+
+
+def _drawn(alpha, pixels):
+    return [bool(alpha[0, v, u, 0] > 1e-3) for u, v, _ in pixels]
+
+
+def test_near_and_far_planes_cull_like_gsplat():
+    """gsplat drops a centre with z < near or z > far: one exactly on a plane is drawn, one 1e-9 beyond is not.
+    The official near 1e-10 / far 1e10 draw what our former 0.01 / 100 (and 0.1 / 100) culled."""
+    from vist3a.render import OFFICIAL_RENDER
+
+    viewmats, Ks, W, H = small_camera(dtype=torch.float64)
+    pixels = [(5, 5, 0.5), (15, 5, 0.5 - 1e-9), (5, 14, 4.0), (15, 14, 4.0 + 1e-9)]
+    scene = _splats_at(pixels, [0.02, 0.02, 0.2, 0.2], [0.9] * 4, degree=1)
+    ours = rasterize(*scene, viewmats, Ks, W, H, near=0.5, far=4.0, backend="torch")
+    ref = reference_render(*scene, viewmats[0], Ks[0], W, H, near=0.5, far=4.0)
+    for out, want in zip(ours, ref):
+        np.testing.assert_allclose(out[0].numpy().reshape(want.shape), want, atol=1e-9)
+    assert _drawn(ours[1], pixels) == [True, False, True, False]
+
+    # a splat 5 mm in front of the camera and one 200 units away: both drawn only with the official planes
+    pixels = [(12, 10, 0.005), (4, 4, 200.0), (18, 15, 3.0)]
+    scene = _splats_at(pixels, [0.0005, 10.0, 0.1], [0.8, 0.9, 0.9], degree=2, seed=1)
+    official = {k: v for k, v in OFFICIAL_RENDER.kwargs().items() if k != "background"}
+    for planes, drawn in ((official, [True, True, True]), (dict(near=0.01, far=100.0), [False, False, True]),
+                          (dict(near=0.1, far=100.0), [False, False, True])):
+        ours = rasterize(*scene, viewmats, Ks, W, H, backend="torch", **planes)
+        ref = reference_render(*scene, viewmats[0], Ks[0], W, H, **planes)
+        for out, want in zip(ours, ref):
+            np.testing.assert_allclose(out[0].numpy().reshape(want.shape), want, atol=1e-9)
+        assert _drawn(ours[1], pixels) == drawn, planes
+
+
+def test_radius_clip_drops_gaussians_whose_whole_pixel_radii_are_both_at_most_the_clip():
+    """gsplat 1.5: radius per axis = ceil(min(3.33, sqrt(2 ln(255 o))) * sd), dropped when both are <= the clip
+    (<=, not <: a radius of exactly 2 goes at clip 2). The official 0.1 drops nothing here (radii are >= 1 px)."""
+    viewmats, Ks, W, H = small_camera(dtype=torch.float64)
+    pixels = [(4, 4, 3.0), (12, 4, 3.0), (20, 4, 3.0), (6, 14, 3.0), (17, 14, 3.0)]
+    sizes = [[0.02] * 3, [0.02] * 3, [0.1] * 3, [0.01, 0.2, 0.01], [0.05] * 3]
+    scene = _splats_at(pixels, sizes, [0.012, 0.3, 0.3, 0.05, 0.9], degree=1, seed=2)
+    means, quats, scales, opac, sh = scene
+    K = Ks[0].numpy()
+    radii = []
+    for (u, v, z), s, o in zip(pixels, scales.numpy(), opac.numpy()):  # the scene hits radii 1 to 4
+        x, y = means[len(radii), 0].item(), means[len(radii), 1].item()
+        J = np.array([[K[0, 0] / z, 0, -K[0, 0] * x / z**2], [0, K[1, 1] / z, -K[1, 1] * y / z**2]])
+        radii.append(reference_radii(o, J @ np.diag(s**2) @ J.T + 0.3 * np.eye(2)))
+    assert radii == [(1, 1), (2, 2), (3, 3), (2, 4), (3, 3)]
+    drawn_at = {}
+    for clip in (0.0, 0.1, 0.99, 1.0, 1.5, 1.999, 2.0, 2.5, 3.0, 4.0):
+        ours = rasterize(*scene, viewmats, Ks, W, H, radius_clip=clip, backend="torch")
+        ref = reference_render(*scene, viewmats[0], Ks[0], W, H, radius_clip=clip)
+        for out, want in zip(ours, ref):
+            np.testing.assert_allclose(out[0].numpy().reshape(want.shape), want, atol=1e-9)
+        drawn_at[clip] = _drawn(ours[1], pixels)
+        assert drawn_at[clip] == [max(r) > clip for r in radii], clip
+    assert drawn_at[0.1] == [True] * 5 and drawn_at[2.0] == [False, False, True, True, True]
+    assert drawn_at[1.999][1] and drawn_at[3.0] == [False, False, False, True, False]
+
+
+def test_official_render_settings_match_the_reference():
+    """OFFICIAL_RENDER (white background, near 1e-10, far 1e10, radius clip 0.1) with the accumulated depth
+    the official depth video shows, against the brute-force reference."""
+    from vist3a.render import OFFICIAL_RENDER, RenderSettings
+
+    assert OFFICIAL_RENDER == RenderSettings(near=1e-10, far=1e10, radius_clip=0.1, background=1.0)
+    means, quats, scales, opac, sh = random_scene(6, 3, seed=11, dtype=torch.float64)
+    means[0] = torch.tensor([0.0, 0.0, 0.006], dtype=torch.float64)  # in front of 0.01: only official draws it
+    scales[0] = 0.0004
+    viewmats, Ks, W, H = small_camera(dtype=torch.float64)
+    rgb, alpha, acc = rasterize(means, quats, scales, opac, sh, viewmats, Ks, W, H, backend="torch",
+                                depth_mode="accumulated", **OFFICIAL_RENDER.kwargs())
+    ref_rgb, ref_alpha, ref_depth = reference_render(means, quats, scales, opac, sh, viewmats[0], Ks[0], W, H,
+                                                     near=1e-10, far=1e10, radius_clip=0.1)
+    assert ref_alpha.max() > 0.5 and (ref_alpha < 0.5).any()
+    np.testing.assert_allclose(rgb[0].numpy(), ref_rgb + (1 - ref_alpha)[..., None], atol=1e-9)  # over white
+    np.testing.assert_allclose(alpha[0, ..., 0].numpy(), ref_alpha, atol=1e-9)
+    np.testing.assert_allclose(acc[0, ..., 0].numpy(), ref_depth * ref_alpha, atol=1e-9)  # sum of w z
+    old = rasterize(means, quats, scales, opac, sh, viewmats, Ks, W, H, backend="torch", near=0.01, far=100.0)
+    assert (old[1] - alpha).abs().max() > 0.1  # the near splat covers the centre only with the official plane
+
+
 def test_background_and_plain_colors():
     means, quats, scales, opac, _ = random_scene(4, 0, seed=5)
     colors = torch.rand(4, 3)
@@ -423,6 +529,8 @@ def test_rasterize_rejects_bad_inputs():
         rasterize(means, quats, scales, opac, sh, viewmats, Ks[0], W, H)
     with pytest.raises(RuntimeError, match="gsplat"):
         rasterize(means, quats, scales, opac, sh, viewmats, Ks, W, H, backend="gsplat")
+    with pytest.raises(ValueError, match="depth_mode"):
+        rasterize(means, quats, scales, opac, sh, viewmats, Ks, W, H, depth_mode="median")
     assert select_backend("auto", torch.device("cpu"), torch.float32) == "torch"
 
 
@@ -569,11 +677,12 @@ def test_gsplat_backend_passes_gsplat_conventions(monkeypatch):
     means, quats, scales, opac, sh = random_scene(3, 2, seed=2)
     viewmats, Ks, W, H = small_camera()
     feats, alpha, depth_sum = gsplat_backend.rasterize_gsplat(
-        means, quats, scales, opac, sh, viewmats, Ks, W, H, sh_degree=1, near=0.1, far=50.0
+        means, quats, scales, opac, sh, viewmats, Ks, W, H, sh_degree=1, near=0.1, far=50.0, radius_clip=0.1
     )
     assert torch.equal(calls["colors"], sh.transpose(1, 2))  # gsplat wants SH as [N, K, 3]
     assert calls["sh_degree"] == 1 and calls["render_mode"] == "RGB+D" and calls["eps2d"] == 0.3
     assert calls["near_plane"] == 0.1 and calls["far_plane"] == 50.0 and "covars" not in calls
+    assert calls["radius_clip"] == 0.1 and calls["rasterize_mode"] == "classic"
     assert feats.shape == (1, H, W, 3) and depth_sum.shape == (1, H, W, 1) and alpha.shape == (1, H, W, 1)
     assert float(depth_sum[0, 0, 0, 0]) == 3.0 and float(feats[0, 0, 1, 0]) == 4.0
 

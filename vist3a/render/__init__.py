@@ -25,6 +25,7 @@ from .cameras import (
     scene_bounds,
     world_to_camera,
 )
+from .settings import OFFICIAL_RENDER, RenderSettings
 from .torch_backend import rasterize_torch
 
 __all__ = [
@@ -32,6 +33,9 @@ __all__ = [
     "render_gaussians",
     "render_orbit",
     "select_backend",
+    "RenderSettings",
+    "OFFICIAL_RENDER",
+    "DEPTH_MODES",
     "torch_compute_device",
     "look_at",
     "orbit_cameras",
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 Background = Union[None, float, Sequence[float], torch.Tensor]
+DEPTH_MODES = ("expected", "accumulated")
 
 
 def select_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -89,17 +94,21 @@ def rasterize(
     height: int,
     sh_degree: Optional[int] = None,  # SH bands to use; default all K bands; must be None for [N, D]
     background: Background = None,  # [D], [C, D] or a scalar; default black
-    near: float = 0.01,
-    far: float = 1e10,
+    near: float = 0.01,  # camera-space z below which a Gaussian's centre is dropped (gsplat's near_plane)
+    far: float = 1e10,  # and above which (far_plane)
     covars: Optional[torch.Tensor] = None,  # [N, 3, 3] world covariances, replaces quats/scales
     backend: str = "auto",  # "auto" (gsplat on CUDA if installed) | "torch" | "gsplat"
+    radius_clip: float = 0.0,  # drop Gaussians whose projected radii (whole pixels) are both <= this
+    depth_mode: str = "expected",  # "expected": sum w z / alpha; "accumulated": sum w z (gsplat's "D")
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render N Gaussians into C views.
 
     Returns ``rgb`` [C, H, W, D] (D = 3 for SH) composited over ``background``, ``alpha`` [C, H, W, 1]
-    and ``depth`` [C, H, W, 1]: the expected camera-space z of what is visible (0 where alpha is 0).
-    Outputs are float64 for float64 inputs and float32 otherwise. Differentiable w.r.t. the Gaussian
-    parameters on both backends.
+    and ``depth`` [C, H, W, 1]: the expected camera-space z of what is visible (0 where alpha is 0), or
+    with ``depth_mode="accumulated"`` the alpha-weighted sum of z (what the official depth video shows).
+    Gaussians are kept as gsplat keeps them: centre z in [near, far], radius above ``radius_clip``
+    (:mod:`vist3a.render.settings` has the rule and the official values). Outputs are float64 for float64
+    inputs and float32 otherwise. Differentiable w.r.t. the Gaussian parameters on both backends.
     """
     n = means.shape[0] if means.ndim == 2 else -1
     _check("means", means, (None, 3))
@@ -127,6 +136,8 @@ def rasterize(
     _check("viewmats", viewmats, (None, 4, 4))
     cams = viewmats.shape[0]
     _check("Ks", Ks, (cams, 3, 3))
+    if depth_mode not in DEPTH_MODES:
+        raise ValueError(f"rasterize: depth_mode must be one of {', '.join(DEPTH_MODES)}, got {depth_mode!r}")
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"rasterize: image size must be positive, got {width}x{height}")
     width, height = int(width), int(height)
@@ -146,7 +157,7 @@ def rasterize(
         )
     feats, alpha, depth_sum = run(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        sh_degree=sh_degree, near=near, far=far, covars=covars,
+        sh_degree=sh_degree, near=near, far=far, covars=covars, radius_clip=radius_clip,
     )
     feats, alpha, depth_sum = (t.to(device) for t in (feats, alpha, depth_sum))
     if background is not None:
@@ -154,7 +165,7 @@ def rasterize(
         bg = bg.expand(cams, feats.shape[-1]) if bg.ndim < 2 else bg
         _check("background", bg, (cams, feats.shape[-1]))
         feats = feats + (1.0 - alpha) * bg[:, None, None, :]
-    depth = depth_sum / alpha.clamp_min(1e-10)
+    depth = depth_sum if depth_mode == "accumulated" else depth_sum / alpha.clamp_min(1e-10)
     return feats, alpha, depth
 
 

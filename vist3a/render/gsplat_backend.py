@@ -59,6 +59,7 @@ def rasterize_gsplat(
     near: float = 0.01,
     far: float = 1e10,
     covars: Optional[torch.Tensor] = None,  # [N, 3, 3]
+    radius_clip: float = 0.0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Same contract as :func:`vist3a.render.torch_backend.rasterize_torch`, computed by gsplat."""
     try:
@@ -83,6 +84,7 @@ def rasterize_gsplat(
         height,
         near_plane=near,
         far_plane=far,
+        radius_clip=radius_clip,
         eps2d=0.3,
         sh_degree=sh_degree,
         render_mode="RGB+D",

@@ -3,7 +3,9 @@
 It follows 3DGS / gsplat "classic" mode so previews made without CUDA look like gsplat renders:
 EWA splatting (J W Sigma W^T J^T + 0.3 I), SH colours + 0.5 clamped at 0, front-to-back compositing
 in depth order with alpha = min(0.99, o * exp(-0.5 d^T Sigma^-1 d)), alphas below 1/255 skipped and a
-pixel finished once its transmittance would drop below 1e-4.
+pixel finished once its transmittance would drop below 1e-4. Gaussians are culled by gsplat's rules:
+centre z outside [near, far], opacity below 1/255, or both projected radii <= ``radius_clip``, with the
+radius per axis ceil(min(3.33, sqrt(2 ln(255 o))) * sqrt(variance of the blurred 2D covariance)).
 
 Work and memory follow the actual coverage: each Gaussian is paired only with the pixels in the
 bounding box of its alpha >= 1/255 ellipse (opacity-aware, like gsplat), the pairs are composited
@@ -42,6 +44,7 @@ ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99  # original 3DGS; gsplat's CUDA kernels use 0.999, visible only on near-opaque splats
 T_MIN = 1e-4
 EPS_2D = 0.3
+MAX_EXTENT = 3.33  # gsplat 1.5's cap on the opacity-aware extent (in standard deviations) of a projected radius
 PAIR_BUDGET = 1 << 20  # (pixel, Gaussian) pairs composited at once: bounds the memory
 WINDOW = 16  # rows culled together, in batch budgets of their (uncut) boxes
 PAIRS_PER_PIXEL = 4  # smaller batches on small images: finished pixels are found (and skipped) sooner
@@ -368,12 +371,14 @@ def _render_view(
     height: int,
     near: float,
     far: float,
+    radius_clip: float = 0.0,
 ) -> torch.Tensor:
     """One camera -> [H, W, D + 2]: accumulated features, accumulated depth, final transmittance."""
     dtype, device = means.dtype, means.device
     d = colors.shape[1] if sh_degree is None else 3
     depth_all = means @ viewmat[2, :3] + viewmat[2, 3]
-    valid = (depth_all > near) & (depth_all < far) & (opacities >= ALPHA_MIN)
+    # gsplat culls z < near and z > far: a centre exactly on a plane is kept
+    valid = (depth_all >= near) & (depth_all <= far) & (opacities >= ALPHA_MIN)
     idx = valid.nonzero().squeeze(1)
     if factor is not None:
         # Project every Gaussian when most are valid (a framed scene; only the faint ones fall out)
@@ -393,10 +398,16 @@ def _render_view(
 
     with torch.no_grad():  # pixel boxes of the alpha >= 1/255 ellipses (exact extent, 0.5 px margin)
         reach = torch.sqrt(2.0 * torch.log(opac * 255.0).clamp_min(0.0))
-        ex, ey = reach * a.clamp_min(0).sqrt() + 0.5, reach * c.clamp_min(0).sqrt() + 0.5
+        sd_x, sd_y = a.clamp_min(0).sqrt(), c.clamp_min(0).sqrt()
+        ex, ey = reach * sd_x + 0.5, reach * sd_y + 0.5
         lo_x, hi_x = mx - ex - 0.5, mx + ex - 0.5
         lo_y, hi_y = my - ey - 0.5, my + ey - 0.5
         seen = (det > 0) & torch.isfinite(lo_x + hi_x + lo_y + hi_y)
+        if 0 <= radius_clip < 1:  # the 0.3 blur makes sd >= 0.55 px: radii are 0 only where reach is
+            seen &= reach > 0
+        elif radius_clip >= 1:  # gsplat's rule: dropped when both whole-pixel radii are <= radius_clip
+            extent = reach.clamp_max(MAX_EXTENT)
+            seen &= ((extent * sd_x).ceil_() > radius_clip) | ((extent * sd_y).ceil_() > radius_clip)
         if every and idx.shape[0] != means.shape[0]:
             seen &= valid
         seen &= (hi_x >= 0) & (lo_x <= width - 1) & (hi_y >= 0) & (lo_y <= height - 1)
@@ -466,6 +477,7 @@ def rasterize_torch(
     near: float = 0.01,
     far: float = 1e10,
     covars: Optional[torch.Tensor] = None,  # [N, 3, 3]
+    radius_clip: float = 0.0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render C views -> (features [C,H,W,D] without background, alpha [C,H,W,1], sum w*z [C,H,W,1]).
 
@@ -474,7 +486,8 @@ def rasterize_torch(
     """
     factor = _factor_rows(quats, scales) if covars is None else None
     views = [
-        _render_view(means, covars, factor, opacities, colors, sh_degree, viewmats[i], Ks[i], width, height, near, far)
+        _render_view(means, covars, factor, opacities, colors, sh_degree, viewmats[i], Ks[i], width, height, near, far,
+                     radius_clip)
         for i in range(viewmats.shape[0])
     ]
     out = torch.stack(views)
