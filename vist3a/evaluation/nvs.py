@@ -5,8 +5,9 @@ Per test sequence (12 indexed frames): the last 4 positions, in reverse order, a
 are the context, with the last context view repeated once (9 views). Call 1 reconstructs Gaussians from the
 context. Call 2 runs the context + targets (13 views) only to predict the target cameras; their translations
 are scaled by mean(context translations of call 1) / mean(context translations of call 2) to bring them into
-call 1's frame. The Gaussians of call 1 are rendered from the scaled target cameras (near 0.01, far 100,
-white background) at the context size. Prediction and ground truth are quantised as the official PNGs
+call 1's frame. The Gaussians of call 1 are rendered from the scaled target cameras at the context size with
+the official decoder's settings (white background, near 1e-10, far 1e10, radius clip 0.1: the near 0.01 / far
+100 the official script passes are ignored by its decoder; `vist3a.render.settings`). Prediction and ground truth are quantised as the official PNGs
 (`images/<seq>/{gt,pred}/000000.png`, also written), then PSNR / SSIM / LPIPS per view, mean per sequence,
 mean over sequences.
 
@@ -37,14 +38,13 @@ from ..atomic import atomic_save_bytes
 from ..decoders import set_precision
 from ..errors import VIST3AError
 from ..functional import to_gaussians
-from ..render import render_gaussians
+from ..render import OFFICIAL_RENDER, render_gaussians
 from ..render.cameras import denormalize_intrinsics
 from .image_metrics import LPIPS, psnr, quantize_like_official, ssim
 from .re10k import Re10KTest, Views, to_tensor01
 from .report import bar_chart, markdown_table, write_json, write_text
 
 NUM_TARGETS = 4
-NEAR, FAR = 0.01, 100.0
 
 
 def split_views(n: int) -> tuple[list[int], list[int]]:
@@ -120,8 +120,10 @@ def prepare_precision(model: NVSModel, precision: str) -> NVSModel:
 
 
 @torch.no_grad()
-def render_targets(model: NVSModel, views: Views) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """-> (predicted target views [4, 3, H, W], ground truth [4, 3, H, W], scale factor); both in [0, 1]."""
+def render_targets(model: NVSModel, views: Views, settings=None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """-> (predicted target views [4, 3, H, W], ground truth [4, 3, H, W], scale factor); both in [0, 1].
+    ``settings``: a :class:`vist3a.render.RenderSettings`, default the official decoder's."""
+    settings = OFFICIAL_RENDER if settings is None else settings
     source, targets = split_views(views.context.shape[0])
     ctx, ctx_vae = views.context[source], views.vae[source]
     ctx, ctx_vae = torch.cat([ctx, ctx[-1:]]), torch.cat([ctx_vae, ctx_vae[-1:]])
@@ -134,7 +136,7 @@ def render_targets(model: NVSModel, views: Views) -> tuple[torch.Tensor, torch.T
     H, W = views.context.shape[-2:]
     K = denormalize_intrinsics(both.intrinsics[0, n_ctx:].float(), W, H)
     g = to_gaussians(first.gaussians[0])
-    rgb, _, _ = render_gaussians(g, c2w.to(g.means.device), K.to(g.means.device), W, H, background=1.0, near=NEAR, far=FAR)
+    rgb, _, _ = render_gaussians(g, c2w.to(g.means.device), K.to(g.means.device), W, H, **settings.kwargs())
     return rgb.permute(0, 3, 1, 2).clamp(0, 1).cpu(), views.context[targets], float(scale)
 
 
