@@ -45,7 +45,7 @@ LAYERS = {
 # Imports inside functions are only for dependencies that are heavy to import or optional (docs/architecture.md),
 # and for the CLI's subcommands (so `--help` and bad arguments answer without loading torch).
 HEAVY_OR_OPTIONAL = {"diffusers", "transformers", "accelerate", "peft", "sentencepiece", "tokenizers", "ftfy", "gsplat",
-                     "imageio", "torchvision", "open_clip", "pyiqa", "qwen_vl_utils", "isal", "lpips"}
+                     "imageio", "torchvision", "open_clip", "pyiqa", "qwen_vl_utils", "isal", "lpips", "matplotlib"}
 LAZY_FRONT_ENDS = {"vist3a.cli", "vist3a.__main__", "vist3a.evaluation.cli"}
 
 

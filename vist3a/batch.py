@@ -36,6 +36,7 @@ from .atomic import atomic_dir, atomic_write
 from .batch_media import save_trajectory_videos
 from .formats import save_ply, write_splats
 from .render.media import save_png_grid
+from .render.trajectory import depth_colormap_name
 
 NAME_LIMIT = 100  # characters of the prompt used as the folder name (official)
 REQUIRED_FILES = ("prompt.txt", "gaussians.ply")
@@ -167,6 +168,7 @@ def _write_prompt_folder(tmp: Path, prompt: str, scene, *, pipe, settings, sh_de
         "settings": asdict(settings),
         "sh_degree": sh_degree,
         "trajectory_interpolation": trajectory_t,
+        "depth_colormap": depth_colormap_name(),
         "models": getattr(pipe, "described", {}),
         "rank": info.rank,
         "world_size": info.world_size,
@@ -201,6 +203,9 @@ def run_batch(
     todo = [(p, n) for p, n in mine if not is_done(out / n, p)]
     log(f"{tag} {len(mine)} of {len(prompts)} prompts on this rank, {len(mine) - len(todo)} already done")
     pipe = load_pipeline() if todo else None
+    if todo and depth_colormap_name() != "matplotlib turbo":
+        log(f"{tag} note: matplotlib is not installed, so depth.{video_ext} is coloured by a polynomial fit of "
+            f"turbo (up to 26/255 off the official colours; gs.{video_ext} is unaffected): pip install matplotlib")
     results: list[PromptResult] = []
     spent, generated = 0.0, 0
     for i, (prompt, name) in enumerate(mine, 1):

@@ -2,9 +2,11 @@
 
 The official `inference_t23d.py` writes `gs.mp4` and `depth.mp4`: the predicted cameras with `t` views
 interpolated between each neighbouring pair (translation and intrinsics linearly, rotation matrices
-linearly then projected back onto SO(3) by SVD), rendered with near 0.1 / far 100, 20 fps, frames quantised
-by truncation; the depth is normalised by its 1% / 99% quantiles over every `S`-th frame and coloured with
-the turbo map. The evaluation samples its frames from `gs.mp4`, so we follow the same path and timing.
+linearly then projected back onto SO(3) by SVD), rendered with its decoder's settings (white, near 1e-10,
+far 1e10, radius clip 0.1; the 0.1 / 100 it passes are ignored), 20 fps, frames quantised by truncation; the
+accumulated depth is normalised by its 1% / 99% quantiles over every `S`-th frame and coloured with
+matplotlib's turbo. The evaluation samples its frames from `gs.mp4`, so we follow the same path and timing
+(vist3a.render.trajectory; tests/test_official_render.py holds it against the official writer).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ def truncate_to_uint8_levels(images: torch.Tensor) -> torch.Tensor:
 
 def render_trajectory(scene, t: int = 10, size: tuple[int, int] | None = None):
     """Scene -> (rgb [N, H, W, 3], depth RGB [N, H, W, 3]) along the interpolated predicted cameras
-    (vist3a.render.trajectory: the official interpolation, near 0.1 / far 100, Turbo depth)."""
+    (vist3a.render.trajectory: the official interpolation, render settings and depth colours)."""
     H, W = size or scene.image_size
     Kpx = denormalize_intrinsics(scene.intrinsics.cpu().float(), W, H)
-    return render_along(scene.gaussians, scene.c2w.cpu().float(), Kpx, W, H, between=t, background=1.0)
+    return render_along(scene.gaussians, scene.c2w.cpu().float(), Kpx, W, H, between=t)
 
 
 def save_trajectory_videos(scene, folder: Path, *, t: int = 10, ext: str = "mp4") -> list[Path]:
