@@ -69,6 +69,20 @@ def reward_frame(context: torch.Tensor, index: int) -> torch.Tensor:
     return context[:, :, index]
 
 
+def reward_renders(g, c2w: torch.Tensor, intrinsics: torch.Tensor, size: int, rc) -> torch.Tensor:
+    """The reward's renders [V, 3, size, size] in [-1, 1] of Gaussians ``g`` (decoder output) from predicted cameras
+    (c2w, normalised intrinsics), from their covariances as the official reward does (utils/reward.py:225-237
+    through DecoderSplattingCUDA), with the settings of ``align.reward.render_*`` (default the official decoder's)."""
+    from vist3a.render import RenderSettings, denormalize_intrinsics, rasterize, world_to_camera
+
+    settings = RenderSettings(near=float(rc.render_near), far=float(rc.render_far),
+                              radius_clip=float(rc.render_radius_clip), background=float(rc.render_background))
+    K = denormalize_intrinsics(intrinsics, size, size)
+    rgb, _, _ = rasterize(g.means, None, None, g.opacities, g.harmonics, world_to_camera(c2w), K, size, size,
+                          covars=g.covariances, **settings.kwargs())
+    return rgb.clamp(0, 1).permute(0, 3, 1, 2) * 2 - 1
+
+
 class Rollout:
     """Sampling with a few differentiable steps, then decode -> stitched decoder -> render -> reward."""
 
@@ -102,7 +116,6 @@ class Rollout:
         return {"steps": n, "grad_steps": sorted(grad), "guidance": rnd.uniform(g_lo, g_hi)}
 
     def __call__(self, step: int, prompt: str, position: int) -> tuple[torch.Tensor, dict]:
-        from vist3a.render import denormalize_intrinsics, rasterize, world_to_camera
         from vist3a.wan.sampling import denormalize_latents, make_scheduler
 
         ctx, device = self.ctx, self.ctx.device
@@ -133,11 +146,7 @@ class Rollout:
         g = out.gaussians[0]
         n_views = min(self.rc.render_views, F_)
         pick = torch.randperm(F_, generator=D.generator(ctx.seed, "rollout-views", position))[:n_views].to(device)
-        c2w = out.extrinsics[0][pick]
-        K = denormalize_intrinsics(out.intrinsics[0][pick], self.render_size, self.render_size)
-        rgb, _, _ = rasterize(g.means, None, None, g.opacities, g.harmonics, world_to_camera(c2w), K,
-                              self.render_size, self.render_size, covars=g.covariances, near=0.1, far=100.0)
-        renders = rgb.clamp(0, 1).permute(0, 3, 1, 2) * 2 - 1
+        renders = reward_renders(g, out.extrinsics[0][pick], out.intrinsics[0][pick], self.render_size, self.rc)
         loss_render, scores = self.rewards(renders, [prompt] * n_views)
         j = int(torch.randint(F_, (1,), generator=D.generator(ctx.seed, "rollout-frame", position)))
         loss_frame, frame_scores = self.rewards(reward_frame(context, j), [prompt])

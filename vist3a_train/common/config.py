@@ -140,6 +140,12 @@ class RewardConfig:
     grad_steps: int = 2  # random denoising steps with gradient (plus the last one)
     render_views: int = 13
     render_size: Optional[int] = None  # default: the decoder's context size
+    # The official decoder's render settings (vist3a.render.settings): white background, near 1e-10, gsplat's
+    # default far 1e10, radius clip 0.1. Our earlier runs rendered the reward on black with near 0.1 / far 100, no clip.
+    render_background: float = 1.0
+    render_near: float = 1e-10
+    render_far: float = 1e10
+    render_radius_clip: float = 0.1
     decode_grad: bool = True  # False: VAE decode without gradient (saves memory)
     vae_checkpointing: bool = True  # recompute the VAE decoder per latent frame in backward
     voxelize: Optional[bool] = None  # default: the decoder's config
