@@ -60,6 +60,57 @@ def test_gsplat_backend_renders_the_torch_image(cuda):
     assert not agreement(*render(other, c2w, K, 128, "torch"), rgb_g, alpha_g)["within_tolerance"]
 
 
+def test_gsplat_path_with_official_settings_is_gsplat_called_as_the_official_decoder(cuda):
+    """Our gsplat path with OFFICIAL_RENDER and the accumulated depth gives what DecoderSplattingCUDA's call
+    (decoder_splatting_cuda.py:92-111: near_plane=1e-10, far left at 1e10, radius_clip=0.1, white backgrounds,
+    RGB+D, covars, classic, one call per view) gives, on a scene with splats before 0.01 and beyond 100 of the
+    first camera; our former NVS settings (0.01 / 100, black) do not, and the torch rasteriser agrees."""
+    pytest.importorskip("gsplat")
+    from gsplat import rasterization
+    from render_compare import agreement, cameras, random_scene
+
+    from vist3a.render import OFFICIAL_RENDER, rasterize
+    from vist3a.render.torch_backend import covariance_from_quat_scale
+
+    size, views = 96, 3
+    g = random_scene(20_000, 3, seed=5, device=cuda)
+    c2w, K = (t.to(cuda) for t in cameras(views, size))
+    eye, forward = c2w[0, :3, 3], c2w[0, :3, 2]
+    lateral = torch.randn(8, 3, generator=torch.Generator().manual_seed(1)).to(cuda) * 1e-3
+    near_far = torch.cat([eye + 0.004 * forward + lateral, eye + 150.0 * forward + 1000 * lateral])  # z 0.004 / 150
+    means = torch.cat([g.means, near_far])
+    quats = torch.cat([g.rotations, torch.tensor([[1.0, 0, 0, 0]], device=cuda).expand(16, 4)])
+    scales = torch.cat([g.scales, torch.full((8, 3), 4e-4, device=cuda), torch.full((8, 3), 3.0, device=cuda)])
+    opac = torch.cat([g.opacities, torch.full((16,), 0.8, device=cuda)])
+    sh = torch.cat([g.sh, torch.rand(16, 3, g.sh.shape[2], device=cuda) * 0.5])
+    covars = covariance_from_quat_scale(quats, scales)
+    viewmats = c2w.inverse()  # the official extrinsics[i].float().inverse()
+
+    official_rgb, official_depth = [], []
+    for j in range(views):
+        out, _, _ = rasterization(means, quats, scales, opac, sh.transpose(1, 2).contiguous(), viewmats[j:j + 1],
+                                  K[j:j + 1], size, size, sh_degree=3, render_mode="RGB+D", packed=False,
+                                  near_plane=1e-10, backgrounds=torch.ones(1, 3, device=cuda), radius_clip=0.1,
+                                  covars=covars, rasterize_mode="classic")
+        official_rgb.append(out[..., :3].clamp(0, 1))
+        official_depth.append(out[..., 3:])
+    official_rgb, official_depth = torch.cat(official_rgb), torch.cat(official_depth)
+
+    def ours(backend, **settings):
+        rgb, alpha, depth = rasterize(means, quats, scales, opac, sh, viewmats, K, size, size, covars=covars,
+                                      backend=backend, depth_mode="accumulated", **settings)
+        return rgb.clamp(0, 1), alpha, depth
+
+    rgb, alpha, depth = ours("gsplat", **OFFICIAL_RENDER.kwargs())
+    d_rgb, d_depth = float((rgb - official_rgb).abs().max()), float((depth - official_depth).abs().max())
+    assert d_rgb <= 1e-5 and d_depth <= 1e-5 * float(official_depth.abs().max()), (d_rgb, d_depth)
+    old, _, _ = ours("gsplat", near=0.01, far=100.0, background=0.0)
+    assert float((old - official_rgb).abs().max()) > 0.1  # the near and far splats matter in this scene
+    t_rgb, t_alpha, _ = ours("torch", **OFFICIAL_RENDER.kwargs())
+    a = agreement(t_rgb, t_alpha, rgb, alpha)
+    assert a["within_tolerance"], a
+
+
 # ------------------------------------------------------------------------------------ cuDNN attention
 
 
