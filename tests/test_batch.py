@@ -123,7 +123,7 @@ def test_official_seed_mode_gives_the_kth_prompt_of_each_rank_the_kth_draw(tmp_p
     is bit-identical to generating that prompt alone with prompt_index k, also for a prompt redone on resume."""
     from dataclasses import replace
 
-    from vist3a.gaussians import save_ply
+    from vist3a.formats import save_ply
     from vist3a.pipeline import GenerateSettings, VIST3APipeline
     from vist3a.wan.seeding import OFFICIAL_SEED
 
