@@ -111,6 +111,37 @@ def test_gsplat_path_with_official_settings_is_gsplat_called_as_the_official_dec
     assert a["within_tolerance"], a
 
 
+# --------------------------------------------------------------------------------- official noise
+
+
+def test_official_noise_is_wan_pipelines_cuda_draw_per_prompt(cuda):
+    """inference_t23d.py: seed_everything(12413), then WanPipeline with no generator draws each prompt's noise
+    from the CUDA stream; official_noise(index=k) (what batch gives the k-th prompt of a rank) is that draw."""
+    from diffusers import WanPipeline
+
+    from vist3a.wan import NEGATIVE_PROMPT, build_prompt
+    from vist3a.wan.sampling import make_scheduler
+    from vist3a.wan.seeding import OFFICIAL_SEED, official_noise, seed_everything
+    from vist3a.wan.tiny import build_tiny_wan
+
+    tiny = build_tiny_wan(seed=0)
+    pipe = WanPipeline(tokenizer=tiny.tokenizer, text_encoder=tiny.text_encoder.to(cuda), vae=tiny.vae.to(cuda),
+                       transformer=tiny.transformer.to(cuda), scheduler=make_scheduler(5.0))
+    pipe.set_progress_bar_config(disable=True)
+    drawn = []
+    prepare = pipe.prepare_latents
+    pipe.prepare_latents = lambda *a, **k: drawn.append(prepare(*a, **k)) or drawn[-1]
+    seed_everything(OFFICIAL_SEED)
+    with torch.no_grad():
+        for p in ("a red car", "a wooden boat", "a stone tower"):
+            pipe(prompt=build_prompt(p), negative_prompt=NEGATIVE_PROMPT, num_inference_steps=2, guidance_scale=7.5,
+                 output_type="latent", num_frames=5, height=32, width=32)
+    assert all(d.device.type == "cuda" for d in drawn)
+    for k, noise in enumerate(drawn):
+        assert torch.equal(official_noise(tuple(noise.shape), cuda, index=k), noise), k
+    assert not torch.equal(drawn[0], drawn[1])
+
+
 # ------------------------------------------------------------------------------------ cuDNN attention
 
 
