@@ -75,7 +75,8 @@ def _matplotlib_turbo() -> Optional[torch.Tensor]:
     except ImportError:
         return None
     cmap = matplotlib.colormaps["turbo"]
-    rows = [cmap(np.arange(cmap.N))[:, :3], *(np.asarray(c)[None, :3] for c in (cmap.get_under(), cmap.get_over(), cmap.get_bad()))]
+    ends = (cmap.get_under(), cmap.get_over(), cmap.get_bad())
+    rows = [cmap(np.arange(cmap.N))[:, :3], *(np.asarray(c)[None, :3] for c in ends)]  # integers index the table
     return torch.from_numpy(np.concatenate(rows)).double()
 
 
@@ -87,7 +88,8 @@ def depth_colormap_name() -> str:
 def turbo_colormap(x: torch.Tensor) -> torch.Tensor:
     """Colours [..., 3] of float values [...] as ``matplotlib.colormaps["turbo"]`` gives them (index
     ``floor(N x)`` computed in x's precision, 1.0 -> the last colour, below 0 / from 1 on -> the under / over
-    colours, NaN -> black); the polynomial :func:`turbo` where matplotlib is not installed."""
+    colours, NaN -> black), as float32 copies of its float64 colours (each truncates to the same 8-bit level,
+    which is what the videos keep); the polynomial :func:`turbo` where matplotlib is not installed."""
     table = _matplotlib_turbo()
     if table is None:
         return turbo(torch.nan_to_num(x, nan=0.0))
