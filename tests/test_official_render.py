@@ -69,6 +69,8 @@ def test_turbo_colormap_edges_and_the_fallback(monkeypatch):
     want = matplotlib.colormaps["turbo"](x.numpy())[:, :3]  # under, 0, middle, 1.0, over, NaN (black)
     assert np.array_equal(traj.turbo_colormap(x).numpy(), want.astype(np.float32))
     assert np.array_equal(want[0], want[1]) and np.array_equal(want[3], want[4]) and not want[5].any()
+    table = traj._matplotlib_turbo()  # float32 copies keep every colour's 8-bit level (the official truncation)
+    assert np.array_equal(_levels(table.float()), (table.numpy() * 255).astype(np.uint8))
 
 
 def test_trajectory_renders_with_the_official_settings(monkeypatch):
