@@ -9,6 +9,7 @@ import torch
 import comfy.model_management as mm
 
 from vist3a.errors import VIST3AError
+from vist3a.finite import is_finite_number
 
 from .progress import interrupt_on_cancel
 
@@ -23,6 +24,14 @@ def _sentence(exc: BaseException) -> str:
     return first if first.endswith((".", "!", "?")) else first + "."
 
 
+def _refuse_non_finite(what: str, inputs: dict) -> None:
+    """ComfyUI checks a FLOAT input against its min/max only, which NaN passes (and the API's JSON may carry NaN or
+    Infinity): refuse such a number before the node runs, naming the input."""
+    for name, value in inputs.items():
+        if isinstance(value, float) and not is_finite_number(value):
+            raise NodeError(f"{what}: the input '{name}' is {value}; enter a finite number (NaN and infinity are refused).")
+
+
 def friendly(what: str):
     """Decorator for `execute`: user errors keep their own sentence, anything unexpected becomes
     '<what> failed: <reason>.' (ComfyUI still logs the traceback); Cancel passes through."""
@@ -30,6 +39,7 @@ def friendly(what: str):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            _refuse_non_finite(what, kwargs)
             try:
                 return fn(*args, **kwargs)
             except mm.InterruptProcessingException:

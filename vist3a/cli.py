@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .errors import UsageError, VIST3AError
+from .finite import finite_float
 
 # The subcommands import their implementation inside the handler on purpose: `--help` and argument
 # errors must answer without importing torch, diffusers or the models (seconds at start-up).
@@ -232,12 +233,12 @@ def _generate_options(g: argparse.ArgumentParser) -> None:
     g.add_argument("--text-encoder", dest="text_encoder", help="UMT5 text encoder file (ComfyUI single file)")
     g.add_argument("--tokenizer", help="tokenizer folder (only needed for single files without an embedded one)")
     g.add_argument("--lora", help="VIST3A Wan LoRA folder (vist3a_1.3b_lora_ema/)")
-    g.add_argument("--lora-strength", dest="lora_strength", type=float, default=1.0)
+    g.add_argument("--lora-strength", dest="lora_strength", type=finite_float, default=1.0)
     g.add_argument("--decoder", help="anysplat_stitched.pth or a stitched-decoder export folder")
     g.add_argument("--anysplat", help="AnySplat folder (model.safetensors + config.json), base of anysplat_stitched.pth")
     g.add_argument("--steps", type=int, default=50)
-    g.add_argument("--cfg", type=float, default=7.5)
-    g.add_argument("--shift", type=float, default=5.0)
+    g.add_argument("--cfg", type=finite_float, default=7.5)
+    g.add_argument("--shift", type=finite_float, default=5.0)
     g.add_argument("--seed", type=int, default=None, help="noise seed (default 0; 12413 with --seed-mode official)")
     g.add_argument("--seed-mode", dest="seed_mode", choices=("portable", "official"), default="portable",
                    help="portable: CPU generator, same scene on any machine; official: global RNG seeded and drawn "
@@ -251,14 +252,21 @@ def _generate_options(g: argparse.ArgumentParser) -> None:
                    help="SH degree written to the PLY (0-4; default 3, the highest common viewers read; 4 keeps AnySplat's full SH)")
     g.add_argument("--negative", default=None, help="negative prompt (default: the official one)")
     g.add_argument("--no-camera-template", dest="no_camera_template", action="store_true", help="use the prompt as is")
-    g.add_argument("--min-opacity", dest="min_opacity", type=float, default=0.0, help="drop Gaussians fainter than this")
+    g.add_argument("--min-opacity", dest="min_opacity", type=finite_float, default=0.0, help="drop Gaussians fainter than this")
     g.add_argument("--no-voxelize", dest="no_voxelize", action="store_true", help="keep one Gaussian per pixel")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--model-seed", dest="model_seed", type=int, default=0, help=argparse.SUPPRESS)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (exit 2) like every other input error, not the usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vist3a", description="VIST3A: text to 3D Gaussian splats")
+    parser = _OneLineParser(prog="python -m vist3a", description="VIST3A: text to 3D Gaussian splats")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="text -> 3D Gaussian splats (.ply)")
@@ -294,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, help="output .png")
     r.add_argument("--orbit", type=int, default=8, help="number of orbit views")
     r.add_argument("--size", type=int, default=256)
-    r.add_argument("--elevation", type=float, default=15.0)
+    r.add_argument("--elevation", type=finite_float, default=15.0)
     r.add_argument("--video", help="also write the orbit as .webp/.gif/.mp4")
     r.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto",
                    help="how the PLY stores opacity: logit (3DGS), linear (official VIST3A exporter), auto (detect; default)")
@@ -312,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parity", help="check numerical parity with the official code on a fixture")
     p.add_argument("fixture", help="FIXTURE.safetensors with a sibling FIXTURE.json")
-    p.add_argument("--tol", type=float, default=1e-4, help="max|a-b| <= tol * max|ref| per tensor (default 1e-4)")
+    p.add_argument("--tol", type=finite_float, default=1e-4, help="max|a-b| <= tol * max|ref| per tensor (default 1e-4)")
     p.set_defaults(func=_parity)
 
     d = sub.add_parser("demo", help="the `make demo` job: real weights if present, else tiny models")

@@ -14,6 +14,7 @@ is visible in one place:
     ├── ResourceError (ValueError)       a job that does not fit the limits / the memory
     ├── SamplingInputError (ValueError)  frame count, size, steps the Wan model cannot produce
     ├── UsageError (ValueError)          CLI arguments
+    ├── NonFiniteError (ValueError)      a number that is NaN or infinite (vist3a.finite)
     ├── ParityError (ValueError)         parity fixture or its metadata unusable
     └── Cancelled                        the user cancelled a long operation
 
@@ -35,6 +36,7 @@ __all__ = [
     "ResourceError",
     "SamplingInputError",
     "UsageError",
+    "NonFiniteError",
     "ParityError",
     "Cancelled",
     "HostSyncError",
@@ -87,6 +89,10 @@ class SamplingInputError(VIST3AError, ValueError):
 
 class UsageError(VIST3AError, ValueError):
     """Command-line input the user can fix; printed as one line."""
+
+
+class NonFiniteError(VIST3AError, ValueError):
+    """A setting that must be a number is NaN or infinite (``--cfg nan``, a node input, a config value)."""
 
 
 class ParityError(VIST3AError, ValueError):

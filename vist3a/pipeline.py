@@ -32,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from . import decoders
 from . import tiny as tiny_models
 from .errors import Cancelled
+from .finite import check_finite, check_finite_fields
 from .functional import CancelFn, ProgressFn, Scene, splats_from_latent
 from .models import AnySplat, StitchedDecoder
 from .offload import GIB, resolve_offload
@@ -70,6 +71,9 @@ class GenerateSettings:
     # cond + uncond as one batched transformer call, the sync-free UniPC loop. False: the reference
     # (two calls per step and diffusers' scheduler, as WanPipeline runs them).
     fast: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        check_finite_fields(self, where="GenerateSettings")
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -163,6 +167,9 @@ class VIST3APipeline:
         `fast`, `precision`, `compile`, `offload`, `memory_cap_gib`, `attention`: see `optimize`. With
         offloading possible the weights are read into CPU memory first and placed by `optimize`.
         """
+        check_finite(lora_strength, "lora_strength")
+        if memory_cap_gib is not None:
+            check_finite(memory_cap_gib, "memory_cap_gib")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         on_gpu = device.type == "cuda"
         prec = resolve_precision(precision, device)

@@ -12,6 +12,8 @@ from typing import Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from ..finite import check_finite_values
+
 __all__ = [
     "look_at",
     "orbit_cameras",
@@ -71,6 +73,8 @@ def orbit_cameras(
     centre looking along +z (AnySplat's first view looks along +z). ``fov_deg`` is horizontal.
     Returns (c2w [n, 4, 4], K [n, 3, 3]) in float32.
     """
+    check_finite_values([("orbit radius", radius), ("elevation", elevation_deg), ("azimuth", start_azimuth_deg)],
+                        where="orbit cameras")
     if n < 1 or radius <= 0:
         raise ValueError(f"orbit needs n >= 1 and radius > 0, got n={n}, radius={radius}")
     c = _vec(center)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path
 from ..errors import CheckpointError
+from ..finite import check_finite
 from .configs import wan_size_name
 
 __all__ = [
@@ -227,6 +228,7 @@ def apply_vist3a_lora(transformer, lora: Union[WanLoRA, str, Path], strength: fl
     unmerges and re-merges, which in half precision is not bit-exact).  Applying again under the
     same ``adapter_name`` replaces the previous LoRA.
     """
+    check_finite(strength, "LoRA strength")
     if not isinstance(lora, WanLoRA):
         lora = load_vist3a_lora(lora)
     check_lora_fits(lora, transformer)
@@ -247,6 +249,7 @@ def apply_vist3a_lora(transformer, lora: Union[WanLoRA, str, Path], strength: fl
 def set_lora_strength(transformer, strength: float, *, adapter_name: str = ADAPTER_NAME,
                       merge: bool | None = None) -> None:
     """Change the strength of an applied VIST3A LoRA (and optionally its merged state)."""
+    check_finite(strength, "LoRA strength")
     state = applied_loras(transformer).get(adapter_name)
     if state is None:
         raise CheckpointError(f"no VIST3A LoRA named {adapter_name!r} is applied to this transformer")

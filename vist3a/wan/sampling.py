@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from ..errors import Cancelled, SamplingInputError
+from ..finite import check_finite_values
 from ..offload import execution_device
 from ..sync import no_host_sync
 from .configs import WAN_VAE_CONFIG
@@ -215,6 +216,7 @@ def sample_latents(
     :func:`vist3a.sync.no_host_sync` (raises :class:`vist3a.errors.HostSyncError` / a CUDA error on a sync).
     """
     models.require("transformer", purpose="Sampling a Wan latent")
+    check_finite_values([("cfg", cfg), ("shift", shift)], where="Wan sampling")
     check_video_shape(num_frames, height, width, steps)
     if seed_mode not in SEED_MODES:
         raise SamplingInputError(f"seed_mode={seed_mode!r} is not known: use one of {', '.join(SEED_MODES)}")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from vist3a.finite import NonFiniteError, check_finite_values
+
 __all__ = ["ConfigError", "Config", "RunConfig", "ModelsConfig", "DataConfig", "FindLayerConfig", "StitchFinetuneConfig",
            "AlignConfig", "RewardConfig", "load_config", "resolve_path", "defaults"]
 
@@ -326,6 +328,10 @@ def _build(cls, data: Mapping, where: tuple[str, ...], source: str):
             v = _coerce(value, tp)
         except _Bad:
             raise ConfigError(f"{source}: config key '{key}' must be {_type_name(tp)}, got {value!r}") from None
+        try:
+            check_finite_values([(f"config key '{key}'", v)], where=source)
+        except NonFiniteError as exc:
+            raise ConfigError(str(exc)) from None
         choices = f.metadata.get("choices")
         if choices and v not in choices:
             raise ConfigError(f"{source}: config key '{key}' must be one of {', '.join(choices)}, got {v!r}")
