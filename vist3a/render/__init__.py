@@ -8,6 +8,7 @@ ComfyUI nodes, reward alignment) never care which one ran.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional, Sequence, Tuple, Union
 
@@ -26,6 +27,7 @@ from .cameras import (
     world_to_camera,
 )
 from .settings import OFFICIAL_RENDER, RenderSettings
+from .threads import cpu_render_threads
 from .torch_backend import rasterize_torch
 
 __all__ = [
@@ -155,10 +157,13 @@ def rasterize(
         means, quats, scales, opacities, colors, viewmats, Ks, covars = (
             None if t is None else t.to(work) for t in (means, quats, scales, opacities, colors, viewmats, Ks, covars)
         )
-    feats, alpha, depth_sum = run(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        sh_degree=sh_degree, near=near, far=far, covars=covars, radius_clip=radius_clip,
-    )
+    # On the CPU, as many threads as pay off right now: a busy machine makes extra threads a loss (threads.py).
+    busy = cpu_render_threads(max(width * height, means.shape[0])) if use_torch and work.type == "cpu" else contextlib.nullcontext()
+    with busy:
+        feats, alpha, depth_sum = run(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+            sh_degree=sh_degree, near=near, far=far, covars=covars, radius_clip=radius_clip,
+        )
     feats, alpha, depth_sum = (t.to(device) for t in (feats, alpha, depth_sum))
     if background is not None:
         bg = torch.as_tensor(background, dtype=feats.dtype, device=feats.device)
