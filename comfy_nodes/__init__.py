@@ -11,9 +11,10 @@ from comfy_api.latest import ComfyExtension, io
 from .generate import NODES as _GENERATE
 from .loaders import NODES as _LOADERS
 from .model_files import register_model_folder
+from .run_size import NODES as _RUN_SIZE
 from .splats import NODES as _SPLATS
 
-NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS]
+NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS, *_RUN_SIZE]
 
 
 class VIST3AExtension(ComfyExtension):

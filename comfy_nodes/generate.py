@@ -16,7 +16,7 @@ from vist3a.wan.seeding import SEED_MODES
 from .errors import NodeError, friendly
 from .loaders import WanHandle
 from .model_memory import ModelHandle
-from .progress import Progress, check_cancel, should_cancel
+from .progress import NodeText, Progress, StageTimer, check_cancel, running_node_id, should_cancel
 from .sockets import CATEGORY, AnySplatModel, Cameras, Splat, StitchedDecoder, WanModel, scenes_to_outputs
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -65,19 +65,29 @@ class TextEncode(io.ComfyNode):
                 io.Conditioning.Output(display_name="positive", tooltip="Prompt conditioning (UMT5 embeddings, 512 tokens)."),
                 io.Conditioning.Output(display_name="negative", tooltip="Negative conditioning for classifier-free guidance."),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     @friendly("Text Encode")
     def execute(cls, wan, prompt, camera_template, negative_prompt) -> io.NodeOutput:
-        from vist3a.wan import build_prompt, encode_prompt
+        from vist3a.wan import build_prompt, empty_prompt_note, encode_prompt
 
         if not isinstance(wan, WanHandle):
             raise NodeError("The 'wan' input must come from Load Wan 2.1 (VIST3A).")
+        text = NodeText(running_node_id(cls))
+        note = empty_prompt_note(prompt, camera_template)
+        if note:  # allowed, but almost always a slip: say it where the user looks, and in the console
+            print(f"[VIST3A] Text Encode: {note}", flush=True)
+            text.header = note
+            text.say(force=True)
         models = wan.ready("text_encoder", "tokenizer")
         check_cancel()
-        pos = encode_prompt(models, build_prompt(prompt, camera_template=camera_template))
-        neg = encode_prompt(models, negative_prompt)
+        bar = Progress(200)
+        pos = encode_prompt(models, build_prompt(prompt, camera_template=camera_template), should_cancel=should_cancel,
+                            progress=StageTimer(bar, text, "Prompt", 0, 100, "layer"))
+        neg = encode_prompt(models, negative_prompt, should_cancel=should_cancel,
+                            progress=StageTimer(bar, text, "Negative prompt", 100, 200, "layer"))
         return io.NodeOutput([[pos.float().cpu(), {"pooled_output": None}]], [[neg.float().cpu(), {"pooled_output": None}]])
 
 
@@ -115,6 +125,7 @@ class Sample(io.ComfyNode):
                                      "(0 = first); the official script draws one noise per prompt from one stream."),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Raw Wan latent [1, 16, 1+(frames-1)/4, H/8, W/8].")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -130,37 +141,64 @@ class Sample(io.ComfyNode):
         pos, neg = _pad_to(pos, length), _pad_to(neg, length)
         models = wan.ready("transformer")
         wan.apply_loras()
-        _say_cpu_estimate(models, steps, cfg, frames, height, width)
+        text = NodeText(running_node_id(cls))
+        text.header = _sample_estimate(models, steps, cfg, frames, height, width)
         bar = Progress(steps)
+        progress = StageTimer(bar, text, "Sampling", 0, steps)
+        text.say(f"Sampling: step 0 of {steps}", force=True)
         check_cancel()
         latent = sample_latents(models, pos, neg, num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
                                 shift=shift, seed=seed, seed_mode=seed_mode, prompt_index=prompt_index,
-                                callback=lambda i, n: bar.set(i), should_cancel=should_cancel)
+                                callback=progress, should_cancel=should_cancel)
         return io.NodeOutput({"samples": latent.float().cpu()})
 
 
-def _say_cpu_estimate(models, steps, cfg, frames, height, width) -> None:
-    """Print how long sampling will take when it runs on the CPU and takes over a minute."""
+QUICK_HINT = " (Run Size (VIST3A) set to 'quick try (CPU)' sets them)"
+
+
+def _on_cpu(module) -> bool:
+    first = next(module.parameters(), None) if module is not None else None
+    return first is not None and first.device.type == "cpu"
+
+
+def _shown(line: str, hint: bool) -> str:
+    """An estimate line for the console and the node: printed, and returned without its console prefix."""
+    print(line, flush=True)
+    shown = line.removeprefix("[VIST3A] ")
+    return shown[:-1] + QUICK_HINT + "." if hint and "for a quick try" in shown else shown
+
+
+def _sample_estimate(models, steps, cfg, frames, height, width) -> str:
+    """How long sampling will take when it runs on the CPU and takes over a minute (printed, and returned for
+    the node's text), else ''."""
     from vist3a.cpu_estimate import LONG_RUN_S, describe, estimate_wan_sampling
 
     if models.transformer is None or torch.device(models.device).type != "cpu":
-        return
+        return ""
     est = estimate_wan_sampling(models.transformer, steps, cfg, frames, height, width)
-    if est.seconds > LONG_RUN_S:
-        print(describe(est), flush=True)
+    return _shown(describe(est), hint=True) if est.seconds > LONG_RUN_S else ""
 
 
-def _say_decode_estimate(model, z: torch.Tensor) -> None:
-    """Print how long the stitched decode will take when it runs on the CPU and takes over a minute."""
+def _decode_estimate(model, z: torch.Tensor) -> str:
+    """The same for the stitched decode of latent ``z``."""
     from vist3a.cpu_estimate import LONG_RUN_S, describe_decode, estimate_stitched_decode
     from vist3a.models import StitchedDecoder
 
-    first = next(model.parameters(), None)
-    if not isinstance(model, StitchedDecoder) or first is None or first.device.type != "cpu":
-        return
+    if not isinstance(model, StitchedDecoder) or not _on_cpu(model):
+        return ""
     est = estimate_stitched_decode(model, tuple(z.shape))
-    if est.seconds > LONG_RUN_S:
-        print(describe_decode(est), flush=True)
+    frames, size = (z.shape[2] - 1) * 4 + 1, max(z.shape[3], z.shape[4]) * 8
+    return _shown(describe_decode(est, frames, size), hint=True) if est.seconds > LONG_RUN_S else ""
+
+
+def _anysplat_estimate(model, views: int, height: int, width: int) -> str:
+    """The same for Images to Splats on ``views`` images of ``height`` x ``width``."""
+    from vist3a.cpu_estimate import LONG_RUN_S, describe_anysplat, estimate_anysplat
+
+    if not _on_cpu(model):
+        return ""
+    est = estimate_anysplat(model, views, height, width)
+    return _shown(describe_anysplat(est, views, max(height, width)), hint=True) if est.seconds > LONG_RUN_S else ""
 
 
 VOXELIZE = ["auto", "on", "off"]
@@ -195,13 +233,14 @@ class DecodeSplats(io.ComfyNode):
                 Cameras.Output(display_name="cameras", tooltip="Predicted camera poses and intrinsics of every frame."),
                 io.Image.Output(display_name="frames", tooltip="The decoded RGB frames the decoder saw."),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     @friendly("Decode Splats")
     def execute(cls, latent, vae, decoder, voxelize, min_opacity) -> io.NodeOutput:
         from vist3a.functional import splats_from_latent
-        from vist3a.wan import decode_latents
+        from vist3a.wan import decode_latents, vae_checks
 
         z = latent.get("samples") if isinstance(latent, dict) else None
         if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != 16:
@@ -210,26 +249,30 @@ class DecodeSplats(io.ComfyNode):
                               "sample with a Wan 2.1 model (Sample (VIST3A) or KSampler with an empty Wan/Hunyuan video latent).")
         if not isinstance(decoder, ModelHandle):
             raise NodeError("The 'decoder' input must come from Load Stitched Decoder (VIST3A).")
-        bar = Progress(3)
+        bar = Progress(100)
+        text = NodeText(running_node_id(cls))
+        frames = StageTimer(bar, text, "VAE decode", 0, 30, "latent frame")
         check_cancel()
         if isinstance(vae, WanHandle):
-            video = decode_latents(vae.ready("vae"), z)  # [B, 3, F, H, W] in [-1, 1]
+            video = decode_latents(vae.ready("vae"), z, should_cancel=should_cancel, progress=frames)  # [B, 3, F, H, W] in [-1, 1]
         elif hasattr(vae, "decode") and hasattr(vae, "first_stage_model"):
             if getattr(vae, "latent_channels", 16) != 16:
                 raise NodeError(f"The VAE has {vae.latent_channels} latent channels; Decode Splats needs the Wan 2.1 VAE "
                                   "(wan_2.1_vae.safetensors, 16 channels), not the Wan 2.2 one.")
-            images = vae.decode(z)  # [B, F, H, W, 3] in [0, 1]
+            with vae_checks(vae.first_stage_model, z.shape[2] * z.shape[0], should_cancel, frames):
+                images = vae.decode(z)  # [B, F, H, W, 3] in [0, 1]
             if images.ndim == 4:
                 images = images.unsqueeze(0)
             video = images.movedim(-1, 1).float() * 2.0 - 1.0
         else:
             raise NodeError("The 'vae' input must be ComfyUI's Wan 2.1 VAE (Load VAE) or a VIST3A Wan with a VAE.")
-        bar.set(1)
+        bar.set(30)
         check_cancel()
         model = decoder.ready()
-        _say_decode_estimate(model, z)
-        scenes = splats_from_latent(model, z, video, voxelize=_voxelize(voxelize), min_opacity=min_opacity)
-        bar.set(3)
+        text.header = _decode_estimate(model, z)
+        scenes = splats_from_latent(model, z, video, voxelize=_voxelize(voxelize), min_opacity=min_opacity,
+                                    should_cancel=should_cancel, progress=StageTimer(bar, text, "Decoding splats", 30, 100, "block"))
+        bar.set(100)
         return io.NodeOutput(*scenes_to_outputs(scenes))
 
 
@@ -262,6 +305,7 @@ class ImagesToSplats(io.ComfyNode):
                 Cameras.Output(display_name="cameras", tooltip="Predicted pose and intrinsics of each used view."),
                 io.Image.Output(display_name="frames", tooltip="The views as the model saw them (cropped/resized)."),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -272,12 +316,14 @@ class ImagesToSplats(io.ComfyNode):
         if not isinstance(anysplat, ModelHandle):
             raise NodeError("The 'anysplat' input must come from Load AnySplat (VIST3A).")
         x = prepare_views(images, max_views, size, resize)
-        bar = Progress(2)
+        bar = Progress(100)
+        text = NodeText(running_node_id(cls))
         check_cancel()
         model = anysplat.ready()
-        bar.set(1)
-        scenes = splats_from_images(model, x.unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity)
-        bar.set(2)
+        text.header = _anysplat_estimate(model, x.shape[0], x.shape[-2], x.shape[-1])
+        scenes = splats_from_images(model, x.unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity,
+                                    should_cancel=should_cancel, progress=StageTimer(bar, text, "Reconstructing", 0, 100, "block"))
+        bar.set(100)
         return io.NodeOutput(*scenes_to_outputs(scenes))
 
 

@@ -16,7 +16,7 @@ from vist3a.formats import OPACITY_MODES
 from .errors import NodeError, friendly
 from .model_files import NONE, allowed_read_roots, input_and_output_files
 from .model_memory import pick_device
-from .progress import Progress, check_cancel, node_text
+from .progress import NodeText, Progress, StageTimer, check_cancel, node_text, running_node_id
 from .sockets import SPLATS, Cameras, Splat, check_cameras, check_splat, to_splat
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
@@ -50,6 +50,7 @@ class RenderViews(io.ComfyNode):
                 Cameras.Input("cameras", optional=True, tooltip="Predicted cameras from Decode Splats / Images to Splats (for 'predicted cameras')."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Rendered views [N, H, W, 3], all scenes one after another.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -80,6 +81,7 @@ class RenderViews(io.ComfyNode):
             jobs.append((g, c2w, K))
         total = sum(j[1].shape[0] for j in jobs)
         bar = Progress(total)
+        views_done = StageTimer(bar, NodeText(running_node_id(cls)), "Rendering", 0, total, "view")
         out = []
         chunk = 4
         for g, c2w, K in jobs:
@@ -89,7 +91,7 @@ class RenderViews(io.ComfyNode):
                 with torch.no_grad():
                     rgb, _, _ = render_gaussians(gd, c2w[s:s + chunk].to(device), K[s:s + chunk].to(device), width, height, background=bg)
                 out.append(rgb.clamp(0, 1).float().cpu())
-                bar.step(rgb.shape[0])
+                views_done(sum(o.shape[0] for o in out), total)
         return io.NodeOutput(torch.cat(out, 0))
 
 
@@ -100,14 +102,16 @@ class RenderViews(io.ComfyNode):
 
         device = pick_device("auto")
         bar = Progress(len(scenes) * 1000)
+        text = NodeText(running_node_id(cls))
         out = []
         for i, g in enumerate(scenes):
             cs = cams[min(i, len(cams) - 1)]
             c2w, K = cameras_from_normalized_intrinsics(cs.c2w, cs.intrinsics, width, height)
+            views_done = StageTimer(bar, text, f"Rendering scene {i + 1} of {len(scenes)}", i * 1000, (i + 1) * 1000, "view")
 
-            def step(done, total, i=i):
+            def step(done, total, views_done=views_done):
                 check_cancel()
-                bar.set(i * 1000 + 1000 * done // total)
+                views_done(done, total)
 
             rgb, depth = render_trajectory(g.to(device), c2w.to(device), K.to(device), width, height, background=bg, progress=step)
             out.append(depth if mode == "trajectory depth" else rgb)
@@ -283,7 +287,7 @@ class LoadPLY(io.ComfyNode):
     def _say(cls, message: str) -> None:
         """Show a reading note on the node (progress text) and in the console."""
         print(f"[VIST3A] Load PLY: {message}")
-        node_text(message, getattr(cls.hidden, "unique_id", None) if getattr(cls, "hidden", None) else None)
+        node_text(message, running_node_id(cls))
 
 
 NODES = [RenderViews, PreviewSplats, SavePLY, LoadPLY]

@@ -28,7 +28,7 @@ REPO = comfyui_env.REPO
 NODE_IDS = [
     "VIST3ALoadWan", "VIST3ALoadLoRA", "VIST3AApplyLoRAToModel", "VIST3ALoadStitchedDecoder", "VIST3ALoadAnySplat",
     "VIST3ATextEncode", "VIST3ASample", "VIST3ADecodeSplats", "VIST3AImagesToSplats",
-    "VIST3ARenderViews", "VIST3APreviewSplats", "VIST3ASavePLY", "VIST3ALoadPLY",
+    "VIST3ARenderViews", "VIST3APreviewSplats", "VIST3ASavePLY", "VIST3ALoadPLY", "VIST3ARunSize",
 ]
 
 # The shipped workflows use the official sizes (13 frames at 512x512, 50 steps); on a CPU with tiny
@@ -113,10 +113,12 @@ class ComfyServer:
 
     # ------------------------------------------------------------------ prompts
     def api_from_workflow(self, path: Path, overrides: dict | None = FAST) -> dict:
+        """The workflow as an API prompt with `overrides` {class_type: {input: value}} applied; an overridden widget
+        that the workflow drives from Run Size gets the literal value instead of the link."""
         api = ui_to_api(json.loads(Path(path).read_text()), self.object_info())
         for node in api.values():
             for k, v in (overrides or {}).get(node["class_type"], {}).items():
-                if k in node["inputs"] and not isinstance(node["inputs"][k], list):
+                if k in node["inputs"]:
                     node["inputs"][k] = v
         return api
 

@@ -50,6 +50,12 @@ def test_generate_is_reproducible_for_a_seed(generated, tmp_path):
     assert torch.equal(load_ply(out / "barn.ply").means, load_ply(tmp_path / "again.ply").means)
 
 
+def test_empty_prompt_is_said_on_stderr(tmp_path):
+    proc = run("generate", "  ", "-o", tmp_path / "o.ply", "--tiny", "--frames", 5, "--size", 64, "--steps", 1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "note: The prompt is empty: the scene comes from the camera template alone" in proc.stderr
+
+
 def test_generate_with_exported_decoder(tmp_path):
     decoders.save_stitched_export(tiny.build_tiny_decoder(seed=9), tmp_path / "dec")
     proc = run("generate", "x", "-o", tmp_path / "o.ply", "--tiny", "--decoder", tmp_path / "dec", "--frames", 5,

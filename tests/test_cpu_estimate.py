@@ -1,4 +1,5 @@
-"""The CPU time estimate printed by Sample: token count, FLOP formula, scaling and the message."""
+"""The CPU time estimates Sample, Decode Splats and Images to Splats show: token count, FLOP formulas, scaling, and
+advice that names only the settings above the quick try."""
 
 import pytest
 
@@ -8,7 +9,10 @@ from vist3a.cpu_estimate import (
     describe_decode,
     estimate_decode,
     estimate_sample,
+    human_seconds,
     measure_gflops,
+    progress_line,
+    quick_advice,
     wan_step_flops,
     wan_tokens,
 )
@@ -30,7 +34,8 @@ def test_estimate_scales_with_steps_cfg_and_size():
     # 1.3B at the official sizes needs ~1.4 PFLOP: hours on a 100 GFLOP/s CPU
     assert 3600 < e.seconds < 36000
     line = describe(e)
-    assert line.startswith("[VIST3A] Sample on the CPU: about 3.8 h") and "lower steps" in line
+    assert line.startswith("[VIST3A] Sample on the CPU: about 3.8 h")
+    assert line.endswith("for a quick try lower steps to 10, frames to 5 and width/height to 256.")
 
 
 def test_measured_speed_is_positive():
@@ -47,8 +52,48 @@ def test_decode_estimate_counts_frame_and_global_attention():
     assert decoder_flops(**{**full, "frames": 26}) > 2 * f
     e = estimate_decode(**full, gflops=100.0)
     assert e.seconds == pytest.approx(f / 100e9) and e.seconds > 60  # minutes on a 100 GFLOP/s CPU
-    line = describe_decode(e)
-    assert line.startswith("[VIST3A] Decode Splats on the CPU: at least") and "fewer frames" in line
+    line = describe_decode(e, frames=13, size=512)
+    assert line.startswith("[VIST3A] Decode Splats on the CPU: at least")
+    assert line.endswith("for a quick try sample with frames to 5 and width/height to 256.")
+
+
+@pytest.mark.parametrize("settings, advice", [
+    (dict(steps=50, frames=13, size=512), "lower steps to 10, frames to 5 and width/height to 256"),
+    (dict(steps=10, frames=5, size=2048), "lower width/height to 256"),  # only what is above the quick try
+    (dict(steps=8, frames=5, size=256), "these are already the quick-try sizes"),
+    (dict(max_views=24, anysplat_size=224), "lower max_views to 8"),
+])
+def test_advice_never_suggests_a_value_already_set(settings, advice):
+    assert quick_advice(**settings).endswith(advice)
+
+
+def test_long_runs_at_quick_sizes_do_not_advise_lowering():
+    e = estimate_sample(params=1_300_000_000, layers=30, dim=1536, steps=10, cfg=7.5, frames=5, height=256, width=256,
+                        gflops=0.01)
+    assert describe(e).endswith("these are already the quick-try sizes.")
+    d = estimate_decode(params=10**9, dim=1024, frame_blocks=40, global_blocks=24, frames=5, tokens_per_frame=4096, gflops=1.0)
+    line = describe_decode(d, frames=5, size=2048)
+    assert line.endswith("for a quick try sample with width/height to 256.") and "frames to" not in line
+
+
+def test_progress_line_says_what_is_left():
+    assert progress_line(0, 50, 3.0) == "step 0 of 50, 3 s so far"
+    assert progress_line(5, 50, 60.0) == "step 5 of 50, 60 s so far, about 9 min left"
+    assert progress_line(13, 13, 120.0, "frame") == "frame 13 of 13, 2 min so far"
+    assert human_seconds(7200) == "2.0 h"
+
+
+def test_anysplat_estimate_reads_the_model():
+    from vist3a.cpu_estimate import describe_anysplat, estimate_anysplat
+    from vist3a.tiny import build_tiny_anysplat
+
+    model = build_tiny_anysplat()
+    cfg = model.cfg
+    e = estimate_anysplat(model, views=6, height=56, width=42, gflops=10.0)
+    params = sum(p.numel() for p in model.parameters())
+    flops = decoder_flops(params, cfg.embed_dim, cfg.dino_depth + cfg.aa_depth, cfg.aa_depth, 6, 4 * 3)
+    assert e.frames == 6 and e.tokens_per_frame == 12 and e.seconds == pytest.approx(flops / 10e9)
+    assert describe_anysplat(e, views=24, size=448).endswith("lower max_views to 8 and size to 224.")
 
 
 def test_estimates_read_the_sizes_of_real_models():

@@ -33,7 +33,7 @@ FORBIDDEN = {
 # A package (e.g. vist3a.weights) counts as one unit; its submodules may import each other freely.
 LAYERS = {
     0: ["vist3a", "vist3a.errors", "vist3a.atomic", "vist3a.sync", "vist3a.offload", "vist3a.read_roots",
-        "vist3a.cpu_estimate", "vist3a.finite"],
+        "vist3a.cpu_estimate", "vist3a.finite", "vist3a.block_hooks", "vist3a.run_sizes"],
     1: ["vist3a.weights", "vist3a.models", "vist3a.gaussians", "vist3a.formats", "vist3a.render", "vist3a.view_prep"],
     2: ["vist3a.wan", "vist3a.decoders", "vist3a.parity", "vist3a.tiny", "vist3a.functional", "vist3a.placement",
         "vist3a.outputs", "vist3a.limits", "vist3a.splat_contract", "vist3a.scene_view", "vist3a.batch_media"],

@@ -57,3 +57,19 @@ def test_encoder_sees_cleaned_text():
     # ...cleaned, the encoder gets the same tokens.
     assert torch.equal(encode_prompt(tiny, [messy]), encode_prompt(tiny, [clean]))
     assert not torch.equal(encode_prompt(tiny, [clean]), encode_prompt(tiny, ["A red car and a cafe stop"]))
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
+def test_an_empty_prompt_is_said_with_what_still_applies(prompt):
+    from vist3a.wan.prompts import empty_prompt_note
+
+    note = empty_prompt_note(prompt)
+    assert note.startswith("The prompt is empty") and "camera template" in note and "negative prompt" in note
+    assert "\n" not in note
+    assert "template is off" in empty_prompt_note(prompt, camera_template=False)
+
+
+def test_a_real_prompt_says_nothing():
+    from vist3a.wan.prompts import empty_prompt_note
+
+    assert empty_prompt_note("a red car") is None

@@ -21,12 +21,14 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "LOAD_3D"}  # LOAD
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload", "file_upload")
 
 PROMPT = "a cozy living room with a sofa, a wooden table and a lamp"
-CPU_NOTE_SAMPLE = ("\n\n**On a CPU** (no GPU): the defaults take hours. For a quick try lower Sample's steps to 10, frames to 5 "
-                   "and width/height to 256, and Render Views to 8 views at 256x256; Sample prints its time estimate first.")
-CPU_NOTE_KSAMPLER = ("\n\n**On a CPU** (no GPU): the defaults take hours. For a quick try lower KSampler's steps to 10 and the "
-                     "empty latent to 5 frames at 256x256.")
-CPU_NOTE_VIDEO = ("\n\n**On a CPU** (no GPU): lower Images to Splats' max_views to 8 and size to 224 for a quick try; fewer views "
-                  "also give fewer Gaussians (smaller PLY, faster viewer).")
+RUN_SIZE_TITLE = "Run Size: official (GPU) or quick try (CPU)"
+CPU_NOTE_SAMPLE = ("\n\n**On a CPU** (no GPU): set **Run Size** (top left) to *quick try (CPU)*: 10 steps, 5 frames at 256x256 "
+                   "and 8 views at 256x256, minutes instead of hours. Sample and Decode Splats show their time estimate and "
+                   "the time left on the node while they run; Cancel stops any stage within seconds.")
+CPU_NOTE_KSAMPLER = ("\n\n**On a CPU** (no GPU): set **Run Size** (top left) to *quick try (CPU)*: KSampler's steps to 10 and "
+                     "the empty latent to 5 frames at 256x256, minutes instead of hours.")
+CPU_NOTE_VIDEO = ("\n\n**On a CPU** (no GPU): set **Run Size** (top left) to *quick try (CPU)*: Images to Splats uses 8 views "
+                  "at 224x224 (fewer views also give fewer Gaussians: smaller PLY, faster viewer).")
 
 
 class MissingNodeError(KeyError):
@@ -106,19 +108,30 @@ def _neg(object_info):
 ANY_COMFY = "\n\nRuns on ComfyUI 0.3.75 or newer (tested: 0.3.75 and 0.28.0)."
 
 
+# Run Size's outputs (comfy_nodes/run_size.py), wired into the widgets they set.
+RS = 20  # the Run Size node's id in every workflow (above every other id)
+STEPS, FRAMES, SIZE, VIEWS, VIEW_SIZE, MAX_VIEWS, ANYSPLAT_SIZE = ((RS, i) for i in range(7))
+
+
+def _run_size(pos=(40, 0)):
+    return (RS, "VIST3ARunSize", dict(run="official (GPU)"), {}, pos, RUN_SIZE_TITLE)
+
+
 def _text_to_3dgs(object_info, wan, lora, dtype, offload, prefix, note):
     return [
+        _run_size(),
         (1, "VIST3ALoadWan", dict(model=wan, text_encoder=UMT5, vae=VAE, dtype=dtype, device="auto", offload=offload), {}, (40, 80), None),
         (2, "VIST3ALoadLoRA", dict(lora_name=lora, strength=1.0), {"wan": (1, 0)}, (40, 380), None),
         (3, "VIST3ATextEncode", dict(prompt=PROMPT, camera_template=True, negative_prompt=_neg(object_info)), {"wan": (2, 0)}, (420, 80), None),
         (4, "VIST3ASample", dict(seed=42, steps=50, cfg=7.5, shift=5.0, frames=13, width=512, height=512),
-         {"wan": (2, 0), "positive": (3, 0), "negative": (3, 1)}, (860, 80), None),
+         {"wan": (2, 0), "positive": (3, 0), "negative": (3, 1), "steps": STEPS, "frames": FRAMES, "width": SIZE, "height": SIZE},
+         (860, 80), None),
         (5, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (420, 560), None),
         (6, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (4, 0), "vae": (2, 0), "decoder": (5, 0)}, (1240, 80), None),
         (7, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"splat": (6, 0), "cameras": (6, 1)}, (1620, 80), None),
         (8, "VIST3ASavePLY", dict(filename_prefix=prefix, sh_degree="3", also_splat=False, also_spz=True), {"splat": (6, 0)}, (1240, 420), None),
         (9, "VIST3ARenderViews", dict(mode="orbit", views=24, width=512, height=512, fov=50.0, elevation=15.0, background="white"),
-         {"splat": (6, 0)}, (1240, 640), None),
+         {"splat": (6, 0), "views": VIEWS, "width": VIEW_SIZE, "height": VIEW_SIZE}, (1240, 640), None),
         (10, "SaveAnimatedWEBP", dict(filename_prefix=prefix + "_orbit", fps=12.0, lossless=False, quality=85, method="default"), {"images": (9, 0)}, (1620, 600), None),
         (11, "MarkdownNote", {"_text": note + CPU_NOTE_SAMPLE + ANY_COMFY}, {}, (40, 640), "About this workflow"),
     ]
@@ -145,14 +158,16 @@ def spec_text_14b(oi):
 def spec_native(oi):
     neg = _neg(oi)
     return [
+        _run_size(),
         (1, "UNETLoader", dict(unet_name=WAN13, weight_dtype="default"), {}, (40, 80), None),
         (2, "VIST3AApplyLoRAToModel", dict(lora_name=LORA13, strength=1.0), {"model": (1, 0)}, (40, 260), None),
         (3, "ModelSamplingSD3", dict(shift=5.0), {"model": (2, 0)}, (40, 440), None),
         (4, "VIST3ALoadWan", dict(model="(none)", text_encoder=UMT5, vae="(none)", dtype="auto", device="auto", offload="comfy"), {}, (40, 600), "Load UMT5 text encoder (VIST3A)"),
         (5, "VIST3ATextEncode", dict(prompt=PROMPT, camera_template=True, negative_prompt=neg), {"wan": (4, 0)}, (420, 520), None),
-        (6, "EmptyHunyuanLatentVideo", dict(width=512, height=512, length=13, batch_size=1), {}, (420, 300), "Empty Wan latent (13 frames)"),
+        (6, "EmptyHunyuanLatentVideo", dict(width=512, height=512, length=13, batch_size=1),
+         {"width": SIZE, "height": SIZE, "length": FRAMES}, (420, 300), "Empty Wan latent"),
         (7, "KSampler", dict(seed=42, steps=50, cfg=7.5, sampler_name="uni_pc", scheduler="simple", denoise=1.0),
-         {"model": (3, 0), "positive": (5, 0), "negative": (5, 1), "latent_image": (6, 0)}, (860, 80), None),
+         {"model": (3, 0), "positive": (5, 0), "negative": (5, 1), "latent_image": (6, 0), "steps": STEPS}, (860, 80), None),
         (8, "VAELoader", dict(vae_name=VAE), {}, (860, 460), None),
         (9, "VIST3ALoadStitchedDecoder", dict(decoder="anysplat_stitched.pth", anysplat="anysplat/", precision="auto", device="auto"), {}, (860, 600), None),
         (10, "VIST3ADecodeSplats", dict(voxelize="auto", min_opacity=0.0), {"latent": (7, 0), "vae": (8, 0), "decoder": (9, 0)}, (1240, 80), None),
@@ -169,15 +184,16 @@ def spec_native(oi):
 
 def spec_video(oi):
     return [
+        _run_size(),
         (1, "LoadVideo", dict(file="vist3a_example_orbit.mp4"), {}, (40, 80), None),
         (2, "GetVideoComponents", {}, {"video": (1, 0)}, (40, 420), None),
         (3, "VIST3ALoadAnySplat", dict(anysplat="anysplat/", precision="auto", device="auto"), {}, (40, 600), None),
         (4, "VIST3AImagesToSplats", dict(max_views=24, size=448, resize="crop square", voxelize="auto", min_opacity=0.0),
-         {"anysplat": (3, 0), "images": (2, 0)}, (420, 80), None),
+         {"anysplat": (3, 0), "images": (2, 0), "max_views": MAX_VIEWS, "size": ANYSPLAT_SIZE}, (420, 80), None),
         (5, "VIST3APreviewSplats", dict(max_splats=1_000_000), {"splat": (4, 0), "cameras": (4, 1)}, (820, 80), None),
         (6, "VIST3ASavePLY", dict(filename_prefix="VIST3A/video_to_3dgs", sh_degree="3", also_splat=False, also_spz=False), {"splat": (4, 0)}, (420, 460), None),
         (7, "VIST3ARenderViews", dict(mode="predicted cameras", views=24, width=448, height=448, fov=50.0, elevation=15.0, background="black"),
-         {"splat": (4, 0), "cameras": (4, 1)}, (820, 560), None),
+         {"splat": (4, 0), "cameras": (4, 1), "width": ANYSPLAT_SIZE, "height": ANYSPLAT_SIZE}, (820, 560), None),
         (8, "PreviewImage", {}, {"images": (7, 0)}, (1200, 560), "Re-rendered input views"),
         (9, "MarkdownNote", {"_text": "**Images / video -> 3D Gaussians (plain AnySplat).**\n\nLoad a video (or batch images) of one scene, "
                                       "taken while moving around it. Weights: `vist3a/anysplat/` (lhjiang/anysplat: model.safetensors + config.json)."
@@ -189,7 +205,7 @@ def spec_video(oi):
 def spec_native_splat_nodes(oi):
     """Text -> 3DGS handed to ComfyUI's own splat nodes (ComfyUI 0.28+): Transform Splat, Create 3D File,
     Preview Splat / Save Splat, and Extract Mesh from Splat -> Save 3D Model."""
-    nodes = [n for n in _text_to_3dgs(oi, WAN13, LORA13, "auto", "comfy", "VIST3A/native_splat", "") if n[0] <= 6]
+    nodes = [n for n in _text_to_3dgs(oi, WAN13, LORA13, "auto", "comfy", "VIST3A/native_splat", "") if n[0] <= 6 or n[0] == RS]
     return nodes + [
         (7, "TransformSplat", dict(translate_x=0.0, translate_y=0.0, translate_z=0.0, rotate_x=180.0, rotate_y=0.0, rotate_z=0.0,
                                    scale_x=1.0, scale_y=1.0, scale_z=1.0), {"splat": (6, 0)}, (1620, 80), "Transform Splat (OpenCV y-down -> y-up)"),
@@ -205,7 +221,8 @@ def spec_native_splat_nodes(oi):
                                        "Decode Splats outputs a native SPLAT, so every ComfyUI splat node takes it: Transform Splat turns the "
                                        "scene upright (AnySplat predicts OpenCV axes, y down), Create 3D File + Preview Splat / Save Splat show "
                                        "and save it (output/VIST3A/), Extract Mesh from Splat + Save 3D Model make a coloured mesh. "
-                                       "Weights as in the 1.3B workflow."}, {}, (40, 640), "About this workflow"),
+                                       "Weights as in the 1.3B workflow." + CPU_NOTE_SAMPLE.replace(" and 8 views at 256x256", "")},
+         {}, (40, 640), "About this workflow"),
     ]
 
 
@@ -230,7 +247,7 @@ MIN_HEIGHT = {
     "VIST3ALoadStitchedDecoder": 132, "VIST3ALoadAnySplat": 108, "VIST3ADecodeSplats": 124, "VIST3AImagesToSplats": 196,
     "VIST3ARenderViews": 224, "VIST3ASavePLY": 132, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
     "EmptyHunyuanLatentVideo": 132, "KSampler": 264, "VAELoader": 60, "PreviewImage": 200, "SaveAnimatedWEBP": 156,
-    "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 260,
+    "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 260, "VIST3ARunSize": 200,
     # ComfyUI 0.28's splat nodes (frontend 1.45.21)
     "TransformSplat": 320, "SplatToFile3D": 84, "SplatToMesh": 250, "SaveGLB": 84,
 }
@@ -296,7 +313,8 @@ def build_ui(spec: list, object_info: dict) -> dict:
         values = []
         slot = 0
         for name, t, opts, optional in _ordered_inputs(info):
-            if _is_widget(t, opts):
+            widget = _is_widget(t, opts)
+            if widget:
                 value = widgets[name] if name in widgets else opts.get("default")
                 if isinstance(t, list) and value not in t:
                     raise ValueError(f"{typ}.{name}: {value!r} not in {t[:5]}...")
@@ -306,14 +324,17 @@ def build_ui(spec: list, object_info: dict) -> dict:
                         values.append("fixed")
                     if any(opts.get(k) for k in UPLOAD_KEYS):
                         values.append("image")
-                continue
+                if name not in inputs:
+                    continue
             link = None
             if name in inputs:
                 link = next(l[0] for l in links if l[3] == nid and l[6] == name)
                 for l in links:
                     if l[0] == link:
                         l[4] = slot
-            node["inputs"].append({"name": name, "type": t, "link": link, **({"shape": 7} if optional else {})})
+            # a widget driven by a link (Run Size's outputs) is saved as an input that names its widget
+            node["inputs"].append({"name": name, "type": t, "link": link, **({"widget": {"name": name}} if widget else {}),
+                                   **({"shape": 7} if optional else {})})
             slot += 1
         for i, (t, name) in enumerate(zip(info["output"], info["output_name"])):
             node["outputs"].append({"name": name, "type": t, "links": out_links.get((nid, i), []), "slot_index": i})

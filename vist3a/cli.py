@@ -123,8 +123,13 @@ def _load_pipeline(args, device=None):
 
 
 def _generate(args) -> int:
+    from .wan.prompts import empty_prompt_note
+
     out = _check_output(args.output, _splat_suffixes())
     settings = _settings(args)
+    empty = empty_prompt_note(args.prompt, not args.no_camera_template)
+    if empty:
+        _note(empty)
     t0 = time.perf_counter()
     pipe = _load_pipeline(args)
     for part, what in pipe.described.items():

@@ -1,4 +1,5 @@
-"""A one-line time estimate before a long CPU run, so a CPU user learns what to lower before waiting.
+"""A one-line time estimate before a long CPU run, so a CPU user learns what to lower before waiting, and the
+'step 3 of 50, about 16 min left' line while it runs.
 
 The Wan transformer's work per denoising step is about 2 * parameters * tokens multiply-adds for the
 linear layers plus 4 * layers * tokens^2 * width for attention (tokens: latent frames x (H/16) x (W/16)),
@@ -13,9 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
+from .run_sizes import above_quick
+
 __all__ = ["LONG_RUN_S", "wan_tokens", "wan_step_flops", "measure_gflops", "SampleEstimate", "estimate_sample", "describe",
            "DecodeEstimate", "decoder_flops", "estimate_decode", "describe_decode", "estimate_wan_sampling",
-           "estimate_stitched_decode"]
+           "estimate_stitched_decode", "estimate_anysplat", "describe_anysplat", "quick_advice", "progress_line",
+           "human_seconds"]
 
 LONG_RUN_S = 60.0  # say something only when the run will take longer than this
 
@@ -73,7 +77,8 @@ def estimate_wan_sampling(transformer, steps: int, cfg: float, frames: int, heig
                            measure_gflops() if gflops is None else gflops)
 
 
-def _human(seconds: float) -> str:
+def human_seconds(seconds: float) -> str:
+    """42 s, 17 min, 1.5 h."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -81,11 +86,33 @@ def _human(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+_ADVICE_NAMES = {"steps": "steps", "frames": "frames", "size": "width/height", "views": "views",
+                 "view_size": "view size", "max_views": "max_views", "anysplat_size": "size"}
+
+
+def quick_advice(**settings: int) -> str:
+    """What to lower for a quick try, naming only the settings above the quick try's values (vist3a.run_sizes):
+    'lower steps to 10 and frames to 5', or that these already are the quick try's sizes."""
+    lower = above_quick(**settings)
+    if not lower:
+        return "these are already the quick-try sizes"
+    parts = [f"{_ADVICE_NAMES[name]} to {value}" for name, value in lower.items()]
+    return "for a quick try lower " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+
+
 def describe(est: SampleEstimate) -> str:
-    """The line printed before a long CPU run, with what to lower for a quick try."""
-    return (f"[VIST3A] Sample on the CPU: about {_human(est.seconds)} ({est.steps} steps x {est.passes} passes, "
-            f"{est.frames} frames at {est.width}x{est.height}); for a quick try lower steps (e.g. 10), "
-            "frames (5) and width/height (256).")
+    """The line printed before a long CPU run, with what to lower for a quick try (only what is above it)."""
+    return (f"[VIST3A] Sample on the CPU: about {human_seconds(est.seconds)} ({est.steps} steps x {est.passes} passes, "
+            f"{est.frames} frames at {est.width}x{est.height}); "
+            f"{quick_advice(steps=est.steps, frames=est.frames, size=max(est.height, est.width))}.")
+
+
+def progress_line(done: int, total: int, elapsed_s: float, unit: str = "step") -> str:
+    """'step 3 of 50, 1 min so far, about 16 min left' (the rate so far, once one unit is done)."""
+    line = f"{unit} {done} of {total}, {human_seconds(elapsed_s)} so far"
+    if 0 < done < total:
+        line += f", about {human_seconds(elapsed_s / done * (total - done))} left"
+    return line
 
 
 # --------------------------------------------------------------------------------------------- decoding
@@ -128,6 +155,25 @@ def estimate_stitched_decode(decoder, latent_shape, gflops: float | None = None)
                            (h // 2) * (w // 2), measure_gflops() if gflops is None else gflops)
 
 
-def describe_decode(est: DecodeEstimate) -> str:
-    return (f"[VIST3A] Decode Splats on the CPU: at least {_human(est.seconds)} ({est.frames} frames, "
-            f"{est.tokens_per_frame} tokens each); for a quick try sample fewer frames (5) at a smaller size (256).")
+def describe_decode(est: DecodeEstimate, frames: int, size: int) -> str:
+    """The decode's line; ``frames`` and ``size`` are the sampled video's (what to lower is chosen there)."""
+    advice = quick_advice(frames=frames, size=size)
+    if advice.startswith("for a quick try lower "):
+        advice = "for a quick try sample with " + advice[len("for a quick try lower "):]
+    return (f"[VIST3A] Decode Splats on the CPU: at least {human_seconds(est.seconds)} ({est.frames} frames, "
+            f"{est.tokens_per_frame} tokens each); {advice}.")
+
+
+def estimate_anysplat(model, views: int, height: int, width: int, gflops: float | None = None) -> DecodeEstimate:
+    """:func:`estimate_decode` for plain AnySplat (Images to Splats) on ``views`` images of ``height`` x ``width``:
+    every DINO block runs on each view's (H/14)(W/14) patches, then the aggregator's frame and global blocks."""
+    cfg = model.cfg
+    params = sum(p.numel() for p in model.parameters())
+    tokens = (height // cfg.patch_size) * (width // cfg.patch_size)
+    return estimate_decode(params, cfg.embed_dim, cfg.dino_depth + cfg.aa_depth, cfg.aa_depth, views, tokens,
+                           measure_gflops() if gflops is None else gflops)
+
+
+def describe_anysplat(est: DecodeEstimate, views: int, size: int) -> str:
+    return (f"[VIST3A] Images to Splats on the CPU: at least {human_seconds(est.seconds)} ({est.frames} views, "
+            f"{est.tokens_per_frame} tokens each); {quick_advice(max_views=views, anysplat_size=size)}.")

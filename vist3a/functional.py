@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .block_hooks import block_checks
 from .gaussians import Gaussians
 from .models import AnySplat, SplatOutput, StitchedDecoder
 from .models.gaussian_adapter import RawGaussians
@@ -79,19 +80,27 @@ def splats_from_latent(
     *,
     voxelize: bool | None = None,
     min_opacity: float = 0.0,
+    should_cancel: CancelFn | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Scene]:
-    """Raw Wan latent [B, 16, T, h, w] + its decoded video [B, 3, F, H, W] in [-1, 1] -> scenes."""
+    """Raw Wan latent [B, 16, T, h, w] + its decoded video [B, 3, F, H, W] in [-1, 1] -> scenes.
+    ``should_cancel()`` is asked before every block (raising Cancelled); ``progress(done, total)`` counts the
+    transformer blocks."""
     device = next(decoder.parameters()).device
     size = decoder.cfg.context_size(latent.shape[-2:])
     context = context_from_video(video.to(device), size)
-    out = decoder.forward_with_latent(latent.to(device).float(), context, voxelize_output=voxelize)
+    with block_checks(decoder, should_cancel, progress, counted=decoder.encoder.transformer_blocks(),
+                      what="Decoding splats"):
+        out = decoder.forward_with_latent(latent.to(device).float(), context, voxelize_output=voxelize)
     return scenes_from_output(out, (context.permute(0, 2, 1, 3, 4) + 1) / 2, min_opacity=min_opacity)
 
 
 @torch.no_grad()
-def splats_from_images(anysplat: AnySplat, images01: torch.Tensor, *, voxelize: bool | None = None, min_opacity: float = 0.0) -> list[Scene]:
+def splats_from_images(anysplat: AnySplat, images01: torch.Tensor, *, voxelize: bool | None = None, min_opacity: float = 0.0,
+                       should_cancel: CancelFn | None = None, progress: Callable[[int, int], None] | None = None) -> list[Scene]:
     """Images [S, H, W, 3] or [B, S, 3, H, W] in [0, 1] -> scenes (plain AnySplat). Sizes that are not
-    multiples of 14 are resized down to the nearest multiple (aspect ratio kept within a patch)."""
+    multiples of 14 are resized down to the nearest multiple (aspect ratio kept within a patch). Cancel and
+    progress as :func:`splats_from_latent`."""
     if images01.dim() == 4:
         images01 = images01.permute(0, 3, 1, 2).unsqueeze(0)
     if images01.dim() != 5 or images01.shape[2] != 3:
@@ -107,5 +116,7 @@ def splats_from_images(anysplat: AnySplat, images01: torch.Tensor, *, voxelize: 
         B, S = x.shape[:2]
         x = F.interpolate(x.flatten(0, 1), size=(Hn, Wn), mode="bilinear", align_corners=False, antialias=True)
         x = x.reshape(B, S, 3, Hn, Wn)
-    out = anysplat(x.clamp(0, 1), voxelize_output=voxelize)
+    with block_checks(anysplat, should_cancel, progress, counted=anysplat.encoder.transformer_blocks(),
+                      what="Images to splats"):
+        out = anysplat(x.clamp(0, 1), voxelize_output=voxelize)
     return scenes_from_output(out, x, min_opacity=min_opacity)

@@ -330,14 +330,15 @@ class VIST3APipeline:
 
     # ---------------------------------------------------------------------------------- stages
     def encode_prompt(self, prompt: str, negative_prompt: str | None = None, camera_template: bool = True,
-                      fast: bool | None = None):
+                      fast: bool | None = None, should_cancel: CancelFn | None = None):
         texts = [build_prompt(prompt, camera_template=camera_template),
                  NEGATIVE_PROMPT if negative_prompt is None else negative_prompt]
         with self.stage("text"):
             if self._fast() if fast is None else fast:
-                both = encode_prompt(self.wan, texts)  # one call for both (same padding, same result)
+                both = encode_prompt(self.wan, texts, should_cancel=should_cancel)  # one call for both (same padding, same result)
                 return both[:1], both[1:]
-            return encode_prompt(self.wan, texts[0]), encode_prompt(self.wan, texts[1])
+            return (encode_prompt(self.wan, texts[0], should_cancel=should_cancel),
+                    encode_prompt(self.wan, texts[1], should_cancel=should_cancel))
 
     def sample(self, pos, neg, s: GenerateSettings, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None) -> torch.Tensor:
         fast = self._fast(s)
@@ -349,13 +350,16 @@ class VIST3APipeline:
                 should_cancel=should_cancel,
             )
 
-    def decode_video(self, latent: torch.Tensor) -> torch.Tensor:
+    def decode_video(self, latent: torch.Tensor, should_cancel: CancelFn | None = None) -> torch.Tensor:
         with self.stage("vae"):
-            return decode_latents(self.wan, latent, tiled=self.plan.vae_tiling if self.plan is not None else None)
+            return decode_latents(self.wan, latent, tiled=self.plan.vae_tiling if self.plan is not None else None,
+                                  should_cancel=should_cancel)
 
-    def decode_splats(self, latent: torch.Tensor, video: torch.Tensor, s: GenerateSettings) -> list[Scene]:
+    def decode_splats(self, latent: torch.Tensor, video: torch.Tensor, s: GenerateSettings,
+                      should_cancel: CancelFn | None = None) -> list[Scene]:
         with self.stage("splats"):
-            return splats_from_latent(self.decoder, latent, video, voxelize=s.voxelize, min_opacity=s.min_opacity)
+            return splats_from_latent(self.decoder, latent, video, voxelize=s.voxelize, min_opacity=s.min_opacity,
+                                      should_cancel=should_cancel)
 
     def generate(self, prompt: str, settings: GenerateSettings | None = None, progress: ProgressFn | None = None,
                  should_cancel: CancelFn | None = None) -> tuple[Scene, torch.Tensor]:
@@ -364,15 +368,16 @@ class VIST3APipeline:
         self.last_timings = {}
         report = progress or (lambda *a: None)
         report("text", 0, 1)
-        pos, neg = self.encode_prompt(prompt, s.negative_prompt, s.camera_template, fast=self._fast(s))
+        pos, neg = self.encode_prompt(prompt, s.negative_prompt, s.camera_template, fast=self._fast(s),
+                                      should_cancel=should_cancel)
         report("text", 1, 1)
         latent = self.sample(pos, neg, s, progress, should_cancel)
         report("vae", 0, 1)
-        video = self.decode_video(latent)
+        video = self.decode_video(latent, should_cancel)
         report("vae", 1, 1)
         if should_cancel and should_cancel():
             raise Cancelled("generation cancelled before decoding splats")
         report("splats", 0, 1)
-        scene = self.decode_splats(latent, video, s)[0]
+        scene = self.decode_splats(latent, video, s, should_cancel)[0]
         report("splats", 1, 1)
         return scene, latent

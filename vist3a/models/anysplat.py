@@ -50,6 +50,11 @@ class AnySplatEncoder(nn.Module):
         # Mixed precision of the official inference: bf16 autocast for the transformer, fp32 heads.
         self.transformer_autocast: torch.dtype | None = None
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The DINO and aggregator blocks, each run once per pass: the units its progress is counted in."""
+        agg = self.aggregator
+        return [*agg.patch_embed.blocks, *agg.frame_blocks, *agg.global_blocks]
+
     def _transformer_context(self, device: torch.device):
         if self.transformer_autocast is None:
             return contextlib.nullcontext()

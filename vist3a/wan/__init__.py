@@ -26,7 +26,7 @@ from .lora import (
     save_comfy_lora,
     set_lora_strength,
 )
-from .prompts import CAMERA_TEMPLATE, NEGATIVE_PROMPT, build_prompt
+from .prompts import CAMERA_TEMPLATE, NEGATIVE_PROMPT, build_prompt, empty_prompt_note
 from .sampling import (
     Cancelled,
     SamplingInputError,
@@ -35,6 +35,7 @@ from .sampling import (
     encode_prompt,
     normalize_latents,
     sample_latents,
+    vae_checks,
 )
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
     "load_vae_file", "load_text_encoder_file", "load_tokenizer", "sniff_wan_path",
     "WanLoRA", "load_vist3a_lora", "apply_vist3a_lora", "set_lora_strength", "remove_vist3a_lora", "lora_to_comfy",
     "save_comfy_lora",
-    "CAMERA_TEMPLATE", "NEGATIVE_PROMPT", "build_prompt",
+    "CAMERA_TEMPLATE", "NEGATIVE_PROMPT", "build_prompt", "empty_prompt_note",
     "Cancelled", "SamplingInputError", "encode_prompt", "sample_latents", "decode_latents", "normalize_latents",
-    "denormalize_latents",
+    "denormalize_latents", "vae_checks",
 ]

@@ -7,7 +7,7 @@ less 3D-consistent videos, so every front end uses these constants.
 
 from __future__ import annotations
 
-__all__ = ["CAMERA_TEMPLATE", "NEGATIVE_PROMPT", "build_prompt"]
+__all__ = ["CAMERA_TEMPLATE", "NEGATIVE_PROMPT", "build_prompt", "empty_prompt_note"]
 
 # Note the backticks around the user's text: they are part of the released template.
 CAMERA_TEMPLATE = (
@@ -35,3 +35,17 @@ def build_prompt(prompt: str, camera_template: bool = True) -> str:
     if not camera_template:
         return prompt
     return CAMERA_TEMPLATE.format(prompt=prompt)
+
+
+def empty_prompt_note(prompt: str, camera_template: bool = True) -> str | None:
+    """A warning when the scene prompt is empty (or only spaces), else None.
+
+    An empty prompt is allowed (it still conditions on the camera template and is guided away from the
+    negative prompt), but it is almost always a slip that costs a whole run: every front end shows this.
+    """
+    if prompt.strip():
+        return None
+    source = ("the camera template alone ('The camera rotates around the scene...')" if camera_template
+              else "no text at all (the camera template is off)")
+    return (f"The prompt is empty: the scene comes from {source}, guided away from the negative prompt; "
+            "write what the scene should contain.")

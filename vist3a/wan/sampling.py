@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from ..block_hooks import block_checks
 from ..errors import Cancelled, SamplingInputError
 from ..finite import check_finite_values
 from ..offload import execution_device
@@ -44,6 +45,7 @@ __all__ = [
     "decode_latents",
     "normalize_latents",
     "denormalize_latents",
+    "vae_checks",
 ]
 
 # Official inference defaults (inference_t23d.py / utils/argument.py).
@@ -109,9 +111,11 @@ def normalize_latents(latents: torch.Tensor, vae_or_config) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_prompt(models: WanModels, prompts: Union[str, Sequence[str]],
-                  max_sequence_length: int = MAX_SEQUENCE_LENGTH) -> torch.Tensor:
+                  max_sequence_length: int = MAX_SEQUENCE_LENGTH, *, should_cancel: Optional[Callable[[], bool]] = None,
+                  progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """UMT5 embeddings ``[B, max_sequence_length, 4096]`` exactly as ``WanPipeline`` computes them:
-    cleaned text, padded to ``max_sequence_length``, positions after the prompt zeroed."""
+    cleaned text, padded to ``max_sequence_length``, positions after the prompt zeroed. ``should_cancel()`` is
+    asked before every encoder layer (raising Cancelled); ``progress(done, total)`` counts the layers."""
     models.require("text_encoder", "tokenizer", purpose="Encoding a prompt")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     text_inputs = models.tokenizer(
@@ -122,12 +126,13 @@ def encode_prompt(models: WanModels, prompts: Union[str, Sequence[str]],
     device = execution_device(text_encoder)
     ids, mask = text_inputs.input_ids.to(device), text_inputs.attention_mask.to(device)
     embedding = getattr(getattr(text_encoder, "encoder", None), "embed_tokens", None) or text_encoder.get_input_embeddings()
-    if embedding.weight.device != device:
-        # An offloaded text encoder keeps its (2 GB) token table on the CPU: look up there, ship the rows.
-        embeds = embedding(text_inputs.input_ids.to(embedding.weight.device)).to(device)
-        hidden = text_encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-    else:
-        hidden = text_encoder(ids, mask).last_hidden_state
+    with block_checks(text_encoder, should_cancel, progress, what="Text encoding"):
+        if embedding.weight.device != device:
+            # An offloaded text encoder keeps its (2 GB) token table on the CPU: look up there, ship the rows.
+            embeds = embedding(text_inputs.input_ids.to(embedding.weight.device)).to(device)
+            hidden = text_encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        else:
+            hidden = text_encoder(ids, mask).last_hidden_state
     # Same as the pipeline's per-prompt truncate-and-zero-pad (right padding), without a host round trip.
     return torch.where(mask.unsqueeze(-1).bool(), hidden, torch.zeros((), dtype=hidden.dtype, device=device))
 
@@ -291,13 +296,16 @@ def _denoise_loop(transformer, timesteps, latents, state, updates, scheduler, dt
 
 
 @torch.no_grad()
-def decode_latents(models: WanModels, raw_latents: torch.Tensor, *, tiled: Optional[bool] = None) -> torch.Tensor:
+def decode_latents(models: WanModels, raw_latents: torch.Tensor, *, tiled: Optional[bool] = None,
+                   should_cancel: Optional[Callable[[], bool]] = None,
+                   progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """Raw Wan latents -> RGB frames ``[B, 3, F, H, W]`` in [-1, 1] (float32).
 
     The VAE runs in its own dtype (float32 by default; the fast path stores it in bf16, which is what
     the official inference computes under its bf16 autocast).  ``tiled=True`` decodes in spatial
     tiles (diffusers' ``enable_tiling``: far less memory, seams blended); ``None`` keeps the VAE's
-    current setting.
+    current setting. ``should_cancel()`` is asked before every decoder stage (raising Cancelled);
+    ``progress(done, total)`` counts the latent frames (the VAE decodes one at a time).
     """
     models.require("vae", purpose="Decoding Wan latents to frames")
     vae = models.vae
@@ -310,8 +318,19 @@ def decode_latents(models: WanModels, raw_latents: torch.Tensor, *, tiled: Optio
         vae.enable_tiling() if tiled else vae.disable_tiling()
     try:
         dtype = next(vae.parameters()).dtype
-        frames = vae.decode(raw_latents.to(execution_device(vae), dtype), return_dict=False)[0]
+        with vae_checks(vae, raw_latents.shape[2], should_cancel, progress):
+            frames = vae.decode(raw_latents.to(execution_device(vae), dtype), return_dict=False)[0]
     finally:
         if tiled is not None and hasattr(vae, "enable_tiling"):
             vae.enable_tiling() if previous else vae.disable_tiling()
     return frames.float().clamp(-1.0, 1.0)
+
+
+def vae_checks(vae, latent_frames: int, should_cancel=None, progress=None):
+    """:func:`vist3a.block_hooks.block_checks` for a Wan VAE (diffusers' or ComfyUI's: both decode one latent
+    frame per call of their ``decoder``): Cancel between decoder stages, progress in decoded latent frames."""
+    decoder = getattr(vae, "decoder", None)
+    if decoder is None:
+        return block_checks(vae, should_cancel, progress, what="VAE decoding")
+    return block_checks(decoder, should_cancel, progress, counted=[decoder], expected=int(latent_frames),
+                        what="VAE decoding")
