@@ -190,6 +190,44 @@ class ComfyServer:
         return asyncio.run(go())
 
 
+    def cancel_during(self, prompt: dict, node: str, started_at: int, timeout: float) -> dict:
+        """Queue `prompt`, press Cancel (POST /interrupt) once `node` reports progress >= `started_at`, and follow the
+        run to its end. Returns {"values": the node's progress values, "max": its bar's total, "end": the final
+        message type, "end_data": its data, "after_s": seconds from Cancel to the end}."""
+        import aiohttp
+
+        client_id = f"vist3a-cancel-{time.time_ns()}"
+
+        async def go():
+            values, total, pid, t_cancel = [], None, None, None
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}") as ws:
+                    pid = await asyncio.to_thread(self.queue, prompt, client_id)
+                    t0 = time.time()
+                    while time.time() - t0 < timeout:
+                        msg = await ws.receive(timeout=timeout)
+                        if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                            break
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        data = json.loads(msg.data)
+                        kind, d = data.get("type"), data.get("data", {})
+                        if d.get("prompt_id") not in (None, pid):
+                            continue
+                        if kind == "progress" and d.get("node") == node:
+                            values.append(d["value"])
+                            total = d["max"]
+                            if t_cancel is None and d["value"] >= started_at:
+                                t_cancel = time.time()
+                                await asyncio.to_thread(self.post, "/interrupt", {})
+                        elif kind in ("execution_interrupted", "execution_error", "execution_success"):
+                            return {"values": values, "max": total, "end": kind, "end_data": d,
+                                    "after_s": None if t_cancel is None else time.time() - t_cancel}
+            raise TimeoutError(f"prompt {pid} did not end within {timeout} s (progress of node {node}: {values[-5:]})")
+
+        return asyncio.run(go())
+
+
 def start_test_server(version: str, tmp_path_factory, extra_args: list[str] = ()) -> ComfyServer:
     """A server of `version` with the tiny release in its models folder and the example video in input/;
     skips (with the reason) where that ComfyUI cannot be installed here."""

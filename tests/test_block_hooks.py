@@ -52,13 +52,13 @@ def test_progress_counts_blocks_and_hooks_are_removed():
     with block_checks(model, progress=lambda d, t: seen.append((d, t))):
         model(torch.zeros(1, 3))
         model(torch.zeros(1, 3))  # runs more often than expected: the total grows, the bar never passes 100%
-    assert seen[:5] == [(i, 5) for i in range(1, 6)] and seen[-1] == (10, 10)
+    assert seen[:5] == [(i, 5) for i in range(5)] and seen[5:7] == [(5, 6), (6, 7)] and seen[-1] == (10, 10)
     assert not any(m._forward_pre_hooks for m in model)
 
 
 def test_hooks_are_removed_after_a_cancel():
     model = nn.Sequential(*[nn.Linear(3, 3) for _ in range(4)])
-    with pytest.raises(Cancelled, match="the model cancelled after 2 of 4 steps"):
+    with pytest.raises(Cancelled, match="the model cancelled at step 2 of 4"):
         with block_checks(model, CancelAfter(2)):
             model(torch.zeros(1, 3))
     assert not any(m._forward_pre_hooks for m in model)
@@ -70,15 +70,15 @@ def wan():
 
 
 def _stops_early(run, total_blocks):
-    """A whole pass starts every counted block; with Cancel pressed during the first block, the pass raises
-    Cancelled before the second block starts: 1 of the total ran (work units, not seconds)."""
+    """A whole pass finishes every counted block; with Cancel pressed during the first block, the pass raises
+    Cancelled before the second block starts: none of the total was reported done (work units, not seconds)."""
     seen = []
     run(None, lambda d, t: seen.append((d, t)))
     assert seen[-1] == (total_blocks, total_blocks) and total_blocks >= 2
     stopped = []
-    with pytest.raises(Cancelled, match="cancelled after 1 of"):
+    with pytest.raises(Cancelled, match=f"cancelled at step 1 of {total_blocks}"):
         run(CancelAfter(1), lambda d, t: stopped.append((d, t)))
-    assert stopped == [(1, total_blocks)]
+    assert stopped == [(0, total_blocks)]
 
 
 def test_text_encoding_stops_between_layers(wan):
@@ -89,7 +89,7 @@ def test_vae_decode_stops_between_stages_and_counts_frames(wan):
     z = torch.randn(1, 16, 3, 4, 4)
     _stops_early(lambda c, p: decode_latents(wan, z, should_cancel=c, progress=p), 3)  # one count per latent frame
     stop = CancelAfter(3)  # inside the first frame: the decoder's stages are asked too, not only frame boundaries
-    with pytest.raises(Cancelled, match="VAE decoding cancelled after 1 of 3"):
+    with pytest.raises(Cancelled, match="VAE decoding cancelled at step 1 of 3"):
         decode_latents(wan, z, should_cancel=stop)
 
 

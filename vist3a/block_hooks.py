@@ -44,10 +44,10 @@ def repeated_blocks(module: nn.Module) -> list[nn.Module]:
 
 
 class BlockCount:
-    """How many counted blocks have started (``done``) out of ``total`` expected."""
+    """How many counted blocks have started (``started``) out of ``total`` expected."""
 
     def __init__(self, total: int):
-        self.done = 0
+        self.started = 0
         self.total = max(1, int(total))
 
 
@@ -55,8 +55,9 @@ class BlockCount:
 def block_checks(module: nn.Module, should_cancel: Optional[CancelFn] = None, progress: Optional[ProgressFn] = None, *,
                  counted: Optional[Iterable[nn.Module]] = None, expected: Optional[int] = None,
                  what: str = "the model") -> Iterator[BlockCount]:
-    """While the block runs, ask ``should_cancel()`` before every repeated block of ``module`` and call
-    ``progress(done, total)`` each time one of the ``counted`` modules starts (default: the repeated blocks).
+    """While the block runs, ask ``should_cancel()`` before every repeated block of ``module``, and report
+    ``progress(done, total)`` with the ``counted`` modules (default: the repeated blocks) finished so far: each
+    time one starts (the ones before it are done) and once at the end.
 
     ``expected`` is how many counted starts one pass makes (default: one per counted module); a module that
     runs more often than expected raises the total instead of the bar passing 100%. Hooks are removed on exit.
@@ -71,12 +72,13 @@ def block_checks(module: nn.Module, should_cancel: Optional[CancelFn] = None, pr
 
     def check(mod, args):
         if should_cancel is not None and should_cancel():
-            raise Cancelled(f"{what} cancelled after {count.done} of {count.total} steps")
+            raise Cancelled(f"{what} cancelled at step {max(1, count.started)} of {count.total}")
         if id(mod) in counted_ids:
-            count.done += 1
-            count.total = max(count.total, count.done)
+            done = count.started
+            count.started += 1
+            count.total = max(count.total, count.started)
             if progress is not None:
-                progress(count.done, count.total)
+                progress(done, count.total)
 
     handles = [m.register_forward_pre_hook(check) for m in {id(m): m for m in (*blocks, *counted)}.values()]
     try:
@@ -84,3 +86,5 @@ def block_checks(module: nn.Module, should_cancel: Optional[CancelFn] = None, pr
     finally:
         for h in handles:
             h.remove()
+    if progress is not None:
+        progress(count.started, count.total)
