@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import comfyui28_env  # noqa: E402
+from guards import HANG_S  # noqa: E402
 
 import comfyui_env  # noqa: E402
 from comfy_workflows import ui_to_api  # noqa: E402
@@ -44,8 +45,10 @@ FAST = {
 
 
 class ComfyServer:
-    def __init__(self, base: Path, models: Path, extra_args: list[str] = (), version: str = comfyui_env.COMFY_VERSION):
+    def __init__(self, base: Path, models: Path, extra_args: list[str] = (), version: str = comfyui_env.COMFY_VERSION,
+                 env: dict | None = None):
         self.version = version
+        self.extra_env = dict(env or {})
         self.env = ENVS[version]
         self.extra_args = list(extra_args)
         self.base = Path(base)
@@ -61,13 +64,13 @@ class ComfyServer:
         comfy = self.env.install()
         extra = comfyui_env.write_extra_model_paths(self.base / "extra_model_paths.yaml", [self.models])
         cmd = self.env.server_command(self.port, extra, self.base, ["--database-url", "sqlite:///:memory:", *self.extra_args])
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.extra_env}
         t0 = time.time()
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=str(comfy), stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         try:
-            comfyui_env.wait_ready(self.port, self.proc, log=self.log_path)
+            comfyui_env.wait_ready(self.port, self.proc, timeout=HANG_S, log=self.log_path)
         except BaseException:  # a server that never got ready is not left behind
             self.stop()
             raise
@@ -94,13 +97,13 @@ class ComfyServer:
         return f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=60) as r:
+        with urllib.request.urlopen(self.url + path, timeout=HANG_S) as r:
             return json.load(r)
 
     def post(self, path: str, data) -> tuple[int, dict]:
         req = urllib.request.Request(self.url + path, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with urllib.request.urlopen(req, timeout=HANG_S) as r:
                 body = r.read()
                 return r.status, (json.loads(body) if body else {})
         except urllib.error.HTTPError as e:
@@ -128,7 +131,7 @@ class ComfyServer:
             raise AssertionError(f"/prompt refused the prompt ({status}): {json.dumps(body)[:2000]}")
         return body["prompt_id"]
 
-    def wait(self, prompt_id: str, timeout: float = 300) -> dict:
+    def wait(self, prompt_id: str, timeout: float = HANG_S) -> dict:
         t0 = time.time()
         while time.time() - t0 < timeout:
             h = self.get(f"/history/{prompt_id}")
@@ -140,7 +143,7 @@ class ComfyServer:
             time.sleep(0.2)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
 
-    def run(self, prompt: dict, timeout: float = 300) -> tuple[dict, float]:
+    def run(self, prompt: dict, timeout: float = HANG_S) -> tuple[dict, float]:
         t0 = time.time()
         h = self.wait(self.queue(prompt), timeout)
         return h, time.time() - t0
@@ -150,7 +153,7 @@ class ComfyServer:
         from urllib.parse import urlencode
 
         q = urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""), "type": item.get("type", "output")})
-        with urllib.request.urlopen(f"{self.url}/view?{q}", timeout=60) as r:
+        with urllib.request.urlopen(f"{self.url}/view?{q}", timeout=HANG_S) as r:
             return r.read()
 
     def output_path(self, item: dict) -> Path:
@@ -177,7 +180,7 @@ class ComfyServer:
                         break
         raise TimeoutError("the websocket message did not arrive")
 
-    def queue_and_wait_for(self, prompt: dict, until, timeout: float = 120) -> tuple[str, dict]:
+    def queue_and_wait_for(self, prompt: dict, until, timeout: float = HANG_S) -> tuple[str, dict]:
         """Queue `prompt` and block until a websocket message satisfies `until` (e.g. a progress event)."""
         client_id = f"vist3a-ws-{time.time_ns()}"
 
@@ -190,16 +193,18 @@ class ComfyServer:
         return asyncio.run(go())
 
 
-    def cancel_during(self, prompt: dict, node: str, started_at: int, timeout: float) -> dict:
-        """Queue `prompt`, press Cancel (POST /interrupt) once `node` reports progress >= `started_at`, and follow the
-        run to its end. Returns {"values": the node's progress values, "max": its bar's total, "end": the final
-        message type, "end_data": its data, "after_s": seconds from Cancel to the end}."""
+    def watch(self, prompt: dict, cancel_when=None, timeout: float = HANG_S) -> dict:
+        """Queue `prompt` and follow it over the websocket to its end. `cancel_when(kind, data)` -> True presses
+        Cancel (POST /interrupt) once. Returns {"progress": {node: [values]}, "max": {node: bar total},
+        "texts": {node: [progress texts]}, "end": the final message type, "end_data": its data,
+        "after_s": seconds from Cancel to the end (None without a Cancel)}."""
         import aiohttp
 
-        client_id = f"vist3a-cancel-{time.time_ns()}"
+        client_id = f"vist3a-watch-{time.time_ns()}"
 
         async def go():
-            values, total, pid, t_cancel = [], None, None, None
+            out = {"progress": {}, "max": {}, "texts": {}, "end": None, "end_data": None, "after_s": None}
+            pid, t_cancel = None, None
             async with aiohttp.ClientSession() as session:
                 async with session.ws_connect(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}") as ws:
                     pid = await asyncio.to_thread(self.queue, prompt, client_id)
@@ -208,22 +213,31 @@ class ComfyServer:
                         msg = await ws.receive(timeout=timeout)
                         if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                             break
-                        if msg.type != aiohttp.WSMsgType.TEXT:
+                        if msg.type == aiohttp.WSMsgType.BINARY:  # progress text: event 3, node id length, id, text
+                            if int.from_bytes(msg.data[:4], "big") == 3:
+                                n = int.from_bytes(msg.data[4:8], "big")
+                                node, text = msg.data[8:8 + n].decode(), msg.data[8 + n:].decode(errors="replace")
+                                out["texts"].setdefault(node, []).append(text)
+                                kind, d = "progress_text", {"node": node, "text": text}
+                            else:
+                                continue
+                        elif msg.type == aiohttp.WSMsgType.TEXT:
+                            data = json.loads(msg.data)
+                            kind, d = data.get("type"), data.get("data", {})
+                            if d.get("prompt_id") not in (None, pid):
+                                continue
+                            if kind == "progress":
+                                out["progress"].setdefault(d["node"], []).append(d["value"])
+                                out["max"][d["node"]] = d["max"]
+                            elif kind in ("execution_interrupted", "execution_error", "execution_success"):
+                                out.update(end=kind, end_data=d, after_s=None if t_cancel is None else time.time() - t_cancel)
+                                return out
+                        else:
                             continue
-                        data = json.loads(msg.data)
-                        kind, d = data.get("type"), data.get("data", {})
-                        if d.get("prompt_id") not in (None, pid):
-                            continue
-                        if kind == "progress" and d.get("node") == node:
-                            values.append(d["value"])
-                            total = d["max"]
-                            if t_cancel is None and d["value"] >= started_at:
-                                t_cancel = time.time()
-                                await asyncio.to_thread(self.post, "/interrupt", {})
-                        elif kind in ("execution_interrupted", "execution_error", "execution_success"):
-                            return {"values": values, "max": total, "end": kind, "end_data": d,
-                                    "after_s": None if t_cancel is None else time.time() - t_cancel}
-            raise TimeoutError(f"prompt {pid} did not end within {timeout} s (progress of node {node}: {values[-5:]})")
+                        if cancel_when is not None and t_cancel is None and cancel_when(kind, d):
+                            t_cancel = time.time()
+                            await asyncio.to_thread(self.post, "/interrupt", {})
+            raise TimeoutError(f"prompt {pid} did not end within {timeout} s (seen so far: {out})")
 
         return asyncio.run(go())
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guards import HANG_S
 
 from vist3a import batch
 
@@ -180,7 +181,7 @@ def test_batch_two_ranks_kill_and_resume(tmp_path):
                     killed = True
                     break
             time.sleep(0.05)
-        log1, _ = proc.communicate(timeout=120)
+        log1, _ = proc.communicate(timeout=HANG_S)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -201,7 +202,7 @@ def test_batch_two_ranks_kill_and_resume(tmp_path):
 
     # 2. resume: finished prompts untouched, the rest done, leftovers removed, summary written
     proc = _torchrun([prompts, "-o", out, *TINY])
-    log2, _ = proc.communicate(timeout=300)
+    log2, _ = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 0, log2
     for n, st in done1.items():
         assert (out / n / "gaussians.ply").stat().st_mtime_ns == st.st_mtime_ns
@@ -243,7 +244,7 @@ def _read_mp4(path):
 def test_batch_cli_errors(tmp_path):
     env = _env()
     proc = subprocess.run([sys.executable, "-m", "vist3a", "batch", tmp_path / "nope.txt", "-o", tmp_path / "o", "--tiny"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "prompt file" in proc.stderr and "does not exist" in proc.stderr
     (tmp_path / "p.txt").write_text("a chair\n")

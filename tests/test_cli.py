@@ -5,13 +5,14 @@ import sys
 
 import pytest
 import torch
+from guards import HANG_S
 from safetensors.torch import save_file
 
 from vist3a import decoders, tiny
 from vist3a.formats import load_ply
 
 
-def run(*args, timeout=300):
+def run(*args, timeout=HANG_S):
     return subprocess.run([sys.executable, "-m", "vist3a", *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 

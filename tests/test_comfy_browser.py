@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guards import HANG_S
 
 from comfy_harness import FAST, REPO, ComfyServer
 from comfy_workflows import WORKFLOWS, ui_to_api
@@ -164,7 +165,7 @@ def _drive(server, workflow: Path, overrides: dict, **shots) -> dict:
     cfg = {"url": server.url, "workflow": str(workflow), "overrides": overrides, "chromium": server.chromium, **shots}
     t0 = time.time()
     try:
-        out = subprocess.run(["node", "ui_test.mjs", json.dumps(cfg)], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=600)
+        out = subprocess.run(["node", "ui_test.mjs", json.dumps(cfg)], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=HANG_S)
     except subprocess.TimeoutExpired as e:  # say how far it got (ui_test logs its steps on stderr)
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         raise AssertionError(f"ui_test.mjs ran over 600 s; its log:\n{err[-3000:]}") from None
@@ -337,7 +338,7 @@ def test_shipped_workflows_open_with_every_node_in_view(browser_server, tmp_path
     shots = [(DOCS_IMAGES if browser_server.shots else tmp_path) / f"workflow_{f.stem}.png" for f in files]
     cfg = {"url": browser_server.url, "workflow": str(files[0]), "graphShot": str(shots[0]), "layoutOnly": True,
            "moreWorkflows": [str(f) for f in files[1:]], "moreShots": [str(s) for s in shots[1:]], "chromium": browser_server.chromium}
-    out = subprocess.run(["node", "ui_test.mjs", json.dumps(cfg)], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(["node", "ui_test.mjs", json.dumps(cfg)], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=HANG_S)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert not result.get("fatal"), result["fatal"]
     for f in files:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guards import HANG_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ def _run(code: str, cwd: Path, env_path: str | None = None) -> dict:
     import os
 
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, **env, "PYTHONNOUSERSITE": "1"}, timeout=300)
+                         env={**os.environ, **env, "PYTHONNOUSERSITE": "1"}, timeout=HANG_S)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -46,7 +47,7 @@ print(json.dumps({{"web": mod.WEB_DIRECTORY, "core": vist3a.__file__, "raised": 
 def test_pip_installed_core_imports_without_comfyui(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
-                   check=True, capture_output=True, timeout=600, cwd=tmp_path)
+                   check=True, capture_output=True, timeout=HANG_S, cwd=tmp_path)
     assert not (target / "comfy_nodes").exists(), "the ComfyUI nodes must not be installed as a top-level package"
     code = """
 import json, sys

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from guards import HANG_S
 
 from comfy_harness import NODE_IDS, api_graph, import_problems
 from comfy_workflows import NATIVE_SPECS, SPECS, WORKFLOWS, build_ui
@@ -80,7 +81,7 @@ def test_shipped_workflows_are_current_and_listed_as_templates(server):
     assert sorted(ours) == sorted(Path(n).stem for n in [*SPECS, *NATIVE_SPECS])
     for stem in ours:  # the template browser's card picture (tools/thumbnails.py)
         url = f"{server.url}/api/workflow_templates/{urllib.parse.quote(pack)}/{urllib.parse.quote(stem)}.jpg"
-        with urllib.request.urlopen(url, timeout=30) as r:  # the file names are the titles: spaces, parentheses
+        with urllib.request.urlopen(url, timeout=HANG_S) as r:  # the file names are the titles: spaces, parentheses
             assert r.status == 200 and r.read(3) == b"\xff\xd8\xff", stem
 
 
@@ -124,6 +125,23 @@ def _check_outputs(server, history) -> dict:
                 assert colors is None or len(colors) > 1, f"{path} is a flat image"
             seen["images"] += 1
     return seen
+
+
+@pytest.mark.parametrize("workflow", ["VIST3A text to 3D splats - Wan 1.3B.json", "VIST3A video to 3D splats - AnySplat.json"])
+def test_quick_try_runs_as_shipped(server, workflow):
+    """The shipped workflow with only Run Size switched to the quick try: the sizes reach the nodes and it runs."""
+    api = server.api_from_workflow(WORKFLOWS / workflow, overrides={"VIST3ARunSize": {"run": "quick try (CPU)"}})
+    history, seconds = server.run(api)
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"], indent=1)[:3000]
+    TIMINGS[server.version]["quick " + workflow] = round(seconds, 1)
+    seen = _check_outputs(server, history)
+    assert seen["ply"] >= 1 and seen["preview"] >= 1, seen
+    if "1.3B" in workflow:
+        webp = next(o for o in history["outputs"].values() if "images" in o and o["images"][0]["filename"].endswith(".webp"))
+        from PIL import Image
+
+        with Image.open(server.output_path(webp["images"][0])) as im:
+            assert im.size == (256, 256) and im.n_frames == 8  # the quick try's 8 views at 256²
 
 
 @pytest.mark.parametrize("workflow", sorted(SPECS) + sorted(NATIVE_SPECS))
@@ -259,10 +277,10 @@ def test_cancel_stops_sampling_promptly(server):
         d = msg.get("data", {})
         return msg.get("type") == "progress" and d.get("node") == "3" and d.get("value", 0) >= 2
 
-    pid, _ = server.queue_and_wait_for(graph, sampling, timeout=180)
+    pid, _ = server.queue_and_wait_for(graph, sampling, timeout=HANG_S)
     t0 = time.time()
     assert server.post("/interrupt", {})[0] == 200
-    history = server.wait(pid, timeout=60)
+    history = server.wait(pid, timeout=HANG_S)
     stopped = time.time() - t0
     kinds = [m[0] for m in history["status"]["messages"]]
     assert "execution_interrupted" in kinds, kinds
@@ -273,6 +291,128 @@ def test_cancel_stops_sampling_promptly(server):
     # and the next prompt runs normally
     history, _ = server.run(api_graph(steps=2))
     assert history["status"]["status_str"] == "success"
+
+
+# ------------------------------------------------------------------------------------ Cancel in every stage
+# Each case makes one stage long on purpose, presses Cancel once the stage has reported some progress, and
+# requires the run to end interrupted at that node with the stage's progress below its end: it stopped before
+# the stage would have finished, counted in the stage's own work units (frames, blocks, views), not seconds.
+# Text encoding has the same hooks but takes under a second with the tiny UMT5 (tests/test_block_hooks.py).
+
+def _loaders() -> dict:
+    return {
+        "1": {"class_type": "VIST3ALoadWan", "inputs": {"model": "Wan2.1-T2V-1.3B-Diffusers/", "text_encoder": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                                                        "vae": "(from the diffusers folder)", "dtype": "fp32", "device": "cpu", "offload": "none"}},
+        "4": {"class_type": "VIST3ALoadStitchedDecoder", "inputs": {"decoder": "vist3a_stitched_export/", "anysplat": "(none)",
+                                                                    "precision": "fp32", "device": "auto"}},
+    }
+
+
+def _decode_graph(frames: int, size: int, native_vae: bool = False, seed: int = 0) -> dict:
+    """An empty Wan latent of `frames` frames at `size`² -> Decode Splats -> Save PLY (no sampling to wait for)."""
+    g = _loaders()
+    g["2"] = {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": size, "height": size, "length": frames, "batch_size": 1}}
+    vae = ["1", 0]
+    if native_vae:
+        g["8"] = {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}}
+        vae = ["8", 0]
+    g["5"] = {"class_type": "VIST3ADecodeSplats", "inputs": {"latent": ["2", 0], "vae": vae, "decoder": ["4", 0], "voxelize": "off",
+                                                           "min_opacity": 0.001 * (1 + seed)}}  # seed: not cached
+    g["6"] = {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["5", 0], "filename_prefix": "tests/cancel", "sh_degree": "0",
+                                                       "also_splat": False, "also_spz": False}}
+    return g
+
+
+def _render_graph(mode: str, views: int, size: int, frames: int, seed: int) -> dict:
+    g = _decode_graph(frames, 64, seed=seed)
+    g["7"] = {"class_type": "VIST3ARenderViews", "inputs": {"splat": ["5", 0], "cameras": ["5", 1], "mode": mode, "views": views,
+                                                           "width": size, "height": size, "fov": 50.0, "elevation": 15.0, "background": "black"}}
+    g["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}}
+    return g
+
+
+def _images_graph(size: int, seed: int) -> dict:
+    return {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "vist3a_example_orbit.mp4"}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "VIST3ALoadAnySplat", "inputs": {"anysplat": "anysplat/", "precision": "fp32", "device": "auto"}},
+        "5": {"class_type": "VIST3AImagesToSplats", "inputs": {"anysplat": ["3", 0], "images": ["2", 0], "max_views": 9, "size": size,
+                                                             "resize": "crop square", "voxelize": "off", "min_opacity": 0.001 * (1 + seed)}},
+        "6": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["5", 0], "filename_prefix": "tests/cancel", "sh_degree": "0",
+                                                       "also_splat": False, "also_spz": False}},
+    }
+
+
+# case: (graph, node, cancel once its progress is >= this, the stage ends at this progress value)
+CANCEL_CASES = {
+    # 11 latent frames at 256²: the bar moves 0 -> 30 over the frames; Cancel after the second frame started
+    "VAE decode": (lambda: _decode_graph(41, 256, seed=1), "5", 5, 30),
+    "VAE decode, ComfyUI's VAE": (lambda: _decode_graph(41, 256, native_vae=True, seed=2), "5", 5, 30),
+    # the stitched decoder on 41 frames: its blocks move the bar 30 -> 100; Cancel after the first block
+    "stitched decode": (lambda: _decode_graph(41, 256, seed=3), "5", 31, 100),
+    # plain AnySplat on 9 views at 896²: 0 -> 100 over its blocks
+    "Images to Splats": (lambda: _images_graph(896, seed=4), "5", 1, 100),
+    "Render Views orbit": (lambda: _render_graph("orbit", 400, 256, 5, seed=5), "7", 8, 400),
+    "Render Views trajectory": (lambda: _render_graph("trajectory", 1, 384, 21, seed=6), "7", 20, 1000),
+}
+
+
+@pytest.mark.parametrize("case", list(CANCEL_CASES))
+def test_cancel_stops_every_long_stage_before_it_ends(server, case):
+    graph, node, started_at, end = CANCEL_CASES[case]
+    run = server.watch(graph(), cancel_when=lambda kind, d: kind == "progress" and d.get("node") == node and d["value"] >= started_at)
+    values = run["progress"].get(node, [])
+    assert run["end"] == "execution_interrupted", (case, run["end"], json.dumps(run["end_data"])[:2000], values[-5:])
+    assert run["end_data"]["node_id"] == node, run["end_data"]
+    assert max(values) >= started_at and max(values) < end, (case, values)  # stopped inside the stage, before its end
+    TIMINGS[server.version][f"cancel_s {case}"] = round(run["after_s"], 2)  # recorded, not asserted (load decides it)
+    history, _ = server.run(api_graph(steps=2))  # and the server goes on
+    assert history["status"]["status_str"] == "success"
+
+
+def test_non_finite_inputs_are_refused(server):
+    """ComfyUI checks a FLOAT only against its min/max, which NaN passes, and the API's JSON may carry NaN or
+    Infinity: the node refuses it with one sentence naming the input."""
+    for name, value in (("cfg", float("nan")), ("shift", float("inf"))):
+        graph = api_graph(steps=2)
+        graph["3"]["inputs"][name] = value
+        status, body = server.post("/prompt", {"prompt": graph, "client_id": "vist3a-tests"})
+        if status != 200:  # a ComfyUI that validates finiteness itself is fine too, as long as it names the input
+            assert name in json.dumps(body), body
+            continue
+        err = _error(server.wait(body["prompt_id"]))
+        msg = err["exception_message"].strip()
+        assert err["node_type"] == "VIST3ASample" and f"'{name}'" in msg and "finite number" in msg and "\n" not in msg, msg
+
+
+def test_nodes_say_what_they_are_doing(server):
+    """Every long node shows what it is doing and the time left as progress text, where the user looks; an empty
+    prompt is said on Text Encode."""
+    graph = api_graph(steps=3)
+    graph["2"]["inputs"]["prompt"] = "  "
+    graph["3"]["inputs"]["seed"] = 4242
+    run = server.watch(graph)
+    assert run["end"] == "execution_success", run["end_data"]
+    texts = run["texts"]
+    assert texts.get("2") and texts["2"][0].startswith("The prompt is empty"), texts.get("2")
+    assert any("\nPrompt: layer" in t for t in texts["2"]), texts["2"]  # below the note, which stays on top
+    assert "Sampling: step 3 of 3" in texts["3"][-1], texts["3"]
+    assert any("left" in t for t in texts["3"]), texts["3"]
+    assert any("VAE decode: latent frame" in t for t in texts["5"]) and "Decoding splats: block" in texts["5"][-1], texts["5"]
+    assert "Rendering: view 5 of 5" in texts["7"][-1], texts["7"]
+    assert "The prompt is empty" in server.log()
+
+
+def test_cpu_estimate_on_the_node_names_only_what_is_above_the_quick_try(server):
+    """At 2048² with 5 frames (already the quick try's) the estimate shows on Sample and advises only the size."""
+    graph = api_graph(steps=10)
+    graph["3"]["inputs"].update(frames=5, width=2048, height=2048, seed=777)
+    run = server.watch(graph, cancel_when=lambda kind, d: kind == "progress_text" and d["node"] == "3")
+    estimate = run["texts"]["3"][0]
+    assert estimate.startswith("Sample on the CPU: about"), run["texts"]
+    assert "lower width/height to 256" in estimate and "frames to" not in estimate and "steps to" not in estimate, estimate
+    assert "Run Size" in estimate, estimate
+    assert run["end"] == "execution_interrupted", run["end"]
 
 
 def test_free_releases_cached_models(server):

@@ -10,13 +10,13 @@ a ratio of two samples, so allocator noise on a busy machine does not read as a 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import pytest
-from memory_trend import MIB, rss_trend
+from guards import HANG_S
+from memory_trend import ALLOCATOR_ENV, MIB, rss_trend
 
 from comfy_harness import ComfyServer, api_graph
 
@@ -49,17 +49,9 @@ def server(tmp_path_factory):
     # The leaking test node is loaded from its own custom-node folder, for this server only.
     nodes_yaml = base / "soak_nodes.yaml"
     nodes_yaml.write_text(f"soak_nodes:\n    custom_nodes: {json.dumps(str(SOAK_NODES))}\n")
-    # Fewer glibc arenas: the per-thread arenas of the executor and HTTP threads otherwise keep freed pages
-    # in several pools and RSS creeps without any object being kept; the test is after kept objects.
-    saved = os.environ.get("MALLOC_ARENA_MAX")
-    os.environ["MALLOC_ARENA_MAX"] = "2"
-    try:
-        srv = ComfyServer(base, base / "models", extra_args=["--extra-model-paths-config", str(nodes_yaml)]).start()
-    finally:
-        if saved is None:
-            os.environ.pop("MALLOC_ARENA_MAX", None)
-        else:
-            os.environ["MALLOC_ARENA_MAX"] = saved
+    # RSS must follow the memory that is kept, not the allocator's free pages (memory_trend.ALLOCATOR_ENV says why).
+    srv = ComfyServer(base, base / "models", extra_args=["--extra-model-paths-config", str(nodes_yaml)],
+                      env=ALLOCATOR_ENV).start()
     yield srv
     srv.stop()
 
@@ -90,11 +82,11 @@ def test_fifty_generations_without_memory_growth(server):
         if i == 37:  # a Cancel in the middle of sampling (once sampling has really started: no sleep races)
             slow = api_graph(steps=400)
             slow["3"]["inputs"]["seed"] = 99
-            pid, _ = server.queue_and_wait_for(slow, _sampling_started, timeout=600)
+            pid, _ = server.queue_and_wait_for(slow, _sampling_started, timeout=HANG_S)
             server.post("/interrupt", {})
-            events.append(("cancel", server.wait(pid, timeout=120)["status"]["status_str"]))
+            events.append(("cancel", server.wait(pid, timeout=HANG_S)["status"]["status_str"]))
         t0 = time.time()
-        history, _ = server.run(graph, timeout=1200)  # hang guard
+        history, _ = server.run(graph, timeout=HANG_S)  # hang guard
         seconds.append(time.time() - t0)
         assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:2000]
         samples.append(rss_bytes(server.proc.pid))
@@ -120,7 +112,7 @@ def test_an_injected_leak_is_caught(server):
         graph = api_graph(steps=2)
         graph["3"]["inputs"]["seed"] = 5000 + i
         graph["99"] = {"class_type": "VIST3ATestKeepForever", "inputs": {"value": ["5", 0], "run": i}}
-        history, _ = server.run(graph, timeout=1200)  # hang guard
+        history, _ = server.run(graph, timeout=HANG_S)  # hang guard
         assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:2000]
         samples.append(rss_bytes(server.proc.pid))
     verdict = rss_trend(samples[LEAK_WARMUP:], BUDGET_MIB_PER_RUN)

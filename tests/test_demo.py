@@ -4,6 +4,8 @@ released names) and falls back to tiny models, saying which it used."""
 import subprocess
 import sys
 
+from guards import HANG_S
+
 from vist3a.demo import find_real_weights
 from vist3a.pipeline import GenerateSettings, VIST3APipeline
 from vist3a.tiny_release import write_tiny_release
@@ -26,7 +28,7 @@ def test_release_layout_is_found_and_loads(tmp_path):
 
 def test_demo_without_weights_says_it_uses_tiny_models(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vist3a", "demo", "--out", str(tmp_path / "out"), "--models", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "TINY RANDOM models" in proc.stdout
     assert (tmp_path / "out" / "scene.ply").stat().st_size > 0 and (tmp_path / "out" / "orbit.png").is_file()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from guards import HANG_S
 from PIL import Image
 
 from vist3a.evaluation import gen, gen_metrics
@@ -218,7 +219,7 @@ def test_unified_reward_with_stub_model():
 def _run(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "vist3a", "eval", "gen", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_S)
 
 
 def test_eval_gen_cli(batch_dir, clip_dir, tmp_path):

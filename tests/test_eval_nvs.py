@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from guards import HANG_S
 from PIL import Image
 
 from vist3a.evaluation import nvs
@@ -164,7 +165,7 @@ def test_eval_nvs_tiny_end_to_end(synthetic, tmp_path, model):
     cmd = [sys.executable, "-m", "vist3a", "eval", "nvs", data, "--index", index, "--seq-file", listed, "-o", out,
            "--tiny", "--model", model, "--lpips-vgg", vgg]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.run(list(map(str, cmd)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(list(map(str, cmd)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 listed sequences have no entry in" in proc.stdout and "177ff3969577b8de" in proc.stdout
     res = json.loads((out / "nvs_results.json").read_text())
@@ -192,6 +193,6 @@ def test_eval_nvs_tiny_end_to_end(synthetic, tmp_path, model):
         return
     # resume: a finished sequence is reused, not recomputed
     mtime = (out / "images" / seq / "pred" / "000000.png").stat().st_mtime_ns
-    proc = subprocess.run(list(map(str, cmd)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(list(map(str, cmd)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0 and "[nvs] 1/1" not in proc.stdout
     assert (out / "images" / seq / "pred" / "000000.png").stat().st_mtime_ns == mtime

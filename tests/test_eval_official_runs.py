@@ -25,6 +25,7 @@ from vist3a.evaluation.dpg import DpgBench, read_questions
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "tests" / "fixtures" / "official_runs"
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+from guards import HANG_S
 from make_official_runs import dpg_fake_answer  # noqa: E402
 
 
@@ -73,7 +74,7 @@ def test_metrics_only_mode_matches_official_calculate_metric(tmp_path):
     assert (out / "overall-metric.csv").read_text().splitlines()[0] == "PSNR,SSIM,LPIPS"
 
 
-def _cli(*args, timeout=300):
+def _cli(*args, timeout=HANG_S):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "vist3a", "eval", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guards import HANG_S
 
 from vist3a.errors import NonFiniteError, VIST3AError
 from vist3a.finite import check_finite, check_finite_fields, finite_float, is_finite_number
@@ -110,7 +111,7 @@ def test_render_cameras_refuse_non_finite():
 def test_cli_refuses_non_finite_with_one_line(tmp_path, args):
     (tmp_path / "p.txt").write_text("a red car\n")
     args = [a.format(t=tmp_path) for a in args]
-    proc = subprocess.run([sys.executable, "-m", "vist3a", *args], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "vist3a", *args], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: argument --") and "not a finite number" in lines[0], proc.stderr

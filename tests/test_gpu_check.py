@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import gpu_check  # noqa: E402
+from guards import HANG_S
 
 PARTS = ("e2e_1_3b", "e2e_14b", "decode", "render", "gpu_tests")
 
@@ -26,7 +27,7 @@ def test_cpu_dry_run_writes_every_file_and_the_summary(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
     t0 = time.monotonic()
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu-dry-run", str(out)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=1200)
+                          env=env, capture_output=True, text=True, timeout=HANG_S)
     wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(gpu_check.EXPECTED)  # <= 8 files: the device's limit

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from guards import HANG_S
 from safetensors.torch import load_file, save_file
 
 from vist3a import parity
@@ -86,7 +87,7 @@ def test_conf_fixture_exercises_render_conf_and_opacity_conf(fixture_run, fixtur
 def test_cli_passes_on_stitched_fixture_including_rule_b(fixtures_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "vist3a", "parity", str(fixtures_dir / "parity_stitched_small.safetensors")],
-        capture_output=True, text=True, timeout=1800,  # a hang guard: a loaded 2-core machine needs ~15 min
+        capture_output=True, text=True, timeout=HANG_S,  # a hang guard: a loaded 2-core machine needs ~15 min
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "rule B: filled 1377 tensors, 1377 checksums verified" in proc.stdout
@@ -102,7 +103,7 @@ def test_cli_fails_on_a_perturbed_fixture(fixtures_dir, tmp_path):
     (tmp_path / "bad.json").write_text(src.with_suffix(".json").read_text())
     proc = subprocess.run(
         [sys.executable, "-m", "vist3a", "parity", str(tmp_path / "bad.safetensors")],
-        capture_output=True, text=True, timeout=1800,  # a hang guard: a loaded 2-core machine needs ~15 min
+        capture_output=True, text=True, timeout=HANG_S,  # a hang guard: a loaded 2-core machine needs ~15 min
     )
     assert proc.returncode == 1
     last = proc.stdout.strip().splitlines()[-1]
@@ -122,7 +123,7 @@ def test_missing_metadata_is_a_clear_cli_error(tmp_path):
     save_file({"input/images": torch.zeros(1)}, str(tmp_path / "lonely.safetensors"))
     proc = subprocess.run(
         [sys.executable, "-m", "vist3a", "parity", str(tmp_path / "lonely.safetensors")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=HANG_S,
     )
     assert proc.returncode == 2
     assert "lonely.json" in proc.stderr and "Traceback" not in proc.stderr

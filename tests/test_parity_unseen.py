@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from guards import HANG_S
 from safetensors.torch import load_file, save_file
 
 from vist3a import parity
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def _cli(path):
-    return subprocess.run([sys.executable, "-m", "vist3a", "parity", str(path)], capture_output=True, text=True, timeout=1800)  # hang guard
+    return subprocess.run([sys.executable, "-m", "vist3a", "parity", str(path)], capture_output=True, text=True, timeout=HANG_S)  # hang guard
 
 
 def _stitched_inputs(t_vae, side, seed):

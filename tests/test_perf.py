@@ -32,6 +32,8 @@ from vist3a.wan.tiny import build_tiny_wan, save_tiny_vist3a_lora
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # the measurement helpers live with the benchmarks, imported as they import them
+from guards import HANG_S
+
 import measure  # noqa: E402
 
 BF16_TOL = 5e-2
@@ -378,7 +380,7 @@ def test_e2e_benchmark_runs_and_writes_json_and_table(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "e2e.py"), "--device", "cpu", "--model", "tiny", "--frames", "5",
          "--size", "32", "--steps", "2", "--repeats", "1", "--warmup", "0", "--render-views", "2", "--out", str(out)],
-        capture_output=True, text=True, timeout=1800, cwd=tmp_path)  # a hang guard, not a speed bound
+        capture_output=True, text=True, timeout=HANG_S, cwd=tmp_path)  # a hang guard, not a speed bound
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     for key in ("device", "command", "official_s", "ours_s", "speedup", "official_peak_gib", "ours_peak_gib",
@@ -397,7 +399,7 @@ def test_e2e_benchmark_runs_and_writes_json_and_table(tmp_path):
 def test_demo_benchmark_runs(tmp_path):
     out = tmp_path / "demo.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "demo.py"), "--repeats", "1", "--warmup", "0",
-                           "--steps", "2", "--out", str(out)], capture_output=True, text=True, timeout=1800, cwd=tmp_path)  # a hang guard, not a speed bound
+                           "--steps", "2", "--out", str(out)], capture_output=True, text=True, timeout=HANG_S, cwd=tmp_path)  # a hang guard, not a speed bound
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["command"].startswith("python bench/demo.py") and res["fast"]["total"]["median"] > 0
@@ -409,7 +411,7 @@ def test_splat_io_benchmark_runs(tmp_path):
     out = tmp_path / "splat_io.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "splat_io.py"), "--label", "smoke", "--views", "1", "--size", "24",
                            "--repeats", "1", "--tmp", str(tmp_path), "--note", "a smoke run", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)  # a hang guard, not a speed bound
+                          capture_output=True, text=True, timeout=HANG_S, cwd=tmp_path)  # a hang guard, not a speed bound
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads(out.read_text())["runs"]["smoke"]
     assert run["gaussians"] == 24 * 24 and run["note"] == "a smoke run" and set(run["figures"]) == {"ply", "spz", "splat", "glb", "spz.glb"}

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from guards import HANG_S
 
 from vist3a.errors import VIST3AError
 from vist3a.wan import NEGATIVE_PROMPT, build_prompt, encode_prompt, sample_latents
@@ -104,9 +105,9 @@ def test_cli_generates_with_official_seed_mode(tmp_path):
     out = tmp_path / "official.ply"
     proc = subprocess.run([sys.executable, "-m", "vist3a", "generate", "a small red barn", "-o", str(out), "--tiny",
                            "--frames", "5", "--size", "64", "--steps", "2", "--seed-mode", "official", "--prompt-index", "1"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert torch.isfinite(load_ply(out).means).all()
     bad = subprocess.run([sys.executable, "-m", "vist3a", "generate", "x", "-o", str(tmp_path / "o.ply"), "--tiny",
-                          "--seed-mode", "official", "--prompt-index", "-1"], capture_output=True, text=True, timeout=300)
+                          "--seed-mode", "official", "--prompt-index", "-1"], capture_output=True, text=True, timeout=HANG_S)
     assert bad.returncode == 2 and "--prompt-index" in bad.stderr and "Traceback" not in bad.stderr

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from guards import HANG_S
 
 from vist3a_train.check import find_problems, main
 from vist3a_train.common.config import load_config
@@ -71,7 +72,7 @@ def test_check_runs_on_every_rank(tmp_path):
     cfg.write_text("models: {tiny: true}\ndata:\n  prompts: {type: file, path: missing_prompts.txt}\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     proc = subprocess.run([*launcher, "--standalone", "--nproc_per_node", "2", "-m", "vist3a_train.check", str(cfg),
-                           "--step", "align"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                           "--step", "align"], cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode != 0
     lines = [x for x in proc.stdout.splitlines() if "missing_prompts.txt" in x]
     assert len(lines) == 2, proc.stdout + proc.stderr

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from guards import HANG_S
 from test_train_scripts import REPO, _env, _losses, _run, _torchrun
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    proc.wait(timeout=60)
+    proc.wait(timeout=HANG_S)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guards import HANG_S
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def _align(out: Path, zero: str) -> None:
            "--deepspeed-config", zero, "--set", "align.reward.enabled=false", "--set", "run.inject_nonfinite_steps=[2]",
            "--set", "run.keep_checkpoints=3"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     assert "step 2: non-finite gradient norm" in proc.stdout + proc.stderr
 

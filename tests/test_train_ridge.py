@@ -8,6 +8,7 @@ import socket
 
 import pytest
 import torch
+from guards import HANG_S
 
 from vist3a_train.common.ridge import RidgeStats, solve_ridge, unfold_conv3d, upsample_latent
 
@@ -106,9 +107,9 @@ def test_statistics_are_summed_across_ranks():
     procs = [ctx.Process(target=_worker, args=(r, port, q)) for r in range(2)]
     for p in procs:
         p.start()
-    got = q.get(timeout=120)
+    got = q.get(timeout=HANG_S)
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=HANG_S)
         assert p.exitcode == 0
     ref = RidgeStats(4, 3, ["x"])
     for r in range(2):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guards import HANG_S
 
 pytestmark = pytest.mark.slow
 
@@ -193,13 +194,13 @@ def test_sigkill_during_checkpoint_then_resume(zero_runs, tmp_path):
     seen, workers = [], []
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)], daemon=True).start()
-    deadline = time.time() + 600
+    deadline = time.time() + HANG_S
     try:
         while len(workers) < 2:
             try:
                 line = lines.get(timeout=max(1.0, deadline - time.time()))
             except queue.Empty:
-                pytest.fail("no fault within 600 s:\n" + "".join(seen[-80:]))
+                pytest.fail(f"no fault within {HANG_S:.0f} s:\n" + "".join(seen[-80:]))
             if line is None:
                 pytest.fail("the run ended without reaching the fault:\n" + "".join(seen[-80:]))
             seen.append(line)
@@ -207,7 +208,7 @@ def test_sigkill_during_checkpoint_then_resume(zero_runs, tmp_path):
         for pid in workers:  # both ranks (each in its own session under torchrun), mid-save
             os.kill(pid, signal.SIGKILL)
         os.killpg(proc.pid, signal.SIGKILL)  # and the launcher
-        proc.wait(timeout=60)
+        proc.wait(timeout=HANG_S)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

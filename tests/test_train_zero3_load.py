@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from guards import HANG_S
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ def _align(out: Path, wan: Path, *extra: str) -> str:
            "--deepspeed-config", "zero3.json", "--set", "models.tiny=false", "--set", f"models.wan={wan}",
            "--set", "align.reward.enabled=false", *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return proc.stdout + proc.stderr
 
