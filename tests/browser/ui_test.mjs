@@ -89,7 +89,12 @@ try {
       const o = overrides[node.type];
       if (!o) continue;
       for (const w of node.widgets || []) {
-        if (w.name in o) { w.value = o[w.name]; w.callback?.(w.value); count++; }
+        if (!(w.name in o)) continue;
+        // a widget driven by a link (the Run Size node's outputs) gets the literal value instead, as the
+        // Python side's api_from_workflow does
+        const slot = (node.inputs || []).findIndex((i) => i.widget?.name === w.name && i.link != null);
+        if (slot >= 0) node.disconnectInput(slot);
+        w.value = o[w.name]; w.callback?.(w.value); count++;
       }
     }
     window.app.graph.setDirtyCanvas(true, true);
