@@ -153,7 +153,7 @@ class Sample(io.ComfyNode):
         return io.NodeOutput({"samples": latent.float().cpu()})
 
 
-QUICK_HINT = " (Run Size (VIST3A) set to 'quick try (CPU)' sets them)"
+QUICK_HINT = " (or set Run Size (VIST3A) to 'quick try (CPU)')"
 
 
 def _on_cpu(module) -> bool:
@@ -161,11 +161,12 @@ def _on_cpu(module) -> bool:
     return first is not None and first.device.type == "cpu"
 
 
-def _shown(line: str, hint: bool) -> str:
-    """An estimate line for the console and the node: printed, and returned without its console prefix."""
+def _shown(line: str) -> str:
+    """An estimate line: printed to the console, and returned for the node's text without the console prefix and
+    with the pointer to Run Size when it advises lowering something."""
     print(line, flush=True)
     shown = line.removeprefix("[VIST3A] ")
-    return shown[:-1] + QUICK_HINT + "." if hint and "for a quick try" in shown else shown
+    return shown[:-1] + QUICK_HINT + "." if "for a quick try" in shown else shown
 
 
 def _sample_estimate(models, steps, cfg, frames, height, width) -> str:
@@ -176,7 +177,7 @@ def _sample_estimate(models, steps, cfg, frames, height, width) -> str:
     if models.transformer is None or torch.device(models.device).type != "cpu":
         return ""
     est = estimate_wan_sampling(models.transformer, steps, cfg, frames, height, width)
-    return _shown(describe(est), hint=True) if est.seconds > LONG_RUN_S else ""
+    return _shown(describe(est)) if est.seconds > LONG_RUN_S else ""
 
 
 def _decode_estimate(model, z: torch.Tensor) -> str:
@@ -188,7 +189,7 @@ def _decode_estimate(model, z: torch.Tensor) -> str:
         return ""
     est = estimate_stitched_decode(model, tuple(z.shape))
     frames, size = (z.shape[2] - 1) * 4 + 1, max(z.shape[3], z.shape[4]) * 8
-    return _shown(describe_decode(est, frames, size), hint=True) if est.seconds > LONG_RUN_S else ""
+    return _shown(describe_decode(est, frames, size)) if est.seconds > LONG_RUN_S else ""
 
 
 def _anysplat_estimate(model, views: int, height: int, width: int) -> str:
@@ -198,7 +199,7 @@ def _anysplat_estimate(model, views: int, height: int, width: int) -> str:
     if not _on_cpu(model):
         return ""
     est = estimate_anysplat(model, views, height, width)
-    return _shown(describe_anysplat(est, views, max(height, width)), hint=True) if est.seconds > LONG_RUN_S else ""
+    return _shown(describe_anysplat(est, views, max(height, width))) if est.seconds > LONG_RUN_S else ""
 
 
 VOXELIZE = ["auto", "on", "off"]

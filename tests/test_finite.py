@@ -90,6 +90,14 @@ def test_sampling_and_lora_strength_refuse_non_finite():
         set_lora_strength(models.transformer, math.nan)
 
 
+def test_decoding_refuses_a_non_finite_min_opacity():
+    from vist3a.functional import splats_from_images
+    from vist3a.tiny import build_tiny_anysplat
+
+    with pytest.raises(NonFiniteError, match="min_opacity is nan"):
+        splats_from_images(build_tiny_anysplat(), torch.rand(2, 28, 28, 3), min_opacity=math.nan)
+
+
 def test_render_cameras_refuse_non_finite():
     from vist3a.render.cameras import orbit_cameras
 

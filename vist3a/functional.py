@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .block_hooks import block_checks
+from .finite import check_finite
 from .gaussians import Gaussians
 from .models import AnySplat, SplatOutput, StitchedDecoder
 from .models.gaussian_adapter import RawGaussians
@@ -45,6 +46,7 @@ def to_gaussians(raw: RawGaussians) -> Gaussians:
 
 def scenes_from_output(out: SplatOutput, images01: torch.Tensor, *, min_opacity: float = 0.0) -> list[Scene]:
     """Split a batched decoder output into per-scene results; prune faint Gaussians if asked."""
+    check_finite(min_opacity, "min_opacity")
     scenes = []
     for b, raw in enumerate(out.gaussians):
         g = to_gaussians(raw)
