@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from guards import HANG_S
 
 from vist3a.formats import GlbError, load_glb, load_ply, read_splats, save_glb, save_ply, write_splats
 from vist3a.formats.axes import HALF_TURN_Z, RDF_TO_RUB, sh_flip_signs
@@ -271,7 +272,7 @@ def test_a_glb_without_splats_is_refused_with_what_to_do(tmp_path):
     assert "\n" not in msg and "mesh.glb" in msg and EXTENSION in msg and "a mesh" in msg and "convert" in msg
     for command in (["convert", mesh, tmp_path / "out.ply"], ["render", mesh, "-o", tmp_path / "out.png"], ["info", mesh]):
         proc = subprocess.run([sys.executable, "-m", "vist3a", *map(str, command)], capture_output=True, text=True, cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=HANG_S)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().count("\n") == 0 and EXTENSION in proc.stderr, proc.stderr
     assert not (tmp_path / "out.ply").exists() and not (tmp_path / "out.png").exists()
@@ -322,7 +323,7 @@ def test_damaged_and_unsupported_files_are_refused(tmp_path):
 def test_cli_and_batch_options_write_glb(tmp_path):
     src = save_ply(make_scene(60, degree=4), tmp_path / "s.ply")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=REPO, env=env, timeout=HANG_S)
     proc = run([sys.executable, "-m", "vist3a", "convert", str(src), str(tmp_path / "s.glb")])
     assert proc.returncode == 0, proc.stderr
     assert load_glb(tmp_path / "s.glb").sh_degree == 3
@@ -339,13 +340,13 @@ def test_generate_and_batch_write_glb(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     tiny = ["--tiny", "--steps", "2", "--size", "64", "--frames", "5"]
     proc = subprocess.run([sys.executable, "-m", "vist3a", "generate", "a red chair", "-o", str(tmp_path / "g.spz.glb"), *tiny],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert load_glb(tmp_path / "g.spz.glb").num > 0
     (tmp_path / "p.txt").write_text("a red chair\n")
     proc = subprocess.run([sys.executable, "-m", "vist3a", "batch", str(tmp_path / "p.txt"), "-o", str(tmp_path / "b"), *tiny,
                            "--also", ".glb", "--video-ext", "webp", "--trajectory-interp", "1"],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=HANG_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     folder = tmp_path / "b" / "a red chair"
     ply, glb = load_ply(folder / "gaussians.ply"), load_glb(folder / "gaussians.glb")
@@ -365,14 +366,14 @@ def gltf_tools() -> Path:
     if not (stamp.is_file() and stamp.read_text() == lock.read_text()):
         # no install scripts: splat-transform's optional GPU module (webgpu) would fetch native binaries; .glb needs none
         subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=GLTF_TOOLS, check=True, capture_output=True,
-                       timeout=1800)
+                       timeout=HANG_S)
         stamp.write_text(lock.read_text())
     return GLTF_TOOLS
 
 
 def splat_transform(ply: Path, glb: Path) -> Path:
     tool = gltf_tools() / "node_modules" / ".bin" / "splat-transform"
-    subprocess.run([str(tool), "-q", "-w", str(ply), str(glb)], check=True, capture_output=True, timeout=600)
+    subprocess.run([str(tool), "-q", "-w", str(ply), str(glb)], check=True, capture_output=True, timeout=HANG_S)
     return glb
 
 
@@ -393,7 +394,7 @@ def test_gltf_validator_finds_nothing_it_does_not_find_in_splat_transforms_file(
     theirs = splat_transform(ply, tmp_path / "theirs.glb")
     ours = write_splats(load_ply(ply), tmp_path / "ours.glb", sh_degree=None)
     spz = write_splats(load_ply(ply), tmp_path / "ours.spz.glb", sh_degree=None)
-    proc = subprocess.run(["node", "validate.mjs", str(theirs), str(ours), str(spz)], cwd=tools, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(["node", "validate.mjs", str(theirs), str(ours), str(spz)], cwd=tools, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     reference, mine, compressed = (report[str(p)] for p in (theirs, ours, spz))
@@ -433,7 +434,7 @@ def test_babylon_draws_our_glb_like_our_renderer(tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/babylon.html?fov=60"
         proc = subprocess.run(["node", "babylon_test.mjs", json.dumps({"url": url, "chromium": CHROMIUM})], cwd=tools,
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=HANG_S)
     finally:
         server.shutdown()
     assert proc.returncode == 0, proc.stderr[-3000:]
