@@ -30,6 +30,15 @@ def tiny_scene():
     return scene.gaussians
 
 
+def commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def timed(fn) -> tuple[float, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     fn()
@@ -75,7 +84,7 @@ def main() -> None:
                 runs[job][mode].append({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)})
                 print(job, mode, runs[job][mode][-1], flush=True)
     threads.pick_threads = original_pick
-    result = {"command": command_line(), "date": now(), "torch": torch.__version__, "configured_threads": configured,
+    result = {"command": command_line(), "date": now(), "commit": commit(), "torch": torch.__version__, "configured_threads": configured,
               "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "picked_thread_counts": sorted(set(picked)), "runs": runs,
               "median_wall_s": {job: {m: statistics.median(r["wall_s"] for r in rs) for m, rs in by.items()}
@@ -86,7 +95,7 @@ def main() -> None:
 def markdown(r: dict) -> str:
     modes = list(next(iter(r["median_wall_s"].values())))
     lines = ["# CPU rasteriser: configured threads, one thread, or the count it picks (median wall seconds)", "",
-             f"`{r['command']}` — {r['date']}, {r['cpus']} CPUs, torch {r['torch']}, 1-min load average "
+             f"`{r['command']}` — {r['date']}, commit {r.get('commit') or '?'}, {r['cpus']} CPUs, torch {r['torch']}, 1-min load average "
              f"{r['loadavg_before'][0]:.1f} before, {r['loadavg_after'][0]:.1f} after; the picks were "
              f"{', '.join(map(str, r['picked_thread_counts']))} thread(s).", "",
              "| scene | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
