@@ -15,6 +15,7 @@ from vist3a.render import rasterize, threads
 @pytest.fixture(autouse=True)
 def fresh_picks(monkeypatch):
     monkeypatch.setattr(threads, "_recent", {})
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle machine unless a test says so
     previous = torch.get_num_threads()
     yield
     torch.set_num_threads(previous)
@@ -52,6 +53,22 @@ def test_extra_threads_that_are_not_clearly_faster_mean_one_thread(monkeypatch, 
     # a busy machine: the thread team is often waiting for a thread that is not scheduled
     fake_timings(monkeypatch, 1.0, many_s)
     assert threads.pick_threads(1 << 16, configured=2) == 1
+
+
+def test_every_window_must_be_won(monkeypatch):
+    results = iter([True, True, False])
+    monkeypatch.setattr(threads, "_one_thread_pairs", lambda x, y, budget_s: (100, 1.0))
+    monkeypatch.setattr(threads, "_beats", lambda *a: next(results))
+    assert threads.pick_threads(1 << 16, configured=2) == 1
+
+
+def test_a_loaded_machine_means_one_thread_without_timing(monkeypatch):
+    calls = fake_timings(monkeypatch, 1.0, 0.1)
+    monkeypatch.setattr(threads, "_cpus", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (4.0, 4.0, 4.0))  # 2 cores, 2 of ours: still no idle core
+    assert threads.pick_threads(1 << 16, configured=2) == 1 and calls == []
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (3.5, 3.0, 3.0))  # maybe: the timing decides
+    assert threads.pick_threads(1 << 16, configured=2) == 2 and calls
 
 
 def test_a_pick_is_reused_for_a_while_then_timed_again(monkeypatch):

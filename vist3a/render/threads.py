@@ -5,22 +5,26 @@ torch splits each op over its intra-op threads and waits for all of them at the 
 machine shared with other work one of those threads is often not scheduled, and every op then waits for
 a scheduler time slice. On 2 cores at load average 6-10 that made rendering 6-10x slower with 2 threads than
 with 1 (bench/render_threads.py, bench/results/render_threads.md), while on an idle machine the second thread
-gains under 2x. So before rendering, :func:`pick_threads` runs the same small ops for a few scheduler time
-slices on one thread, then on the configured count, and the render uses the configured count only when it
-was clearly faster (:func:`cpu_render_threads`); torch's count is restored afterwards.
+gains under 2x. So :func:`pick_threads` uses one thread outright when the load average says there is no
+idle core even leaving out this process's own threads, and otherwise runs the same small ops for a few
+scheduler time slices on one thread, then on the configured count (several windows, each must win): the
+render uses the configured count only when it was clearly faster (:func:`cpu_render_threads`); torch's count
+is restored afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Iterator
 
 import torch
 
-__all__ = ["PROBE_S", "FASTER", "REUSE_S", "op_pair", "pick_threads", "cpu_render_threads"]
+__all__ = ["PROBE_S", "PROBE_WINDOWS", "FASTER", "REUSE_S", "op_pair", "busy_machine", "pick_threads", "cpu_render_threads"]
 
 PROBE_S = 0.02  # one-thread timing: several scheduler time slices, so a busy machine shows in it
+PROBE_WINDOWS = 3  # the configured count must beat one thread in each of these (a busy machine is sometimes kind)
 FASTER = 0.8  # more threads only when the same ops take less than this share of one thread's time
 REUSE_S = 10.0  # a pick is reused this long (a render calls the rasteriser once per few views)
 _recent: dict[tuple[int, int], tuple[float, int]] = {}  # (threads, size class) -> (when, pick)
@@ -68,16 +72,39 @@ def pick_threads(elements: int, configured: int | None = None) -> int:
     cached = _recent.get(key)
     if cached is not None and time.monotonic() - cached[0] < REUSE_S:
         return cached[1]
+    if busy_machine(configured):
+        return 1
     previous = torch.get_num_threads()
+    chosen = configured
     try:
         x = torch.rand(elements)
         y = torch.empty_like(x)
-        pairs, one_s = _one_thread_pairs(x, y, PROBE_S)
-        chosen = configured if _beats(configured, x, y, pairs, FASTER * one_s) else 1
+        for _ in range(PROBE_WINDOWS):
+            pairs, one_s = _one_thread_pairs(x, y, PROBE_S)
+            if not _beats(configured, x, y, pairs, FASTER * one_s):
+                chosen = 1
+                break
     finally:
         torch.set_num_threads(previous)
     _recent[key] = (time.monotonic(), chosen)
     return chosen
+
+
+def busy_machine(own_threads: int) -> bool:
+    """The 1-minute load average leaves no idle core even counting all ``own_threads`` of this process as part
+    of it (False where the system has no load average)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return False
+    return load >= _cpus() + own_threads
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
