@@ -3,7 +3,7 @@
 The rasteriser runs thousands of small tensor ops per view (projection, pairing, compositing in batches).
 torch splits each op over its intra-op threads and waits for all of them at the end of the op; on a
 machine shared with other work one of those threads is often not scheduled, and every op then waits for
-a scheduler time slice. On 2 cores at load average 6-10 that made rendering 6-10x slower with 2 threads than
+a scheduler time slice. On 2 cores at load average 6-10 that made rendering 5-15x slower with 2 threads than
 with 1 (bench/render_threads.py, bench/results/render_threads.md), while on an idle machine the second thread
 gains under 2x. So :func:`pick_threads` uses one thread outright when the load average says there is no
 idle core even leaving out this process's own threads, and otherwise runs the same small ops for a few
