@@ -17,7 +17,7 @@ from .errors import NodeError, friendly
 from .loaders import WanHandle
 from .model_memory import ModelHandle
 from .progress import NodeText, Progress, StageTimer, check_cancel, running_node_id, should_cancel
-from .sockets import CATEGORY, AnySplatModel, Cameras, Splat, StitchedDecoder, WanModel, scenes_to_outputs
+from .sockets import CATEGORY, AnySplatModel, Cameras, Splat, StitchedDecoder, WanModel, scenes_to_outputs, sh_input
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -228,6 +228,7 @@ class DecodeSplats(io.ComfyNode):
                                tooltip="Merge Gaussians per voxel like the release (auto: as the decoder config says, on for the release)."),
                 io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
                                tooltip="Drop Gaussians fainter than this (0 keeps all); a small value like 0.005 shrinks files."),
+                sh_input(),
             ],
             outputs=[
                 Splat.Output(display_name="splat", tooltip="The 3D Gaussians as a SPLAT batch (one scene per latent), for VIST3A and ComfyUI splat nodes."),
@@ -239,7 +240,7 @@ class DecodeSplats(io.ComfyNode):
 
     @classmethod
     @friendly("Decode Splats")
-    def execute(cls, latent, vae, decoder, voxelize, min_opacity) -> io.NodeOutput:
+    def execute(cls, latent, vae, decoder, voxelize, min_opacity, sh_degree="3") -> io.NodeOutput:
         from vist3a.functional import splats_from_latent
         from vist3a.wan import decode_latents, vae_checks
 
@@ -274,7 +275,7 @@ class DecodeSplats(io.ComfyNode):
         scenes = splats_from_latent(model, z, video, voxelize=_voxelize(voxelize), min_opacity=min_opacity,
                                     should_cancel=should_cancel, progress=StageTimer(bar, text, "Decoding splats", 30, 100, "block"))
         bar.set(100)
-        return io.NodeOutput(*scenes_to_outputs(scenes))
+        return io.NodeOutput(*scenes_to_outputs(scenes, sh_degree))
 
 
 
@@ -300,6 +301,7 @@ class ImagesToSplats(io.ComfyNode):
                 io.Combo.Input("voxelize", options=VOXELIZE, default="auto", tooltip="Merge Gaussians per voxel (auto: as the model config says)."),
                 io.Float.Input("min_opacity", default=0.0, min=0.0, max=1.0, step=0.005, round=0.001,
                                tooltip="Drop Gaussians fainter than this (0 keeps all)."),
+                sh_input(),
             ],
             outputs=[
                 Splat.Output(display_name="splat", tooltip="The reconstructed 3D Gaussians (SPLAT), for VIST3A and ComfyUI splat nodes."),
@@ -311,7 +313,7 @@ class ImagesToSplats(io.ComfyNode):
 
     @classmethod
     @friendly("Images to Splats")
-    def execute(cls, anysplat, images, max_views, size, resize, voxelize, min_opacity) -> io.NodeOutput:
+    def execute(cls, anysplat, images, max_views, size, resize, voxelize, min_opacity, sh_degree="3") -> io.NodeOutput:
         from vist3a.functional import splats_from_images
 
         if not isinstance(anysplat, ModelHandle):
@@ -325,7 +327,7 @@ class ImagesToSplats(io.ComfyNode):
         scenes = splats_from_images(model, x.unsqueeze(0), voxelize=_voxelize(voxelize), min_opacity=min_opacity,
                                     should_cancel=should_cancel, progress=StageTimer(bar, text, "Reconstructing", 0, 100, "block"))
         bar.set(100)
-        return io.NodeOutput(*scenes_to_outputs(scenes))
+        return io.NodeOutput(*scenes_to_outputs(scenes, sh_degree))
 
 
 NODES = [TextEncode, Sample, DecodeSplats, ImagesToSplats]

@@ -45,17 +45,40 @@ NATIVE_SPLAT = _NATIVE is not None
 Splat = _NATIVE[0] if NATIVE_SPLAT else io.Custom("SPLAT")
 SPLAT_CLASS = _NATIVE[1] if NATIVE_SPLAT else SplatBatch
 
-def scenes_to_outputs(scenes) -> tuple[Any, list, torch.Tensor]:
+# SH degree of the SPLAT our producers output (Decode Splats, Images to Splats, Load PLY): 3 by default, the most
+# ComfyUI's splat viewers (Spark: Preview Splat, Save Splat), SuperSplat and the 3DGS tools read; AnySplat
+# predicts degree 4, which those viewers refuse ("Invalid number of f_rest properties: 72").
+SPLAT_SH_CHOICES = ["3", "full"]
+SPLAT_SH_TIP = ("Spherical-harmonic degree of the SPLAT output. 3 (default): what ComfyUI's Preview Splat / Save Splat, "
+                "SuperSplat and most 3DGS viewers read. full: every band the model predicts (AnySplat: degree 4) for Render "
+                "Views and Save PLY 'full'; ComfyUI's Preview Splat and Save Splat cannot load degree 4.")
+
+
+def sh_input():
+    """The sh_degree widget of every node that outputs a SPLAT; optional, so API prompts written before it
+    existed still validate (ComfyUI 0.28 refuses a missing required input)."""
+    return io.Combo.Input("sh_degree", options=SPLAT_SH_CHOICES, default="3", optional=True, tooltip=SPLAT_SH_TIP)
+
+
+def scenes_to_outputs(scenes, sh_degree: str = "3") -> tuple[Any, list, torch.Tensor]:
     """vist3a Scenes -> (SPLAT batch, CAMERAS list, frames IMAGE [sum S, H, W, 3])."""
     cams = [CameraSet(s.c2w.detach().float().cpu(), s.intrinsics.detach().float().cpu(), s.image_size) for s in scenes]
     frames = torch.cat([s.frames.detach().float().cpu() for s in scenes], dim=0)
-    return to_splat([s.gaussians for s in scenes]), cams, frames
+    return to_splat([s.gaussians for s in scenes], sh_degree), cams, frames
 
 
-def to_splat(scenes) -> Any:
+def to_splat(scenes, sh_degree: str = "3") -> Any:
     """list[vist3a Gaussians] -> the SPLAT socket value of this ComfyUI (native class or SplatBatch), fp32 on
-    the CPU (native splat nodes go through numpy, which has no bf16)."""
-    return gaussians_to_splat([g.detach().to("cpu", torch.float32) for g in scenes], make=SPLAT_CLASS)
+    the CPU (native splat nodes go through numpy, which has no bf16), SH cut to ``sh_degree`` ("3" or "full")."""
+    if sh_degree not in SPLAT_SH_CHOICES:
+        raise NodeError(f"sh_degree must be one of {', '.join(SPLAT_SH_CHOICES)}, got {sh_degree!r}.")
+    out = []
+    for g in scenes:
+        g = g.detach().to("cpu", torch.float32)
+        if sh_degree != "full" and g.sh_degree > int(sh_degree):
+            g = g.truncate_sh(int(sh_degree))
+        out.append(g)
+    return gaussians_to_splat(out, make=SPLAT_CLASS)
 
 
 def check_splat(value) -> list:

@@ -1,5 +1,6 @@
 """Splat nodes: Render Views (-> IMAGE), Preview Splats (interactive viewer in the node, web/),
-Save PLY (+ .splat / .spz / .glb) with ComfyUI's counter naming, Load PLY (.ply / .spz / .splat / .glb)."""
+Save PLY (+ .splat / .spz / .glb) with ComfyUI's counter naming, Load PLY (.ply / .spz / .splat / .glb), and 3D Viewer
+Camera (a camera_info that frames the scene in ComfyUI's own 3D nodes)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .errors import NodeError, friendly
 from .model_files import NONE, allowed_read_roots, input_and_output_files
 from .model_memory import pick_device
 from .progress import NodeText, Progress, StageTimer, check_cancel, node_text, running_node_id
-from .sockets import SPLATS, Cameras, Splat, check_cameras, check_splat, to_splat
+from .sockets import SPLATS, Cameras, Splat, check_cameras, check_splat, sh_input, to_splat
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
 MODES = ["orbit", "predicted cameras", "trajectory", "trajectory depth"]
@@ -183,7 +184,8 @@ class SavePLY(io.ComfyNode):
                                 tooltip="File name prefix inside output/; may contain a subfolder and %date% style tokens like Save Image."),
                 io.Combo.Input("sh_degree", options=SH_CHOICES, default="3",
                                tooltip="Spherical-harmonic bands to write: 3 (default) is the most SuperSplat, Spark and the 3DGS viewers "
-                                       "read; full keeps all (AnySplat: degree 4, refused by those viewers); 0 gives the smallest file."),
+                                       "read; full keeps all the SPLAT carries (degree 4 from AnySplat when its producer's sh_degree is "
+                                       "full; refused by those viewers); 0 gives the smallest file."),
                 io.Boolean.Input("also_splat", default=False, tooltip="Also write a .splat (antimatter15 format, 32 bytes per Gaussian, colour only)."),
                 io.Boolean.Input("also_spz", default=False, tooltip="Also write an .spz (Niantic's compressed format, SH up to degree 3, ~10x smaller)."),
                 io.Combo.Input("also_glb", options=GLB_CHOICES, default="none", optional=True,
@@ -246,6 +248,7 @@ class LoadPLY(io.ComfyNode):
                 io.Combo.Input("opacity", options=list(OPACITY_MODES), default="auto", optional=True,
                                tooltip="How a .ply stores opacity: logit (standard 3DGS), linear (the official VIST3A exporter, DC colour "
                                        "only), auto: linear when there is no f_rest and every opacity lies in [0, 1]."),
+                sh_input(),
             ],
             outputs=[Splat.Output(display_name="splat", tooltip="The loaded Gaussians (SPLAT, connects to ComfyUI's splat nodes too).")],
             hidden=[io.Hidden.unique_id],
@@ -265,23 +268,23 @@ class LoadPLY(io.ComfyNode):
         return str(check_read_path(p, allowed_read_roots()))
 
     @classmethod
-    def fingerprint_inputs(cls, file, path="", opacity="auto"):
+    def fingerprint_inputs(cls, file, path="", opacity="auto", sh_degree="3"):
         try:
             p = cls._resolve(file, path)
-            return f"{p}:{os.path.getmtime(p)}:{opacity}"
+            return f"{p}:{os.path.getmtime(p)}:{opacity}:{sh_degree}"
         except Exception:
             return float("nan")
 
     @classmethod
     @friendly("Load PLY")
-    def execute(cls, file, path="", opacity="auto") -> io.NodeOutput:
+    def execute(cls, file, path="", opacity="auto", sh_degree="3") -> io.NodeOutput:
         from vist3a.formats import read_splats
 
         p = cls._resolve(file, path)
         if not os.path.isfile(p):
             raise NodeError(f"The file {p} does not exist; check the path or pick a file from the list.")
         g = read_splats(p, opacity=opacity, report=cls._say)  # the format follows the extension
-        return io.NodeOutput(to_splat([g]))
+        return io.NodeOutput(to_splat([g], sh_degree))
 
     @classmethod
     def _say(cls, message: str) -> None:
@@ -290,4 +293,37 @@ class LoadPLY(io.ComfyNode):
         node_text(message, running_node_id(cls))
 
 
-NODES = [RenderViews, PreviewSplats, SavePLY, LoadPLY]
+class ViewerCamera(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VIST3AViewerCamera",
+            display_name="3D Viewer Camera (VIST3A)",
+            category=SPLATS,
+            description="A camera_info that frames the scene in ComfyUI's own 3D nodes (Preview Splat, Save Splat, Render Splat, "
+                        "Preview 3D): the scene's robust bounds fill the view, seen from the side of the first predicted camera. "
+                        "Without it those viewers keep their last camera, where a generated scene is a speck.",
+            inputs=[
+                Splat.Input("splat", tooltip=SPLAT_TIP + " The first scene of a batch is framed."),
+                io.Float.Input("fov", default=35.0, min=10.0, max=120.0, step=1.0,
+                               tooltip="Vertical field of view the viewer draws with, degrees (ComfyUI's 3D viewer: 35)."),
+                Cameras.Input("cameras", optional=True,
+                              tooltip="Predicted cameras from Decode Splats / Images to Splats: the view starts on the side of the first one."),
+            ],
+            outputs=[io.Load3DCamera.Output(display_name="camera_info",
+                                            tooltip="Connect to camera_info of Preview Splat / Save Splat (ComfyUI 0.28+).")],
+        )
+
+    @classmethod
+    @friendly("3D Viewer Camera")
+    def execute(cls, splat, fov, cameras=None) -> io.NodeOutput:
+        from vist3a.scene_view import threejs_start_camera
+
+        scenes = check_splat(splat)
+        cams = check_cameras(cameras)
+        if not scenes or scenes[0].num == 0:
+            raise NodeError("There are no Gaussians to frame (all pruned?); lower min_opacity.")
+        return io.NodeOutput(threejs_start_camera(scenes[0], cams[0].c2w if cams else None, fov_y_deg=fov))
+
+
+NODES = [RenderViews, PreviewSplats, SavePLY, LoadPLY, ViewerCamera]

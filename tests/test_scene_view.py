@@ -8,7 +8,15 @@ import torch
 
 from vist3a.formats.spz import SpzError, load_spz, spz_bytes, widest_fractional_bits
 from vist3a.gaussians import Gaussians
-from vist3a.scene_view import CameraSet, most_visible, preview_scene, up_from_cameras, up_from_points, view_hint
+from vist3a.scene_view import (
+    CameraSet,
+    most_visible,
+    preview_scene,
+    threejs_start_camera,
+    up_from_cameras,
+    up_from_points,
+    view_hint,
+)
 
 
 def _flat_cloud(n, normal_axis, seed=0):
@@ -108,3 +116,45 @@ def test_preview_scene_packs_the_cut_scene_with_its_hint(tmp_path):
     assert "camera" not in preview_scene(g, 1000).fields()
     with pytest.raises(ValueError, match="no Gaussians to preview"):
         preview_scene(g.select(torch.zeros(400, dtype=torch.bool)), 10)
+
+
+def _project(camera: dict, points: torch.Tensor, aspect: float = 1.0) -> torch.Tensor:
+    """NDC (x, y) of scene points seen by a three.js camera dict (world = scene turned 180 deg about x, +y up)."""
+    v = lambda d: torch.tensor([d["x"], d["y"], d["z"]], dtype=torch.float64)  # noqa: E731
+    eye, target = v(camera["position"]), v(camera["target"])
+    world = points.double() * torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)
+    f = (target - eye) / (target - eye).norm()
+    right = torch.linalg.cross(f, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    right = right / right.norm()
+    up = torch.linalg.cross(right, f)
+    d = world - eye
+    z = d @ f
+    assert bool((z > 0).all()), "points behind the camera"
+    tan_v = math.tan(math.radians(camera["fov"]) / 2)
+    return torch.stack([(d @ right) / z / (tan_v * aspect), (d @ up) / z / tan_v], dim=1)
+
+
+@pytest.mark.parametrize("aspect", [1.0, 0.5])
+def test_threejs_start_camera_frames_the_robust_scene_from_the_first_camera_side(aspect):
+    """The start camera for three.js splat viewers (ComfyUI's Preview Splat): it looks at the robust centre, from
+    the first camera's side and above (world +y = scene -y), and every inlier is in view; floaters 100 units
+    away neither move it nor shrink the scene to a speck."""
+    g = torch.Generator().manual_seed(0)
+    centre = torch.tensor([1.0, 0.5, 3.0])
+    pts = centre + (torch.rand(5000, 3, generator=g) - 0.5) * torch.tensor([2.0, 1.0, 2.0])
+    floaters = torch.randn(40, 3, generator=g) * 100.0
+    scene = _gaussians(torch.cat([pts, floaters]))
+    cam = threejs_start_camera(scene, torch.eye(4)[None], fov_y_deg=35.0, aspect=aspect)
+    assert cam["cameraType"] == "perspective" and cam["fov"] == 35.0 and cam["zoom"] == 1
+    t = cam["target"]
+    assert abs(t["x"] - 1.0) < 0.1 and abs(t["y"] + 0.5) < 0.1 and abs(t["z"] + 3.0) < 0.1, t
+    eye = cam["position"]
+    assert eye["y"] > t["y"] and eye["z"] > t["z"], (eye, t)  # above, and on the side of the camera at the origin
+    ndc = _project(cam, pts, aspect)
+    assert float(ndc.abs().max()) < 1.0, float(ndc.abs().max())  # everything inside the view
+    assert float(ndc.abs().max()) > 0.4, float(ndc.abs().max())  # and filling it, not a speck
+    # without cameras the eye stands on the -z side of the scene (AnySplat's first view)
+    free = threejs_start_camera(scene)
+    assert free["position"]["z"] > free["target"]["z"]
+    with pytest.raises(ValueError, match="fov"):
+        threejs_start_camera(scene, fov_y_deg=0)

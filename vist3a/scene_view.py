@@ -20,7 +20,8 @@ from .formats.spz import spz_bytes, widest_fractional_bits
 from .gaussians import Gaussians
 from .render.cameras import scene_bounds
 
-__all__ = ["CameraSet", "PreviewScene", "up_from_cameras", "up_from_points", "view_hint", "most_visible", "preview_scene"]
+__all__ = ["CameraSet", "PreviewScene", "up_from_cameras", "up_from_points", "view_hint", "most_visible", "preview_scene",
+           "threejs_start_camera"]
 
 
 @dataclass
@@ -134,3 +135,40 @@ def preview_scene(gaussians: Gaussians, max_splats: int, cameras: Optional[Camer
     hint = view_hint(shown, cameras.c2w if cameras is not None else None)
     camera = cameras.start_view() if cameras is not None else None
     return PreviewScene(data, shown.num, gaussians.num, hint, camera)
+
+
+def threejs_start_camera(gaussians: Gaussians, c2w: Optional[torch.Tensor] = None, fov_y_deg: float = 35.0, aspect: float = 1.0,
+                         elevation_deg: float = 20.0, margin: float = 1.1) -> dict:
+    """A start camera for three.js splat viewers that show a 3DGS scene (OpenCV axes, y down) turned 180 degrees
+    about x, i.e. scene (x, y, z) at world (x, -y, -z) with world +y up, as Spark's examples and ComfyUI's Load3D
+    viewers load it. They frame every splat, floaters and the far background included, so a generated scene
+    often ends up a speck; this camera frames the robust bounds instead.
+
+    The eye looks at the robust centre from the side of the first camera in ``c2w`` [S, 4, 4] (else from -z,
+    where AnySplat's first view stands), ``elevation_deg`` above the horizon, far enough that the bounds fill
+    the narrower side of a ``fov_y_deg`` x ``aspect`` view. Returns {position, target, fov, zoom, cameraType}
+    with {x, y, z} points in the world frame (ComfyUI's camera_info layout).
+    """
+    if gaussians.num == 0:
+        raise ValueError("there are no Gaussians to frame (all pruned?)")
+    if not 0 < fov_y_deg < 180 or not aspect > 0:
+        raise ValueError(f"need 0 < fov_y_deg < 180 and aspect > 0, got {fov_y_deg} and {aspect}")
+    center, radius = scene_bounds(gaussians)
+    center = center.double()
+    up = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)  # the viewer's world +y, in scene axes
+    side = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64)
+    if c2w is not None and c2w.ndim == 3 and c2w.shape[0] > 0:
+        off = c2w[0, :3, 3].double().cpu() - center
+        off = off - up * off.dot(up)  # horizontal part
+        if float(off.norm()) > 1e-6 * max(radius, 1e-6):
+            side = off / off.norm()
+    e = math.radians(elevation_deg)
+    direction = side * math.cos(e) + up * math.sin(e)
+    half_v = math.radians(fov_y_deg) / 2
+    half = min(half_v, math.atan(math.tan(half_v) * aspect))
+    eye = center + direction * (margin * radius / math.sin(half))
+
+    def world(p: torch.Tensor) -> dict:
+        return {"x": float(p[0]), "y": -float(p[1]), "z": -float(p[2])}
+
+    return {"position": world(eye), "target": world(center), "fov": float(fov_y_deg), "zoom": 1, "cameraType": "perspective"}
