@@ -15,7 +15,13 @@ from .progress import interrupt_on_cancel
 
 
 class NodeError(RuntimeError):
-    """An error shown in the UI as one sentence; the original exception is kept as __cause__."""
+    """An error shown in the UI as one sentence; the original exception is kept as __cause__.
+
+    ComfyUI heads the error card with the exception's ``module.qualname``; a custom node's modules are named
+    after its folder path (``/…/custom_nodes/ComfyUI-VIST3A.comfy_nodes.errors``), so the card said little
+    but that path. Naming the module after the pack makes the headline ``VIST3A.NodeError``."""
+
+    __module__ = "VIST3A"
 
 
 def _sentence(exc: BaseException) -> str:

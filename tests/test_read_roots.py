@@ -30,12 +30,21 @@ def test_file_inside_a_root_is_returned_resolved(tree):
     lambda t: t / "input" / ".." / "secret" / "s.ply",          # ../ traversal
     lambda t: t / "input" / "sub" / ".." / ".." / "secret" / "s.ply",
 ])
-def test_outside_and_traversal_are_refused_with_one_line_naming_the_roots(tree, make):
+def test_outside_and_traversal_are_refused_with_one_line_that_leads_with_the_fix(tree, make):
     with pytest.raises(PathNotAllowed) as e:
         check_read_path(make(tree), [tree / "input", tree / "output"])
     msg = str(e.value)
-    assert "\n" not in msg and str((tree / "input").resolve()) in msg and str((tree / "output").resolve()) in msg
-    assert EXTRA_ROOTS_ENV in msg
+    assert msg.startswith(f"Copy s.ply into {(tree / 'input').resolve()} ") and "\n" not in msg, msg
+    assert str((tree / "secret" / "s.ply").resolve()) in msg and "1 other folder" in msg and EXTRA_ROOTS_ENV in msg
+
+
+def test_the_refusal_stays_short_with_many_roots(tree):
+    """A ComfyUI server has dozens of model folders: the message counts them instead of listing them."""
+    roots = [tree / "input"] + [tree / f"models_{i}" for i in range(60)]
+    with pytest.raises(PathNotAllowed) as e:
+        check_read_path(tree / "secret" / "s.ply", roots)
+    msg = str(e.value)
+    assert len(msg.replace(str(tree), "")) < 250 and "models_7" not in msg and "60 other folders" in msg, msg
 
 
 def test_symlink_inside_a_root_pointing_out_is_refused(tree):

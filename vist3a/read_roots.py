@@ -31,7 +31,11 @@ def extra_roots_from_env(environ: Optional[Mapping[str, str]] = None) -> list[st
 
 
 def check_read_path(path: "str | os.PathLike", roots: Iterable["str | os.PathLike"]) -> Path:
-    """``path`` fully resolved, if it lies inside one of ``roots`` (also resolved); else PathNotAllowed."""
+    """``path`` fully resolved, if it lies inside one of ``roots`` (also resolved); else PathNotAllowed.
+
+    The refusal leads with what to do: copy the file into the first root (a server's input folder, where
+    the file lists show it); then why, in one line. The roots are counted, not listed: a ComfyUI server
+    has dozens of model folders, and their list buried the advice."""
     resolved = Path(os.path.expanduser(os.fspath(path))).resolve()
     allowed = []
     for root in roots:
@@ -40,7 +44,9 @@ def check_read_path(path: "str | os.PathLike", roots: Iterable["str | os.PathLik
             allowed.append(r)
     if any(resolved == r or resolved.is_relative_to(r) for r in allowed):
         return resolved
-    names = ", ".join(str(r) for r in allowed) or "none"
+    where = f"into {allowed[0]}" if allowed else "into a folder this server reads"
+    others = f" and the {len(allowed) - 1} other folder{'s' if len(allowed) > 2 else ''} this server reads" if len(allowed) > 1 else ""
+    shown = str(path) if Path(os.fspath(path)) == resolved else f"{path} (which resolves to {resolved})"
     raise PathNotAllowed(
-        f"Reading {path} is not allowed: it resolves to {resolved}, outside the folders this server reads ({names}); "
-        f"copy the file into ComfyUI's input folder, or have the server operator add its folder to {EXTRA_ROOTS_ENV}.")
+        f"Copy {resolved.name} {where} (then pick it from the list): {shown} is outside that folder{others}. "
+        f"To read it where it is, the server operator adds its folder to {EXTRA_ROOTS_ENV}.")
