@@ -13,6 +13,7 @@ from .loaders import NODES as _LOADERS
 from .model_files import register_model_folder
 from .run_size import NODES as _RUN_SIZE
 from .splats import NODES as _SPLATS
+from .templates import install_template_filter
 
 NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS, *_RUN_SIZE]
 
@@ -20,9 +21,11 @@ NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS, *_RUN_SIZE]
 class VIST3AExtension(ComfyExtension):
     async def on_load(self) -> None:
         register_model_folder()
+        install_template_filter()
 
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:  # ComfyUI 0.3.75 calls only this one
         register_model_folder()
+        install_template_filter()
         return list(NODES)
 
 

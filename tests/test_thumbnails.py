@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,3 +42,26 @@ def test_picture_is_a_render_with_title_and_caption():
     assert img[:20].max() > 200 and img[-15:, :, 0].max() > 200  # white title on top, yellow caption at the bottom
     note = {"nodes": [{"type": "MarkdownNote", "widgets_values": ["**VIST3A text -> 3D.**\n\nmore"]}]}
     assert thumbnails.title_of(note, "x") == "VIST3A text -> 3D"
+
+
+def test_every_header_fits_whole():
+    """The picture's header is the workflow's whole summary (it once stopped mid-sentence at two lines)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from comfy_workflows import SUMMARIES
+
+    draw = ImageDraw.Draw(Image.new("RGB", (thumbnails.SIZE, thumbnails.SIZE)))
+    try:
+        fonts = {s: ImageFont.load_default(size=s) for s in thumbnails.HEADER_SIZES}
+    except TypeError:  # Pillow < 10.1
+        fonts = {s: ImageFont.load_default() for s in thumbnails.HEADER_SIZES}
+
+    def measure(line, size):
+        return draw.textlength(line, font=fonts[size])
+
+    for stem, text in SUMMARIES.items():
+        size, lines = thumbnails.fit_header(text, thumbnails.SIZE - 28, measure)
+        assert " ".join(lines) == text and len(lines) <= thumbnails.HEADER_LINES, (stem, lines)
+        assert all(measure(line, size) <= thumbnails.SIZE - 28 for line in lines)
+    with pytest.raises(ValueError, match="shorten it"):
+        thumbnails.fit_header("word " * 200, thumbnails.SIZE - 28, measure)

@@ -203,40 +203,58 @@ def spec_video(oi):
 
 
 def spec_native_splat_nodes(oi):
-    """Text -> 3DGS handed to ComfyUI's own splat nodes (ComfyUI 0.28+): Transform Splat, Create 3D File,
-    Preview Splat / Save Splat, and Extract Mesh from Splat -> Save 3D Model."""
+    """Text -> 3DGS handed to ComfyUI's own splat nodes (ComfyUI 0.28+): Create 3D File, Preview Splat / Save
+    Splat framed by our 3D Viewer Camera, and Extract Mesh from Splat -> Save 3D Model. Our SPLAT is already in
+    ComfyUI's splat axes (3DGS/OpenCV, y down; its viewers and mesh extraction turn that upright)."""
     nodes = [n for n in _text_to_3dgs(oi, WAN13, LORA13, "auto", "comfy", "VIST3A/native_splat", "") if n[0] <= 6 or n[0] == RS]
     return nodes + [
-        (7, "TransformSplat", dict(translate_x=0.0, translate_y=0.0, translate_z=0.0, rotate_x=180.0, rotate_y=0.0, rotate_z=0.0,
-                                   scale_x=1.0, scale_y=1.0, scale_z=1.0), {"splat": (6, 0)}, (1620, 80), "Transform Splat (OpenCV y-down -> y-up)"),
-        (8, "SplatToFile3D", dict(format="ply"), {"splat": (7, 0)}, (2000, 80), None),
-        (9, "PreviewGaussianSplat", dict(viewport_state="", width=1024, height=1024), {"model_3d": (8, 0)}, (2380, 80), None),
+        (7, "VIST3AViewerCamera", dict(fov=35.0), {"splat": (6, 0), "cameras": (6, 1)}, (1240, 300), None),
+        (8, "SplatToFile3D", dict(format="ply"), {"splat": (6, 0)}, (1240, 500), None),
+        (9, "PreviewGaussianSplat", dict(viewport_state="", width=1024, height=1024), {"model_3d": (8, 0), "camera_info": (7, 0)},
+         (420, ROW2), None),
         (10, "SaveGaussianSplat", dict(filename_prefix="VIST3A/native_splat", viewport_state="", width=1024, height=1024),
-         {"model_3d": (8, 0)}, (2380, 560), None),
+         {"model_3d": (8, 0), "camera_info": (7, 0)}, (860, ROW2), None),
         (11, "SplatToMesh", dict(resolution=384, kernel=5, smooth=0, level=0.4, min_component=500, min_opacity=0.02, color_sharpen=2.0),
-         {"splat": (7, 0)}, (1620, 560), None),
-        (12, "SaveGLB", dict(filename_prefix="VIST3A/native_splat_mesh"), {"mesh": (11, 0)}, (2000, 560), None),
-        (13, "MarkdownNote", {"_text": "**VIST3A text -> 3D Gaussians -> ComfyUI's splat nodes. Needs ComfyUI 0.28 or newer** "
-                                       "(the native SPLAT type; on older ComfyUI use the other VIST3A workflows).\n\n"
-                                       "Decode Splats outputs a native SPLAT, so every ComfyUI splat node takes it: Transform Splat turns the "
-                                       "scene upright (AnySplat predicts OpenCV axes, y down), Create 3D File + Preview Splat / Save Splat show "
-                                       "and save it (output/VIST3A/), Extract Mesh from Splat + Save 3D Model make a coloured mesh. "
-                                       "Weights as in the 1.3B workflow." + CPU_NOTE_SAMPLE.replace(" and 8 views at 256x256", "")},
-         {}, (40, 640), "About this workflow"),
+         {"splat": (6, 0)}, (1620, 80), None),
+        (12, "SaveGLB", dict(filename_prefix="VIST3A/native_splat_mesh"), {"mesh": (11, 0)}, (1240, ROW2), None),
+        (13, "MarkdownNote", {"_text": "**VIST3A text -> 3D Gaussians -> ComfyUI's own splat nodes (ComfyUI 0.28 or newer).**\n\n"
+                                       "Decode Splats outputs ComfyUI's native SPLAT (SH degree 3, what its viewers read), so every "
+                                       "ComfyUI splat node takes it: Create 3D File + Preview Splat / Save Splat show and save it "
+                                       "(output/VIST3A/), 3D Viewer Camera frames the scene in both, Extract Mesh from Splat + Save 3D "
+                                       "Model make a coloured mesh. On older ComfyUI use the other VIST3A workflows. Weights as in the "
+                                       "1.3B workflow." + CPU_NOTE_SAMPLE.replace(" and 8 views at 256x256", "")},
+         {}, (40, ROW2), "About this workflow"),
     ]
 
 
 # Workflows for every tested ComfyUI (generated against 0.3.75) and those that need ComfyUI's native
 # splat nodes (0.28+, generated against it); `main` writes the set the running server can load.
+# The file names are the template browser's card titles: short enough not to be cut (36 characters at
+# most) and with a " - ", since the frontends show the name again, dashes as spaces, as the card's subtitle,
+# which our web extension replaces with the summary below (web/templates.json).
 SPECS = {
     "VIST3A text to 3D splats - Wan 1.3B.json": spec_text_1_3b,
-    "VIST3A text to 3D splats - Wan 14B offload.json": spec_text_14b,
-    "VIST3A text to 3D splats - native KSampler and LoRA.json": spec_native,
+    "VIST3A text to 3D splats - Wan 14B.json": spec_text_14b,
+    "VIST3A text to 3D splats - KSampler.json": spec_native,
     "VIST3A video to 3D splats - AnySplat.json": spec_video,
 }
 NATIVE_SPECS = {
-    "VIST3A text to 3D splats - native splat nodes (ComfyUI 0.28).json": spec_native_splat_nodes,
+    "VIST3A text to 3D splats - native.json": spec_native_splat_nodes,
 }
+# One sentence per workflow: the template card's subtitle and the header of its picture (tools/thumbnails.py).
+SUMMARIES = {
+    "VIST3A text to 3D splats - Wan 1.3B": "Text to 3D Gaussians with Wan 2.1 T2V 1.3B and the VIST3A LoRA: viewer, PLY and orbit video.",
+    "VIST3A text to 3D splats - Wan 14B": "Text to 3D Gaussians with Wan 2.1 T2V 14B (fp8 file), its blocks streamed to the GPU.",
+    "VIST3A text to 3D splats - KSampler": "ComfyUI's own Wan loader, KSampler and VAE with the VIST3A LoRA, then Decode Splats.",
+    "VIST3A video to 3D splats - AnySplat": "A video or photos of one scene to 3D Gaussians with plain AnySplat.",
+    "VIST3A text to 3D splats - native": "Text to 3D Gaussians shown and saved by ComfyUI's own splat nodes, plus a mesh (ComfyUI 0.28+).",
+}
+TEMPLATE_SUMMARIES = REPO / "web" / "templates.json"
+
+
+def template_summaries() -> dict:
+    """web/templates.json: {template name: summary} for every shipped workflow."""
+    return {Path(name).stem: SUMMARIES[Path(name).stem] for name in sorted({**SPECS, **NATIVE_SPECS})}
 
 
 # ------------------------------------------------------------------------------------ the layout
@@ -244,36 +262,43 @@ NATIVE_SPECS = {
 # a node is never drawn smaller than this, so stacking by these sizes keeps title bars and bodies apart.
 MIN_HEIGHT = {
     "VIST3ALoadWan": 180, "VIST3ALoadLoRA": 84, "VIST3AApplyLoRAToModel": 84, "VIST3ATextEncode": 190, "VIST3ASample": 270,
-    "VIST3ALoadStitchedDecoder": 132, "VIST3ALoadAnySplat": 108, "VIST3ADecodeSplats": 124, "VIST3AImagesToSplats": 196,
+    "VIST3ALoadStitchedDecoder": 132, "VIST3ALoadAnySplat": 108, "VIST3ADecodeSplats": 150, "VIST3AImagesToSplats": 220,
     "VIST3ARenderViews": 224, "VIST3ASavePLY": 132, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
     "EmptyHunyuanLatentVideo": 132, "KSampler": 264, "VAELoader": 60, "PreviewImage": 200, "SaveAnimatedWEBP": 156,
     "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 260, "VIST3ARunSize": 200,
-    # ComfyUI 0.28's splat nodes (frontend 1.45.21)
-    "TransformSplat": 320, "SplatToFile3D": 84, "SplatToMesh": 250, "SaveGLB": 84,
+    # ComfyUI 0.28's splat nodes (frontend 1.45.21); its 3D viewports need 200 px below the other widgets
+    "TransformSplat": 320, "SplatToFile3D": 84, "SplatToMesh": 250, "SaveGLB": 320, "VIST3AViewerCamera": 100,
+    "PreviewGaussianSplat": 400, "SaveGaussianSplat": 424,
 }
-WIDTH = {"VIST3APreviewSplats": 480}
+WIDTH = {"VIST3APreviewSplats": 480, "PreviewGaussianSplat": 400, "SaveGaussianSplat": 400}
 NODE_WIDTH, TITLE_H, GAP_X, GAP_Y = 340, 30, 50, 40
+ROW2 = 2000  # spec y from here on: the node goes to a second band of columns below the first
 # Where the saved view may put nodes on a 1600x1000 window with 1.32.9's side bar (48 px) on the left,
 # the menu, tabs and floating Run toolbar on top (~140 px) and the canvas buttons at the bottom right.
 VIEW_BOX = (64, 150, 1580, 950)
+KEEP_OUT = (1330, 730, 1600, 1000)  # the minimap (1.32 and 1.45 open it by default) and the zoom buttons under it
 
 
 def layout(spec: list) -> tuple[dict, dict, dict]:
-    """Spec positions -> (pos, size per node id, saved view): nodes keep their column (spec x) and their
-    order in it (spec y) but are stacked by real heights, so nothing overlaps; the view fits them all."""
-    cols: dict[int, list] = {}
+    """Spec positions -> (pos, size per node id, saved view): nodes keep their band (spec y below or from ROW2 on),
+    their column in it (spec x) and their order in that column (spec y), but are stacked by real heights, so
+    nothing overlaps; the second band starts below the first; the view fits them all."""
+    bands: dict[int, dict[int, list]] = {}
     for node in spec:
-        cols.setdefault(node[4][0], []).append(node)
-    pos, size, x = {}, {}, 0
-    for cx in sorted(cols):
-        y = TITLE_H
-        width = 0
-        for node in sorted(cols[cx], key=lambda n: n[4][1]):
-            w, h = WIDTH.get(node[1], NODE_WIDTH), MIN_HEIGHT.get(node[1], 200)
-            pos[node[0]], size[node[0]] = [x, y], [w, h]
-            y += h + TITLE_H + GAP_Y
-            width = max(width, w)
-        x += width + GAP_X
+        bands.setdefault(int(node[4][1] >= ROW2), {}).setdefault(node[4][0], []).append(node)
+    pos, size, top = {}, {}, TITLE_H
+    for band in sorted(bands):
+        cols, x, bottom = bands[band], 0, top
+        for cx in sorted(cols):
+            y, width = top, 0
+            for node in sorted(cols[cx], key=lambda n: n[4][1]):
+                w, h = WIDTH.get(node[1], NODE_WIDTH), MIN_HEIGHT.get(node[1], 200)
+                pos[node[0]], size[node[0]] = [x, y], [w, h]
+                bottom = max(bottom, y + h)
+                y += h + TITLE_H + GAP_Y
+                width = max(width, w)
+            x += width + GAP_X
+        top = bottom + TITLE_H + GAP_Y
     x0 = min(p[0] for p in pos.values())
     y0 = min(p[1] - TITLE_H for p in pos.values())
     x1 = max(pos[i][0] + size[i][0] for i in pos)
@@ -281,6 +306,18 @@ def layout(spec: list) -> tuple[dict, dict, dict]:
     bx0, by0, bx1, by1 = VIEW_BOX
     scale = min(1.0, (bx1 - bx0) / (x1 - x0), (by1 - by0) / (y1 - y0))
     scale = int(scale * 100) / 100
+
+    def in_keep_out(scale: float) -> bool:  # a node (title bar included) under the minimap at this zoom
+        kx0, ky0, kx1, ky1 = KEEP_OUT
+        for i in pos:
+            left, top = bx0 + (pos[i][0] - x0) * scale, by0 + (pos[i][1] - TITLE_H - y0) * scale
+            right, bottom = left + size[i][0] * scale, top + (size[i][1] + TITLE_H) * scale
+            if left < kx1 and kx0 < right and top < ky1 and ky0 < bottom:
+                return True
+        return False
+
+    while in_keep_out(scale) and scale > 0.3:
+        scale = round(scale - 0.01, 2)
     view = {"scale": scale, "offset": [bx0 / scale - x0, by0 / scale - y0]}
     return pos, size, view
 
@@ -373,6 +410,8 @@ def main(argv=None) -> int:
         ui = build_ui(spec(object_info), object_info)
         (WORKFLOWS / name).write_text(json.dumps(ui, indent=2) + "\n")
         print("wrote", WORKFLOWS / name)
+    TEMPLATE_SUMMARIES.write_text(json.dumps(template_summaries(), indent=2) + "\n")
+    print("wrote", TEMPLATE_SUMMARIES)
     return 0
 
 

@@ -18,6 +18,9 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_workflows import SUMMARIES  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 SIZE = 512
@@ -37,7 +40,10 @@ def _harness():
 
 
 def title_of(workflow: dict, stem: str) -> str:
-    """The workflow's title: the first bold line of its note, else the file name."""
+    """The picture's header: the workflow's one-line summary (the template card's subtitle, from
+    tools/comfy_workflows.py), else the first bold line of its note, else the file name."""
+    if stem in SUMMARIES:
+        return SUMMARIES[stem]
     for node in workflow.get("nodes", []):
         if node.get("type") in ("MarkdownNote", "Note") and node.get("widgets_values"):
             text = str(node["widgets_values"][0])
@@ -62,8 +68,28 @@ def render_scene(gaussians, size: int = SIZE):
     return rgb[0].clamp(0, 1)
 
 
+HEADER_SIZES = (26, 24, 22, 20, 18)  # font sizes tried for the header, largest first
+HEADER_LINES = 3
+
+
+def fit_header(text: str, width: int, measure) -> tuple[int, list[str]]:
+    """(font size, lines): the largest size at which ``text`` wraps into HEADER_LINES lines of at most ``width``
+    pixels (``measure(line, size)`` gives a line's width). The whole text, never cut: ValueError if it cannot."""
+    words = text.split()
+    for size in HEADER_SIZES:
+        lines: list[str] = []
+        for word in words:
+            if lines and measure(f"{lines[-1]} {word}", size) <= width:
+                lines[-1] = f"{lines[-1]} {word}"
+            else:
+                lines.append(word)
+        if len(lines) <= HEADER_LINES and all(measure(line, size) <= width for line in lines):
+            return size, lines
+    raise ValueError(f"the header does not fit {HEADER_LINES} lines of {width} px even at {HEADER_SIZES[-1]} px: {text!r}; shorten it")
+
+
 def compose(rgb, title: str, caption: str = CAPTION):
-    """Picture with the workflow title on top and the caption below, both on dark bars (PIL image)."""
+    """Picture with the whole header (``title``) on top and the caption below, both on dark bars (PIL image)."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
@@ -71,14 +97,17 @@ def compose(rgb, title: str, caption: str = CAPTION):
     draw = ImageDraw.Draw(img)
     w, h = img.size
     try:
-        big, small = ImageFont.load_default(size=26), ImageFont.load_default(size=17)
+        fonts = {size: ImageFont.load_default(size=size) for size in HEADER_SIZES}
+        small = ImageFont.load_default(size=17)
     except TypeError:  # Pillow < 10.1: a fixed bitmap font
-        big = small = ImageFont.load_default()
-    lines = textwrap.wrap(title, 34)[:2]
-    top = 12 + 32 * len(lines)
+        fonts = {size: ImageFont.load_default() for size in HEADER_SIZES}
+        small = ImageFont.load_default()
+    size, lines = fit_header(title, w - 28, lambda line, s: draw.textlength(line, font=fonts[s]))
+    step = size + 6
+    top = 12 + step * len(lines)
     draw.rectangle([0, 0, w, top], fill=(0, 0, 0))
     for i, line in enumerate(lines):
-        draw.text((14, 8 + 32 * i), line, fill=(255, 255, 255), font=big)
+        draw.text((14, 8 + step * i), line, fill=(255, 255, 255), font=fonts[size])
     cap = textwrap.wrap(caption, 52)[:2]
     bottom = h - 10 - 22 * len(cap)
     draw.rectangle([0, bottom, w, h], fill=(0, 0, 0))
