@@ -36,3 +36,26 @@ def test_link_repo_leaves_a_real_folder_alone(tmp_path):
     with pytest.raises(FileExistsError, match="is a folder, not a link to this checkout"):
         comfyui_env.link_repo(tmp_path / "custom_nodes")
     assert (folder / "keep.txt").read_text() == "mine"
+
+
+def test_example_video_is_written_without_installing_comfyui(tmp_path, monkeypatch):
+    """`make serve28` writes the example video with the project's mp4 writer: it must not install ComfyUI 0.3.75
+    (and its requirements) into the project venv for PyAV, as it once did."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("write_example_video tried to install ComfyUI or a package")
+
+    monkeypatch.setattr(comfyui_env, "install", refuse)
+    monkeypatch.setattr(comfyui_env, "_pip", refuse)
+    path = comfyui_env.write_example_video(tmp_path / "input" / "orbit.mp4")
+    reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+        frames = np.stack([f for f in reader])
+    finally:
+        reader.close()
+    assert frames.shape == (9, 96, 96, 3), frames.shape
+    yellow = (frames[..., 0] > 180) & (frames[..., 1] > 150) & (frames[..., 2] < 110)
+    first, last = (np.nonzero(yellow[i])[1].mean() for i in (0, 8))
+    assert last - first > 30, (first, last)  # the box moves across the frames: an orbit to reconstruct

@@ -111,10 +111,9 @@ def install() -> Path:
         print(f"[comfyui28] venv {VENV} on top of {sys.prefix} ...", flush=True)
         _make_venv()
         reqs = _requirements()
-        print(f"[comfyui28] installing ComfyUI {COMFY_VERSION}'s requirements ({len(reqs)} lines, no torch) ...", flush=True)
-        _pip("install", *reqs)
+        print(f"[comfyui28] installing ComfyUI {COMFY_VERSION}'s requirements ({len(reqs)} lines, no torch) and the pack's ...", flush=True)
+        _pip("install", *reqs, "-r", str(REPO / "requirements.txt"))  # one resolve for both lists
         _pip("install", "--no-deps", TORCHAUDIO)
-        _pip("install", "-r", str(REPO / "requirements.txt"))
         STAMP.write_text(json.dumps({"comfyui": COMFY_VERSION, "from": str(src), "sha256": digest}))
     _layer_on_project_venv()  # again on every install: a moved checkout moves the project venv with it
     comfyui_env.link_repo(COMFY / "custom_nodes")

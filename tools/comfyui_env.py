@@ -288,29 +288,23 @@ def serve(port: int, tiny: bool = False, frontend: str = "pinned", python: str =
 
 
 def write_example_video(path: Path, frames: int = 9, size: int = 96) -> Path:
-    """A tiny synthetic orbit video (coloured boxes) for the images/video -> 3DGS workflow."""
-    install()  # PyAV comes with ComfyUI's requirements (its video loader reads the file); a no-op once installed
-    import av
+    """A tiny synthetic orbit video (coloured boxes) for the images/video -> 3DGS workflow, written with the
+    project's own mp4 writer (imageio-ffmpeg, a dev dependency): serving ComfyUI 0.28 must not install
+    ComfyUI 0.3.75 only for PyAV."""
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        yy, xx = np.mgrid[0:size, 0:size]
-        for i in range(frames):
-            img = np.zeros((size, size, 3), np.uint8)
-            img[..., 0] = (xx * 255 // size)
-            img[..., 1] = (yy * 255 // size)
-            img[..., 2] = 128
-            shift = int(i * size / (2 * frames))
-            img[size // 3:2 * size // 3, size // 4 + shift:size // 2 + shift] = (240, 200, 40)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    from vist3a.render.media import save_orbit_video
+
+    yy, xx = np.mgrid[0:size, 0:size]
+    video = np.zeros((frames, size, size, 3), np.float32)
+    for i in range(frames):
+        video[i, ..., 0] = xx / size
+        video[i, ..., 1] = yy / size
+        video[i, ..., 2] = 0.5
+        shift = int(i * size / (2 * frames))
+        video[i, size // 3:2 * size // 3, size // 4 + shift:size // 2 + shift] = (240 / 255, 200 / 255, 40 / 255)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return save_orbit_video(video, Path(path), fps=8)
 
 
 def main(argv=None) -> int:
