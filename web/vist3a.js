@@ -2,8 +2,9 @@
 // Uses only the long-standing extension API (app.registerExtension, beforeRegisterNodeDef,
 // node.addDOMWidget, onExecuted), which the 1.32.x frontend pinned by ComfyUI 0.3.75 and the
 // current 1.5x frontends both provide. The renderer is Spark, bundled in web/vendor/: no CDN, works offline.
-// The viewer comes back after a workflow tab switch or a page reload: from the frontend's stored node
-// outputs when it has them, else from the last items kept in the node's properties.
+// The viewer comes back after a workflow tab switch or a page reload with the latest run: the newest of this
+// workflow in the server's history, else the frontend's stored node outputs, else the items kept in the node's
+// properties.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { SplatViewer } from "./splat_viewer.js";
@@ -66,7 +67,7 @@ function createViewerWidget(node) {
   help.textContent = "drag: orbit · right/shift-drag: pan · wheel: zoom · U: up axis";
   Object.assign(help.style, { left: "6px", bottom: "6px", fontSize: "11px" });
   box.appendChild(help);
-  node.vist3a = { viewer, box, select, items: [], shown: null };
+  node.vist3a = { viewer, box, select, items: [], shown: null, runs: 0 };
   window.VIST3A_VIEWERS.push(viewer);
   // no fixed height: the frontend gives the widget whatever the node has left, so it fills a resized node
   return node.addDOMWidget("vist3a_viewer", "VIST3A_SPLAT_VIEWER", box, {
@@ -94,16 +95,50 @@ function setItems(node, items) {
   showItem(node, 0);
 }
 
-/** The node's last output: the frontend's store (tab switch) or the node's properties (reload). */
-function storedItems(node) {
-  const outputs = app.nodeOutputs || {};
-  const fromStore = outputs[String(node.id)]?.vist3a_splats;
-  return fromStore?.length ? fromStore : node.properties?.vist3a_splats;
+/** The node's last output in the frontend's store (kept across workflow tab switches). */
+function storeItems(node) {
+  const items = (app.nodeOutputs || {})[String(node.id)]?.vist3a_splats;
+  return items?.length ? items : null;
 }
 
-function restoreAll() {
-  for (const node of app.graph?._nodes || []) {
-    if (node.type === NODE && node.vist3a) setItems(node, storedItems(node));
+/** {node id: items} of the newest runs of this workflow in the server's history: the latest run, whatever this
+ * page saved (the server keeps its history until it restarts). */
+async function latestFromHistory() {
+  try {
+    const res = await api.fetchApi("/history?max_items=64");
+    if (!res.ok) return {};
+    const history = await res.json();
+    const graphId = app.graph?.id;
+    const latest = {};
+    for (const entry of Object.values(history)) {  // oldest first
+      const workflowId = entry?.prompt?.[3]?.extra_pnginfo?.workflow?.id;
+      if (graphId && workflowId && workflowId !== graphId) continue;
+      for (const [nodeId, out] of Object.entries(entry?.outputs || {})) {
+        if (out?.vist3a_splats?.length) latest[nodeId] = out.vist3a_splats;
+      }
+    }
+    return latest;
+  } catch (err) {
+    return {};
+  }
+}
+
+/** Show each viewer's latest scene. From the store only (tab switch), or with `history` (page load, end of a run):
+ * the server's history first, then the store, then the items saved in the node's properties (which can be a run
+ * behind: a reload right after a run may come before the frontend saved the workflow again). */
+async function restoreAll({ history = false } = {}) {
+  const nodes = (app.graph?._nodes || []).filter((n) => n.type === NODE && n.vist3a);
+  if (!nodes.length) return;
+  const runs = nodes.map((n) => n.vist3a.runs);
+  const latest = history ? await latestFromHistory() : {};
+  for (const [i, node] of nodes.entries()) {
+    if (node.vist3a.runs !== runs[i]) continue;  // a run's output arrived meanwhile: it is newer than the history read
+    const items = latest[String(node.id)];
+    if (items) {
+      node.properties = node.properties || {};
+      node.properties.vist3a_splats = items;
+    }
+    setItems(node, items || storeItems(node) || (history ? node.properties?.vist3a_splats : null));
   }
 }
 
@@ -117,9 +152,47 @@ function showItem(node, index) {
   });
 }
 
+// Template cards: ComfyUI titles a custom pack's templates by file name and shows the name again, dashes as
+// spaces, as the card's subtitle. Ours get their one-line summary instead (web/templates.json, written with the
+// workflows by tools/comfy_workflows.py). Only text nodes inside an open dialog that equal such a subtitle change.
+const SUMMARIES = new Map();
+const squash = (text) => text.replace(/\s+/g, " ").trim();
+const subtitleKey = (name) => squash(name.replace(/[-_]/g, " "));  // the subtitle the frontends make of a name
+fetch(new URL("./templates.json", import.meta.url))
+  .then((r) => (r.ok ? r.json() : {}))
+  .then((data) => {
+    for (const [name, summary] of Object.entries(data)) SUMMARIES.set(subtitleKey(name), summary);
+    if (SUMMARIES.size) watchTemplateCards();
+  })
+  .catch(() => {});
+
+function summarizeTemplateCards() {
+  for (const dialog of document.querySelectorAll('[role="dialog"], .p-dialog')) {
+    const walker = document.createTreeWalker(dialog, NodeFilter.SHOW_TEXT);
+    for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+      const summary = SUMMARIES.get(squash(t.nodeValue));  // the title keeps its " - ", so it never matches
+      if (summary) t.nodeValue = summary;
+    }
+  }
+}
+
+function watchTemplateCards() {
+  let queued = false;
+  new MutationObserver(() => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; summarizeTemplateCards(); });
+  }).observe(document.body, { childList: true, subtree: true, characterData: true });
+}
+
+// A page reloaded while a run was still going shows the run once the server has finished it.
+api.addEventListener("status", ({ detail }) => {
+  if (detail?.exec_info?.queue_remaining === 0) setTimeout(() => restoreAll({ history: true }), 0);
+});
+
 app.registerExtension({
   name: "VIST3A.SplatViewer",
-  afterConfigureGraph() { setTimeout(restoreAll, 0); },
+  afterConfigureGraph() { setTimeout(() => restoreAll({ history: true }), 0); },
   onNodeOutputsUpdated() { setTimeout(restoreAll, 0); },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData?.name !== NODE) return;
@@ -138,7 +211,10 @@ app.registerExtension({
       if (items.length) {
         this.properties = this.properties || {};
         this.properties.vist3a_splats = items;
-        if (this.vist3a) this.vist3a.shown = null;
+        if (this.vist3a) {
+          this.vist3a.shown = null;
+          this.vist3a.runs++;
+        }
         setItems(this, items);
       }
       return r;
