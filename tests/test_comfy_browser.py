@@ -115,9 +115,12 @@ def _write_donut_spz(path: Path, n: int = 1_000_000) -> Path:
 
 
 def _load_and_preview(file: str, max_splats: int = 1_000_000) -> dict:
-    """Load PLY -> Preview Splats, as a UI-format graph."""
+    """Load PLY -> Preview Splats, as a UI-format graph with a new workflow id (the viewer restores the latest run of
+    its workflow from the server's history; each test's graph is a workflow of its own)."""
+    import uuid
+
     return {
-        "id": "vist3a-preview", "revision": 0, "last_node_id": 2, "last_link_id": 1, "version": 0.4, "config": {}, "groups": [],
+        "id": str(uuid.uuid4()), "revision": 0, "last_node_id": 2, "last_link_id": 1, "version": 0.4, "config": {}, "groups": [],
         "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
         "links": [[1, 1, 0, 2, 0, "SPLAT"]],
         "nodes": [
@@ -216,6 +219,8 @@ def test_ui_runs_the_text_to_3dgs_workflow_and_the_viewer_draws(browser_server, 
     assert result["upAfterToggle"] == "+y" and result["upAfterCycle"].startswith("auto"), result
     assert "vist3a-viewer" in (result["fullscreen"] or "").split()
     assert not result["pageErrors"], result["pageErrors"]
+    # our viewer's three.js stays private: the page's own three.js (the frontend's 3D nodes) does not see a second one
+    assert not [w for w in result["consoleWarnings"] if "Multiple instances of Three.js" in w], result["consoleWarnings"]
     print(f"\nbrowser: UI ready {result['uiReadyMs']} ms, queue -> splat drawn {result['queueToViewerMs']} ms, "
           f"total {result['wall_s']} s, frontend {result['frontendVersion']}")
 
@@ -274,6 +279,20 @@ def test_viewer_screenshot_of_a_loaded_ply(browser_server, tmp_path):
     assert ui_to_api(graph, browser_server.object_info())["1"]["inputs"]["file"] == "vist3a_showcase.ply"
 
 
+def test_reload_right_after_a_run_shows_the_latest_run(browser_server, tmp_path):
+    """Run Load PLY -> Preview Splats, run it again with fewer splats and reload the page the moment the new scene is
+    drawn: the viewer comes back with that latest run (from the server's history), not an empty viewer or the
+    previous run's scene (the frontend had not saved the node's properties yet)."""
+    wf = tmp_path / "rerun.json"
+    wf.write_text(json.dumps(_load_and_preview("vist3a_showcase.ply")))
+    result = _drive(browser_server, wf, {}, interact=False, rerunThenReload={"max_splats": 10_000})
+    assert result["viewerLoaded"] is True, result
+    rerun = result["rerun"]
+    assert rerun["first"]["splats"] > 10_000 and rerun["second"]["splats"] == 10_000, rerun
+    assert rerun["restored"] == rerun["second"] and rerun["after"] == rerun["second"], rerun
+    assert not result["pageErrors"], result["pageErrors"]
+
+
 def test_native_splat_workflow_loads_in_the_0_28_ui(browser_server, tmp_path):
     """The workflow for ComfyUI's native splat nodes loads in 0.28's own frontend with every node known,
     and the frontend turns it into the same prompt as the server tests (the 3D viewport aside)."""
@@ -329,14 +348,17 @@ def test_viewer_frames_a_million_splat_z_up_scene(browser_server, tmp_path):
 
 def test_shipped_workflows_open_with_every_node_in_view(browser_server, tmp_path):
     """Each shipped workflow's saved view on a 1600x1000 window: no overlapping nodes (title bars
-    included, rectangles read from app.graph) and every node fully visible, not under the side bar,
-    menu, floating Run toolbar or canvas buttons (hit-tested through the canvas transform)."""
+    included, rectangles read from app.graph), every node fully visible, not under the side bar,
+    menu, floating Run toolbar, minimap or canvas buttons (hit-tested through the canvas transform), drawn
+    with titles (above litegraph's level-of-detail zoom), and every rendered widget area (DOM widgets and
+    their canvases, e.g. ComfyUI's 3D viewports) inside its node, at the saved zoom and at 90%."""
     from comfy_workflows import NATIVE_SPECS
 
     files = sorted(f for f in WORKFLOWS.glob("*.json")  # the native-splat workflow needs ComfyUI 0.28's nodes
                    if browser_server.version == "0.28.0" or f.name not in NATIVE_SPECS)
-    shots = [(DOCS_IMAGES if browser_server.shots else tmp_path) / f"workflow_{f.stem}.png" for f in files]
-    cfg = {"url": browser_server.url, "workflow": str(files[0]), "graphShot": str(shots[0]), "layoutOnly": True,
+    shots = [(DOCS_IMAGES if browser_server.shots or (browser_server.version == "0.28.0" and f.name in NATIVE_SPECS) else tmp_path)
+             / f"workflow_{f.stem}.png" for f in files]
+    cfg = {"url": browser_server.url, "workflow": str(files[0]), "graphShot": str(shots[0]), "layoutOnly": True, "spillScales": [0.9],
            "moreWorkflows": [str(f) for f in files[1:]], "moreShots": [str(s) for s in shots[1:]], "chromium": browser_server.chromium}
     out = subprocess.run(["node", "ui_test.mjs", json.dumps(cfg)], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=HANG_S)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -348,4 +370,155 @@ def test_shipped_workflows_open_with_every_node_in_view(browser_server, tmp_path
         assert layout["nodes"] == len(json.loads(f.read_text())["nodes"])
         assert layout["overlaps"] == [], (f.name, layout["overlaps"])
         assert layout["hidden"] == [], (f.name, layout["hidden"])
+        assert layout["lowQuality"] is False, (f.name, layout["scale"])  # titles and widgets drawn, not untitled boxes
+        # rendered widget areas (3D viewports, our viewer, text boxes) stay inside their node, at the saved view and at 90%
+        assert layout["spills"] == [] and layout["spillsAt"]["0.9"] == [], (f.name, layout["spills"], layout["spillsAt"])
     assert all(s.is_file() for s in shots)
+
+
+NATIVE_VIEWERS = ["PreviewGaussianSplat", "SaveGaussianSplat"]
+
+
+def _splat_pixels(png: Path) -> dict:
+    """The splats in a screenshot of a ComfyUI 3D viewer (grid off): the viewer letterboxes its square viewport
+    (1024x1024 target) into the canvas and draws its buttons on the bars, so only the central square is read.
+    Returns the fraction of it that differs from its background, their bounding box (fractions of the side) and
+    the mean height of the drawn pixels (0 top, 1 bottom)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(png) as im:
+        px = np.asarray(im.convert("RGB"), dtype=np.int16)
+    h, w = px.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    sq = px[y0 + 2:y0 + side - 2, x0 + 2:x0 + side - 2]
+    flat = sq.reshape(-1, 3)
+    colours, counts = np.unique(flat, axis=0, return_counts=True)
+    bg = colours[counts.argmax()]
+    far = (np.abs(sq - bg).sum(axis=2) > 40)
+    ys, xs = np.nonzero(far)
+    n = sq.shape[0]
+    box = [0.0, 0.0] if len(xs) == 0 else [float(xs.max() - xs.min() + 1) / n, float(ys.max() - ys.min() + 1) / n]
+    return {"fraction": float(far.mean()), "box": box, "centre_y": float(ys.mean()) / n if len(ys) else None}
+
+
+def test_native_splat_viewers_draw_the_native_workflow(browser_server, tmp_path):
+    """ComfyUI 0.28's own Preview Splat and Save Splat load the shipped native-splat workflow's scene (SH degree 3
+    by default; degree 4 made Spark refuse it with 'Invalid number of f_rest properties: 72') and draw it framed by
+    3D Viewer Camera, with no error toast."""
+    from comfy_workflows import NATIVE_SPECS
+
+    if browser_server.version != "0.28.0":
+        pytest.skip("the native splat nodes need ComfyUI 0.28")
+    (name,) = NATIVE_SPECS
+    wf = json.loads((WORKFLOWS / name).read_text())
+    viewers = {str(n["id"]): n["type"] for n in wf["nodes"] if n["type"] in NATIVE_VIEWERS}
+    result = _drive(browser_server, WORKFLOWS / name, FAST, nativeViewers=NATIVE_VIEWERS, nativeShotDir=str(tmp_path),
+                    graphAfterShot=str(DOCS_IMAGES / "comfyui28_native_splat_workflow.png"))
+    assert result["status"] == "success", result
+    assert not [t for t in result["toasts"] if "Error" in t], result["toasts"]
+    assert not [e for e in result["consoleErrors"] if "loading model" in e or "f_rest" in e], result["consoleErrors"]
+    assert set(result["nativeRects"]) == set(viewers), (result["nativeRects"], viewers)
+    for nid, t in viewers.items():
+        assert result["nativeDrawn"][nid], (t, result["nativeDrawn"])
+        drawn = _splat_pixels(tmp_path / f"{nid}.png")
+        print(f"\n{t}: {drawn}")
+        assert drawn["fraction"] > 0.002, (t, drawn)  # tiny random weights: a faint cloud, framed
+        assert max(drawn["box"]) > 0.25, (t, drawn)  # not a speck: it spans a quarter of the view or more
+    assert not result["pageErrors"], result["pageErrors"]
+    assert not [w for w in result["consoleWarnings"] if "Multiple instances of Three.js" in w], result["consoleWarnings"]
+
+
+def test_native_preview_frames_our_scene_upright(browser_server, tmp_path):
+    """Load PLY -> Create 3D File -> two Preview Splats, one given 3D Viewer Camera's camera_info, one left at
+    ComfyUI's camera: ours frames the scene larger and centred, and upright (the red sphere above the floor: our
+    SPLAT is in ComfyUI's splat axes, OpenCV y down, which its viewer turns upright). README screenshot."""
+    from comfy_workflows import build_ui
+
+    if browser_server.version != "0.28.0":
+        pytest.skip("the native splat nodes need ComfyUI 0.28")
+    info = dict(browser_server.object_info())
+    view = dict(viewport_state="", width=1024, height=1024)
+    spec = [
+        (1, "VIST3ALoadPLY", dict(file="vist3a_showcase.ply"), {}, (40, 80), None),
+        (2, "VIST3AViewerCamera", dict(fov=35.0), {"splat": (1, 0)}, (40, 300), None),
+        (3, "SplatToFile3D", dict(format="ply"), {"splat": (1, 0)}, (40, 500), None),
+        (4, "PreviewGaussianSplat", view, {"model_3d": (3, 0), "camera_info": (2, 0)}, (420, 80), "Preview Splat + 3D Viewer Camera"),
+        (5, "PreviewGaussianSplat", view, {"model_3d": (3, 0)}, (860, 80), "Preview Splat, its own camera"),
+    ]
+    wf = tmp_path / "native_showcase.json"
+    wf.write_text(json.dumps(build_ui(spec, info)))
+    result = _drive(browser_server, wf, {}, nativeViewers=NATIVE_VIEWERS, nativeShotDir=str(tmp_path),
+                    graphAfterShot=str(DOCS_IMAGES / "comfyui28_native_preview.png"))
+    assert result["status"] == "success", result
+    assert result["nativeDrawn"] == {"4": True, "5": True}, result["nativeDrawn"]
+    ours, theirs = _splat_pixels(tmp_path / "4.png"), _splat_pixels(tmp_path / "5.png")
+    print(f"\nnative preview, 3D Viewer Camera: {ours}\nnative preview, its own camera: {theirs}")
+    assert max(ours["box"]) > 0.6 and ours["fraction"] > 2 * theirs["fraction"], (ours, theirs)
+    red, floor = _colour_rows(tmp_path / "4.png")
+    assert red < floor, (red, floor)  # upright: the sphere stands on the floor
+    assert not [t for t in result["toasts"] if "Error" in t], result["toasts"]
+
+
+def _colour_rows(png: Path) -> tuple[float, float]:
+    """Mean row (0 top, 1 bottom) of the showcase's red sphere and of its grey floor in a viewer screenshot."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(png) as im:
+        px = np.asarray(im.convert("RGB"), dtype=np.int16)
+    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    red = (r > 140) & (g < 90) & (b < 90)
+    grey = (abs(r - g) < 12) & (abs(g - b) < 12) & (r > 110)
+    rows = np.arange(px.shape[0])[:, None] / px.shape[0]
+    assert red.sum() > 20 and grey.sum() > 20, (red.sum(), grey.sum())
+    return float((rows * red).sum() / red.sum()), float((rows * grey).sum() / grey.sum())
+
+
+def test_a_refused_path_reads_as_one_short_instruction(browser_server, tmp_path):
+    """Load PLY with a path outside ComfyUI's folders: the error card the page shows is headed by the pack's short
+    exception name or the node (never our module's path through custom_nodes/, e.g. '.../custom_nodes/ComfyUI-VIST3A
+    .comfy_nodes.errors.NodeError'), and the message a user reads there or in the details it opens leads with what
+    to do, in a few lines."""
+    graph = _load_and_preview("vist3a_showcase.ply")
+    graph["nodes"][0]["widgets_values"] = ["vist3a_showcase.ply", "/etc/vist3a_secret.ply"]
+    wf = tmp_path / "refused.json"
+    wf.write_text(json.dumps(graph))
+    shot = (DOCS_IMAGES / "comfyui_error.png" if browser_server.shots else
+            DOCS_IMAGES / "comfyui28_error.png" if browser_server.version == "0.28.0" else tmp_path / "error.png")
+    result = _drive(browser_server, wf, {}, failing=True, errorShot=str(shot), detailsShot=str(tmp_path / "details.png"))
+    assert result["status"] == "error", result.get("status")
+    card = result["pageText"]
+    assert "custom_nodes" not in card and "comfy_nodes" not in card, card[-2000:]
+    assert ".comfy_nodes." not in result["detailsText"], result["detailsText"][-3000:]  # no module path anywhere
+    prefixes = ("• ", "- **Exception Message:** ", "VIST3A.NodeError: ")
+    shown = []
+    for line in (card + "\n" + result["detailsText"]).splitlines():
+        if "vist3a_secret.ply is outside" in line:
+            for prefix in prefixes:
+                line = line.strip().removeprefix(prefix)
+            shown.append(line)
+    assert shown and all(line.startswith("Copy vist3a_secret.ply into ") and len(line) < 600 for line in shown), shown
+
+
+def test_template_cards_show_whole_titles_and_summaries(browser_server, tmp_path):
+    """The template browser (Templates -> ComfyUI-VIST3A) lists the workflows this ComfyUI can run (the native-splat
+    one only on 0.28; 0.3.75 opened it with missing nodes), with titles that are not cut (line-clamped or clipped) and
+    our one-line summaries as subtitles instead of the title again."""
+    from comfy_workflows import NATIVE_SPECS, SPECS, template_summaries
+
+    summaries = template_summaries()
+    runnable = sorted(Path(n).stem for n in [*SPECS, *(NATIVE_SPECS if browser_server.version == "0.28.0" else [])])
+    pack = next(k for k in browser_server.get("/workflow_templates") if "VIST3A" in k)
+    shot = (DOCS_IMAGES / "comfyui_templates.png" if browser_server.shots else
+            DOCS_IMAGES / "comfyui28_templates.png" if browser_server.version == "0.28.0" else tmp_path / "templates.png")
+    result = _drive(browser_server, WORKFLOWS / "unused.json", {}, templatesShot=str(shot),
+                    templates={"pack": pack, "names": sorted(summaries), "summaries": [summaries[n] for n in sorted(summaries)]})
+    cards = result["templates"]["cards"]
+    assert sorted(cards) == runnable, (sorted(cards), runnable)
+    assert not [n for n, c in cards.items() if c["cut"]], cards
+    assert result["templates"]["repeatedSubtitles"] == [], result["templates"]
+    # 1.32 and 1.45 give a pack's card a subtitle (the name again; ours says what the workflow does), 1.58 none
+    expected = [] if browser_server.frontend == NEW_FRONTEND else sorted(summaries[n] for n in runnable)
+    assert sorted(result["templates"]["summariesShown"]) == expected, result["templates"]

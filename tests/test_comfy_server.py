@@ -16,7 +16,7 @@ import pytest
 from guards import HANG_S
 
 from comfy_harness import NODE_IDS, api_graph, import_problems
-from comfy_workflows import NATIVE_SPECS, SPECS, WORKFLOWS, build_ui
+from comfy_workflows import NATIVE_SPECS, SPECS, TEMPLATE_SUMMARIES, WORKFLOWS, build_ui, template_summaries
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -64,6 +64,11 @@ def test_object_info_lists_every_node_with_tooltips(server):
     assert info["VIST3ADecodeSplats"]["output"] == ["SPLAT", "CAMERAS", "IMAGE"]
     assert info["VIST3ARenderViews"]["output"] == ["IMAGE"]
     assert info["VIST3ASavePLY"]["input"]["required"]["sh_degree"][1]["default"] == "3"  # what common viewers read
+    # every SPLAT producer outputs SH degree 3 unless asked for all of it (ComfyUI's Spark viewers read at most 3)
+    for node in ("VIST3ADecodeSplats", "VIST3AImagesToSplats", "VIST3ALoadPLY"):
+        spec = info[node]["input"]["optional"]["sh_degree"]  # optional: API prompts from before it still validate
+        assert spec[1]["default"] == "3" and "full" in spec[1]["options"] and "Preview Splat" in spec[1]["tooltip"], (node, spec)
+    assert info["VIST3AViewerCamera"]["output"] == ["LOAD3D_CAMERA"]
     # the models/vist3a folder is registered and lists the tiny files
     decoders = info["VIST3ALoadStitchedDecoder"]["input"]["required"]["decoder"][1]["options"]
     assert {"anysplat_stitched.pth", "vist3a_stitched_export/", "anysplat/"} <= set(decoders)
@@ -77,8 +82,13 @@ def test_shipped_workflows_are_current_and_listed_as_templates(server):
         committed = json.loads((WORKFLOWS / name).read_text())
         assert committed == build_ui(spec(info), info), f"workflows/{name} is stale: python tools/comfy_workflows.py --port N"
     templates = server.get("/workflow_templates")
+    assert server.get("/api/workflow_templates") == templates  # the frontends' route
     pack, ours = next((k, v) for k, v in templates.items() if "VIST3A" in k)
-    assert sorted(ours) == sorted(Path(n).stem for n in [*SPECS, *NATIVE_SPECS])
+    # listed only where they run: the native-splat workflow needs 0.28's nodes (0.3.75 opened it with missing nodes)
+    assert sorted(ours) == sorted(Path(n).stem for n in [*SPECS, *(NATIVE_SPECS if server.version == NATIVE else [])])
+    # the card subtitles our web extension shows (tools/comfy_workflows.py writes them with the workflows)
+    assert json.loads(TEMPLATE_SUMMARIES.read_text()) == template_summaries()
+    assert server.get(f"/extensions/{urllib.parse.quote(pack)}/templates.json") == template_summaries()
     for stem in ours:  # the template browser's card picture (tools/thumbnails.py)
         url = f"{server.url}/api/workflow_templates/{urllib.parse.quote(pack)}/{urllib.parse.quote(stem)}.jpg"
         with urllib.request.urlopen(url, timeout=HANG_S) as r:  # the file names are the titles: spaces, parentheses
@@ -241,6 +251,27 @@ def test_save_ply_writes_glb_and_load_ply_reads_it_back(server):
     assert history["status"]["status_str"] == "error"
     msg = _error(history)["exception_message"].strip()
     assert "\n" not in msg and "KHR_gaussian_splatting" in msg and "a_mesh.glb" in msg, msg
+
+
+def test_splat_outputs_sh_degree_3_unless_full_is_asked(server):
+    """A degree-4 PLY (what AnySplat predicts) through Load PLY: SPLAT carries degree 3 by default, all 4 with
+    sh_degree full (Save PLY 'full' writes what the SPLAT carries)."""
+    from test_splat_io import make_scene
+
+    from vist3a.formats import load_ply, save_ply
+
+    save_ply(make_scene(200, degree=4, seed=3), server.base / "input" / "degree4.ply")
+    server._object_info = None  # the new file shows up in Load PLY's list
+    first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
+    degrees = {}
+    for choice in ("3", "full"):
+        graph = {"1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": "degree4.ply", "sh_degree": choice}},
+                 "2": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["1", 0], "filename_prefix": "tests/degree", "sh_degree": "full",
+                                                                "also_splat": False, "also_spz": False}}}
+        history, _ = server.run(graph)
+        assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+        degrees[choice] = load_ply(server.output_path(history["outputs"]["2"]["vist3a_files"][0])).sh_degree
+    assert degrees == {"3": 3, "full": 4}, degrees
 
 
 def _error(history) -> dict:
@@ -468,6 +499,7 @@ def test_native_splat_nodes_connect_both_ways(server):
     saved = out["12"]["result"][0]
     assert saved.endswith(".ply"), saved
     native = load_ply(server.output_path({"filename": saved.rpartition("/")[2], "subfolder": saved.rpartition("/")[0], "type": "output"}))
+    assert ours.sh_degree == native.sh_degree == 3  # Decode Splats' default: what Preview Splat's Spark reads
     # native writer vs ours, and native reader -> our writer: the same splats
     reread = load_ply(local("16"))
     for other in (native, reread):
@@ -515,4 +547,6 @@ def test_load_ply_refuses_paths_outside_comfyui_folders(server, tmp_path):
         if not path and server.version == NATIVE:  # 0.28's folder_paths refuses a listed file that resolves outside itself
             assert "Invalid file path" in msg and "\n" not in msg, msg
             continue
-        assert "not allowed" in msg and str(inp.resolve()) in msg and "VIST3A_EXTRA_READ_ROOTS" in msg and "\n" not in msg, msg
+        # what to do first, in one short line; the card's headline is the pack's error, not our module path
+        assert msg.startswith(f"Copy secret.ply into {inp.resolve()} ") and "\n" not in msg and len(msg) < 600, msg
+        assert "VIST3A_EXTRA_READ_ROOTS" in msg and _error(history)["exception_type"] == "VIST3A.NodeError", _error(history)

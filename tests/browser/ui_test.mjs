@@ -18,6 +18,53 @@ async function closeDialogs(page) {
     await page.waitForTimeout(200);
   }
 }
+// In the page: the rendered widget areas (DOM widgets and the canvases in them: our viewer, ComfyUI's 3D viewports,
+// text boxes) that leave their node or cover another node, for the nodes in view (or only node `onlyId`).
+const installSpillCheck = (page) => page.evaluate(() => {
+  window.__vist3aSpills = (onlyId) => {
+    const canvas = window.app.canvas, ds = canvas.ds, cr = canvas.canvas.getBoundingClientRect(), th = window.LiteGraph.NODE_TITLE_HEIGHT;
+    const nodes = window.app.graph._nodes.map((n) => {
+      const x0 = cr.left + (n.pos[0] + ds.offset[0]) * ds.scale, y0 = cr.top + (n.pos[1] - th + ds.offset[1]) * ds.scale;
+      return { id: n.id, type: n.type, x0, y0, x1: x0 + n.size[0] * ds.scale, y1: y0 + (n.size[1] + th) * ds.scale };
+    });
+    const spills = [];
+    for (const w of document.querySelectorAll(".dom-widget")) {
+      const wr = w.getBoundingClientRect();
+      if (wr.width < 2 || wr.height < 2 || getComputedStyle(w).display === "none" || getComputedStyle(w).visibility === "hidden") continue;
+      const owner = nodes.find((n) => wr.left + 1 >= n.x0 && wr.left + 1 <= n.x1 && wr.top + 1 >= n.y0 && wr.top + 1 <= n.y1);
+      if (!owner || (onlyId !== undefined && owner.id !== onlyId)) continue;
+      for (const part of [w, ...w.querySelectorAll("canvas")]) {
+        const r = part.getBoundingClientRect();
+        if (r.width < 2 || r.height < 2) continue;
+        const what = `${owner.type}: ${part.tagName.toLowerCase()}.${String(part.className).split(" ")[0]}`;
+        if (r.left < owner.x0 - 2 || r.top < owner.y0 - 2 || r.right > owner.x1 + 2 || r.bottom > owner.y1 + 2)
+          spills.push({ what, out_of: "its node", by: [owner.x0 - r.left, owner.y0 - r.top, r.right - owner.x1, r.bottom - owner.y1].map(Math.round) });
+        for (const o of nodes) {
+          if (o !== owner && r.left < o.x1 - 1 && o.x0 < r.right - 1 && r.top < o.y1 - 1 && o.y0 < r.bottom - 1) spills.push({ what, over: o.type });
+        }
+      }
+    }
+    return spills;
+  };
+});
+
+// The same at another zoom: each node in turn brought into view at `scale` (its top left at 160, 160).
+const spillsAtScale = async (page, scale) => {
+  const ids = await page.evaluate(() => window.app.graph._nodes.map((n) => n.id));
+  const spills = [];
+  for (const id of ids) {
+    await page.evaluate(([id, scale]) => {
+      const n = window.app.graph.getNodeById(id), ds = window.app.canvas.ds;
+      ds.scale = scale;
+      ds.offset = [160 / scale - n.pos[0], 160 / scale - n.pos[1]];
+      window.app.canvas.setDirty(true, true);
+    }, [id, scale]);
+    await page.waitForTimeout(400);
+    spills.push(...await page.evaluate((id) => window.__vist3aSpills(id), id));
+  }
+  return spills;
+};
+
 const layoutOf = (page) => page.evaluate(() => {
   const canvas = window.app.canvas, ds = canvas.ds, el = canvas.canvas, cr = el.getBoundingClientRect();
   const th = window.LiteGraph.NODE_TITLE_HEIGHT;
@@ -38,10 +85,118 @@ const layoutOf = (page) => page.evaluate(() => {
       if (!ok) { hidden.push({ type, at: [Math.round(x), Math.round(y)], hit: hit ? String(hit.className).slice(0, 60) || hit.tagName : "outside" }); break; }
     }
   }
-  return { scale: ds.scale, offset: [...ds.offset], overlaps, hidden, nodes: rects.length };
+  // litegraph draws nodes as untitled boxes below its level-of-detail zoom (1.45: min font size; 1.32: 0.6)
+  const lowQuality = typeof canvas.low_quality === "boolean" ? canvas.low_quality : ds.scale < (canvas.low_quality_zoom_threshold ?? 0.6);
+  return { scale: ds.scale, offset: [...ds.offset], overlaps, hidden, nodes: rects.length, lowQuality, spills: window.__vist3aSpills() };
 });
 
-const result = { consoleErrors: [], pageErrors: [] };
+// Screen rectangle of a node (title bar included) through the canvas transform, in the page.
+const NODE_RECT_JS = `(node) => {
+  const canvas = window.app.canvas, ds = canvas.ds, cr = canvas.canvas.getBoundingClientRect(), th = window.LiteGraph.NODE_TITLE_HEIGHT;
+  const x0 = cr.left + (node.pos[0] + ds.offset[0]) * ds.scale, y0 = cr.top + (node.pos[1] - th + ds.offset[1]) * ds.scale;
+  return { x: x0, y: y0, width: node.size[0] * ds.scale, height: (node.size[1] + th) * ds.scale };
+}`;
+
+// ComfyUI 0.28's own 3D viewers (Preview Splat, Save Splat): queue the workflow, wait for the prompt and for each
+// viewer's picture to change and settle (two equal screenshots in a row), save those pictures (<nativeShotDir>/<node
+// id>.png), read the toasts.
+async function runNativeViewers(page, result) {
+  const canvasRects = () => page.evaluate(([types, nodeRect]) => {
+    const rectOf = eval(nodeRect);
+    const out = {};
+    for (const node of window.app.graph._nodes.filter((n) => types.includes(n.type))) {
+      const r = rectOf(node);
+      const inside = [...document.querySelectorAll(".dom-widget canvas")].map((c) => c.getBoundingClientRect())
+        .filter((c) => c.width > 20 && c.left + c.width / 2 > r.x && c.left + c.width / 2 < r.x + r.width && c.top + c.height / 2 > r.y && c.top + c.height / 2 < r.y + r.height);
+      if (inside.length) out[node.id] = { x: Math.round(inside[0].left), y: Math.round(inside[0].top), width: Math.round(inside[0].width), height: Math.round(inside[0].height) };
+    }
+    return out;
+  }, [cfg.nativeViewers, NODE_RECT_JS]);
+  const rects = await canvasRects();
+  result.nativeRects = rects;
+  const before = {};
+  for (const [id, clip] of Object.entries(rects)) before[id] = (await page.screenshot({ clip })).toString("base64");
+  const seen = new Set(Object.keys(await (await fetch(`${cfg.url}/history`)).json()));
+  await page.evaluate(() => window.app.queuePrompt(0, 1));
+  const t0 = Date.now();
+  while (Date.now() - t0 < (cfg.timeoutMs || 300000)) {
+    const h = await (await fetch(`${cfg.url}/history`)).json();
+    const id = Object.keys(h).find((k) => !seen.has(k));
+    if (id && ["success", "error"].includes(h[id].status?.status_str)) { result.status = h[id].status.status_str; break; }
+    await page.waitForTimeout(1000);
+  }
+  log(`native prompt ${result.status}`);
+  result.nativeDrawn = {};
+  for (const [id, clip] of Object.entries(rects)) {
+    let last = null, stable = false;
+    const t1 = Date.now();
+    while (Date.now() - t1 < 120000) {
+      await page.waitForTimeout(1500);
+      const shot = (await page.screenshot({ clip })).toString("base64");
+      if (shot !== before[id] && shot === last) { stable = true; break; }
+      last = shot;
+    }
+    result.nativeDrawn[id] = stable;
+    if (cfg.nativeShotDir) writeFileSync(`${cfg.nativeShotDir}/${id}.png`, Buffer.from(last, "base64"));
+  }
+  result.toasts = await page.evaluate(() => [...document.querySelectorAll(".p-toast-message")].map((t) => t.innerText.trim()));
+  if (cfg.graphAfterShot) await page.screenshot({ path: cfg.graphAfterShot });
+}
+
+// Queue a workflow that fails and read what the page shows: the text of the whole page once the error is up.
+async function runFailing(page, result) {
+  const seen = new Set(Object.keys(await (await fetch(`${cfg.url}/history`)).json()));
+  await page.evaluate(() => window.app.queuePrompt(0, 1));
+  const t0 = Date.now();
+  while (Date.now() - t0 < 120000) {
+    const h = await (await fetch(`${cfg.url}/history`)).json();
+    const id = Object.keys(h).find((k) => !seen.has(k));
+    if (id && ["success", "error"].includes(h[id].status?.status_str)) { result.status = h[id].status.status_str; break; }
+    await page.waitForTimeout(500);
+  }
+  await page.waitForTimeout(2500);  // the error dialog / card and its animation
+  result.pageText = await page.evaluate(() => document.body.innerText);
+  if (cfg.errorShot) await page.screenshot({ path: cfg.errorShot });
+  // then the details a user opens from the card (1.45: See Errors, 1.58: View details; 1.32 shows them at once)
+  result.detailsOpened = await page.evaluate(() => {
+    const b = [...document.querySelectorAll("button")].find((x) => ["See Errors", "View details"].includes(x.innerText.trim()) && x.offsetParent);
+    if (b) b.click();
+    return b ? b.innerText.trim() : null;
+  });
+  await page.waitForTimeout(2000);
+  result.detailsText = await page.evaluate(() => document.body.innerText);
+  if (cfg.detailsShot) await page.screenshot({ path: cfg.detailsShot });
+}
+
+// The template browser: open it, pick this pack's category, and read each of our cards: is its title cut (the
+// title element or a parent clips it), and which summaries show. cfg.templates = {pack, names, summaries}.
+async function readTemplateCards(page, result) {
+  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+  await page.waitForFunction((pack) => [...document.querySelectorAll('[role="dialog"] *, .p-dialog *')]
+    .some((e) => e.childElementCount === 0 && e.textContent.trim() === pack), cfg.templates.pack, { timeout: 60000 });
+  await page.evaluate((pack) => {
+    const item = [...document.querySelectorAll('[role="dialog"] *, .p-dialog *')].find((e) => e.childElementCount === 0 && e.textContent.trim() === pack);
+    item.click();
+  }, cfg.templates.pack);
+  await page.waitForTimeout(3000);
+  result.templates = await page.evaluate(({ names, summaries }) => {
+    const dialog = document.querySelector('[role="dialog"]') || document.querySelector(".p-dialog");
+    const texts = [...dialog.querySelectorAll("*")].filter((e) => e.childElementCount === 0);
+    const cards = {};
+    for (const name of names) {
+      const title = texts.find((e) => e.textContent.trim() === name);
+      if (!title) continue;
+      let cut = false;
+      for (let e = title, i = 0; e && i < 3; e = e.parentElement, i++) if (e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1) cut = true;
+      cards[name] = { cut, width: Math.round(title.getBoundingClientRect().width) };
+    }
+    const text = dialog.innerText;
+    return { cards, summariesShown: summaries.filter((s) => text.includes(s)), repeatedSubtitles: names.filter((n) => text.includes(n.replace(/[-_]/g, " ").replace(/\s+/g, " ").trim())) };
+  }, cfg.templates);
+  if (cfg.templatesShot) await page.screenshot({ path: cfg.templatesShot });
+}
+
+const result = { consoleErrors: [], pageErrors: [], consoleWarnings: [] };
 const t00 = Date.now();
 const log = (m) => process.stderr.write(`[ui_test ${((Date.now() - t00) / 1000).toFixed(1)}s] ${m}\n`);
 const browser = await chromium.launch({
@@ -57,11 +212,14 @@ try {
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 });
   page.on("console", (m) => {
     if (m.type() === "error") result.consoleErrors.push(m.text());
+    if (m.type() === "warning") result.consoleWarnings.push(m.text().slice(0, 300));
     if (cfg.verbose) log(`console.${m.type()}: ${m.text().slice(0, 300)}`);
   });
   page.on("pageerror", (e) => result.pageErrors.push(String(e)));
   // a fresh user folder would open the template browser over the graph on first start
-  for (const [id, value] of [["Comfy.TutorialCompleted", true], ["Comfy.Workflow.ShowMissingModelsWarning", false]]) {
+  // cfg.native: ComfyUI's 3D viewers without their grid, so that only the splats differ from the background
+  const settings = [["Comfy.TutorialCompleted", true], ["Comfy.Workflow.ShowMissingModelsWarning", false], ["Comfy.Load3D.ShowGrid", !cfg.nativeViewers]];
+  for (const [id, value] of settings) {
     await fetch(`${cfg.url}/settings/${id}`, { method: "POST", body: JSON.stringify(value) }).catch(() => {});
   }
   const t0 = Date.now();
@@ -69,10 +227,15 @@ try {
   await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.extensions?.length, null, { timeout: 120000 });
   await page.waitForFunction(() => window.app.extensions.some((e) => e.name === "VIST3A.SplatViewer"), null, { timeout: 60000 });
   result.uiReadyMs = Date.now() - t0;
+  await installSpillCheck(page);
   log(`UI ready`);
   result.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ || window.comfyAPI?.version || null);
   await closeDialogs(page);
 
+  if (cfg.templates) {
+    await readTemplateCards(page, result);
+    throw new LoadOnlyDone();
+  }
   const workflow = JSON.parse(readFileSync(cfg.workflow, "utf8"));
   result.missingTypes = await page.evaluate(async (wf) => {
     await window.app.loadGraphData(wf);
@@ -128,17 +291,34 @@ try {
       result.layouts[wfPath] = await layoutOf(page);
       if (cfg.moreShots?.[i]) await page.screenshot({ path: cfg.moreShots[i] });
     }
+    for (const wfPath of cfg.spillScales?.length ? [cfg.workflow, ...(cfg.moreWorkflows || [])] : []) {  // other zooms
+      await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, JSON.parse(readFileSync(wfPath, "utf8")));
+      await closeDialogs(page);
+      await page.waitForTimeout(600);
+      result.layouts[wfPath].spillsAt = {};
+      for (const scale of cfg.spillScales) result.layouts[wfPath].spillsAt[scale] = await spillsAtScale(page, scale);
+    }
     throw new Error("layout only");
   }
+  if (cfg.nativeViewers) {
+    await runNativeViewers(page, result);
+    throw new LoadOnlyDone();
+  }
+  if (cfg.failing) {
+    await runFailing(page, result);
+    throw new LoadOnlyDone();
+  }
   // queue it from the UI and wait for the viewer to draw
+  // (a viewer may already show an earlier run of this workflow, restored from the server's history: wait for a new file)
+  const shownBefore = await page.evaluate(() => (window.VIST3A_VIEWERS || []).map((v) => v.info?.filename).filter(Boolean));
   const tq = Date.now();
   await page.evaluate(() => window.app.queuePrompt(0, 1));
   const loaded = await page.waitForFunction(
-    () => {
-      const v = (window.VIST3A_VIEWERS || []).find((x) => x.stats.loaded && x.stats.frames > 1);
+    (old) => {
+      const v = (window.VIST3A_VIEWERS || []).find((x) => x.stats.loaded && x.stats.frames > 1 && !old.includes(x.info?.filename));
       return v && v.coverage().nonBackground > 0.005 ? true : null;
     },
-    null, { timeout: cfg.timeoutMs || 240000, polling: 500 },
+    shownBefore, { timeout: cfg.timeoutMs || 240000, polling: 500 },
   ).then(() => true, (e) => String(e));
   result.viewerLoaded = loaded;
   log(`viewer loaded: ${loaded}`);
@@ -183,6 +363,27 @@ try {
       await page.waitForTimeout(300);
     }
     log(`bench ${JSON.stringify(result.bench)}`);
+  }
+  if (loaded === true && cfg.rerunThenReload) {
+    // run again with fewer splats, then reload the page the moment the new scene is drawn (the frontend has not
+    // saved the workflow since): the viewer must come back with that latest run, not an empty or older scene
+    const shown = (f) => {
+      const v = (window.VIST3A_VIEWERS || []).find((x) => x.stats.loaded && x.stats.frames > 1 && x.canvas.isConnected && x.info.filename !== f);
+      return v && v.coverage().nonBackground > 0.005 ? { file: v.info.filename, splats: v.stats.splats } : null;
+    };
+    const first = await page.evaluate(shown, null);
+    await page.evaluate((n) => {
+      const node = window.app.graph._nodes.find((x) => x.type === "VIST3APreviewSplats");
+      node.widgets.find((w) => w.name === "max_splats").value = n;
+    }, cfg.rerunThenReload.max_splats);
+    await page.evaluate(() => window.app.queuePrompt(0, 1));
+    const second = await page.waitForFunction(shown, first.file, { timeout: 120000, polling: 100 }).then((h) => h.jsonValue());
+    await page.reload({ waitUntil: "domcontentloaded" });
+    await page.waitForFunction(() => window.app?.graph && window.app.extensions?.some((e) => e.name === "VIST3A.SplatViewer"), null, { timeout: 120000 });
+    const restored = await page.waitForFunction(shown, null, { timeout: 120000, polling: 500 }).then((h) => h.jsonValue(), (e) => String(e));
+    await page.waitForTimeout(3000);  // and it stays: no later restore puts an older scene back
+    const after = await page.evaluate(shown, null);
+    result.rerun = { first, second, restored, after };
   }
   if (loaded === true && cfg.interact !== false) {
     const box = page.locator(".vist3a-viewer").first();
