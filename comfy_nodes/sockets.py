@@ -45,9 +45,10 @@ NATIVE_SPLAT = _NATIVE is not None
 Splat = _NATIVE[0] if NATIVE_SPLAT else io.Custom("SPLAT")
 SPLAT_CLASS = _NATIVE[1] if NATIVE_SPLAT else SplatBatch
 
-# SH degree of the SPLAT our producers output (Decode Splats, Images to Splats, Load PLY): 3 by default, the most
-# ComfyUI's splat viewers (Spark: Preview Splat, Save Splat), SuperSplat and the 3DGS tools read; AnySplat
-# predicts degree 4, which those viewers refuse ("Invalid number of f_rest properties: 72").
+# SH degree of the SPLAT our producers output (Decode Splats, Images to Splats, Load PLY): 3 by default, the highest
+# that ComfyUI's splat viewers (Spark: Preview Splat, Save Splat), SuperSplat and the 3DGS tools read; AnySplat
+# predicts degree 4, which those viewers refuse ("Invalid number of f_rest properties: 72"). Render Views and Save
+# PLY 'full' use what the SPLAT carries, so sh_degree full keeps the model's own bands end to end.
 SPLAT_SH_CHOICES = ["3", "full"]
 SPLAT_SH_TIP = ("Spherical-harmonic degree of the SPLAT output. 3 (default): what ComfyUI's Preview Splat / Save Splat, "
                 "SuperSplat and most 3DGS viewers read. full: every band the model predicts (AnySplat: degree 4) for Render "

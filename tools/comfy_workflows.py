@@ -258,14 +258,15 @@ def template_summaries() -> dict:
 
 
 # ------------------------------------------------------------------------------------ the layout
-# Node heights the frontend needs at width 360 (measured on 1.32.9 and 1.58.1 from node.computeSize());
+# Node heights the frontend needs at width 340 (measured on 1.32.9 and 1.58.1 from node.computeSize(); Load Video
+# grows to 414 once its preview of the (square) example video loads);
 # a node is never drawn smaller than this, so stacking by these sizes keeps title bars and bodies apart.
 MIN_HEIGHT = {
     "VIST3ALoadWan": 180, "VIST3ALoadLoRA": 84, "VIST3AApplyLoRAToModel": 84, "VIST3ATextEncode": 190, "VIST3ASample": 270,
     "VIST3ALoadStitchedDecoder": 132, "VIST3ALoadAnySplat": 108, "VIST3ADecodeSplats": 150, "VIST3AImagesToSplats": 220,
     "VIST3ARenderViews": 224, "VIST3ASavePLY": 132, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
     "EmptyHunyuanLatentVideo": 132, "KSampler": 264, "VAELoader": 60, "PreviewImage": 200, "SaveAnimatedWEBP": 156,
-    "LoadVideo": 300, "GetVideoComponents": 68, "MarkdownNote": 260, "VIST3ARunSize": 200,
+    "LoadVideo": 420, "GetVideoComponents": 68, "MarkdownNote": 260, "VIST3ARunSize": 200,
     # ComfyUI 0.28's splat nodes (frontend 1.45.21); its 3D viewports need 200 px below the other widgets
     "TransformSplat": 320, "SplatToFile3D": 84, "SplatToMesh": 250, "SaveGLB": 320, "VIST3AViewerCamera": 100,
     "PreviewGaussianSplat": 400, "SaveGaussianSplat": 424,

@@ -217,8 +217,10 @@ try {
   });
   page.on("pageerror", (e) => result.pageErrors.push(String(e)));
   // a fresh user folder would open the template browser over the graph on first start
-  // cfg.native: ComfyUI's 3D viewers without their grid, so that only the splats differ from the background
-  const settings = [["Comfy.TutorialCompleted", true], ["Comfy.Workflow.ShowMissingModelsWarning", false], ["Comfy.Load3D.ShowGrid", !cfg.nativeViewers]];
+  // cfg.nativeViewers: ComfyUI's 3D viewers without their grid, so that only the splats differ from the background;
+  // the side panel an earlier run's error details opened (1.45+ keep it open across page loads) closed again
+  const settings = [["Comfy.TutorialCompleted", true], ["Comfy.Workflow.ShowMissingModelsWarning", false],
+                    ["Comfy.Load3D.ShowGrid", !cfg.nativeViewers], ["Comfy.RightSidePanel.IsOpen", false]];
   for (const [id, value] of settings) {
     await fetch(`${cfg.url}/settings/${id}`, { method: "POST", body: JSON.stringify(value) }).catch(() => {});
   }
