@@ -242,12 +242,12 @@ NATIVE_SPECS = {
     "VIST3A text to 3D splats - native.json": spec_native_splat_nodes,
 }
 # One sentence per workflow: the template card's subtitle and the header of its picture (tools/thumbnails.py).
-SUMMARIES = {
-    "VIST3A text to 3D splats - Wan 1.3B": "Text to 3D Gaussians with Wan 2.1 T2V 1.3B and the VIST3A LoRA: viewer, PLY and orbit video.",
-    "VIST3A text to 3D splats - Wan 14B": "Text to 3D Gaussians with Wan 2.1 T2V 14B (fp8 file), its blocks streamed to the GPU.",
-    "VIST3A text to 3D splats - KSampler": "ComfyUI's own Wan loader, KSampler and VAE with the VIST3A LoRA, then Decode Splats.",
-    "VIST3A video to 3D splats - AnySplat": "A video or photos of one scene to 3D Gaussians with plain AnySplat.",
-    "VIST3A text to 3D splats - native": "Text to 3D Gaussians shown and saved by ComfyUI's own splat nodes, plus a mesh (ComfyUI 0.28+).",
+SUMMARIES = {  # at most two lines of a card's subtitle (about 70 characters)
+    "VIST3A text to 3D splats - Wan 1.3B": "Text to 3D Gaussians with Wan 2.1 1.3B: viewer, PLY and orbit video.",
+    "VIST3A text to 3D splats - Wan 14B": "Text to 3D Gaussians with Wan 2.1 14B, blocks streamed to the GPU.",
+    "VIST3A text to 3D splats - KSampler": "ComfyUI's own Wan loader, KSampler and VAE, then Decode Splats.",
+    "VIST3A video to 3D splats - AnySplat": "A video or photos of one scene to 3D Gaussians with AnySplat.",
+    "VIST3A text to 3D splats - native": "Text to 3D Gaussians in ComfyUI's own splat nodes (0.28+), and a mesh.",
 }
 TEMPLATE_SUMMARIES = REPO / "web" / "templates.json"
 

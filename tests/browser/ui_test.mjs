@@ -182,16 +182,19 @@ async function readTemplateCards(page, result) {
   result.templates = await page.evaluate(({ names, summaries }) => {
     const dialog = document.querySelector('[role="dialog"]') || document.querySelector(".p-dialog");
     const texts = [...dialog.querySelectorAll("*")].filter((e) => e.childElementCount === 0);
+    const clipped = (el) => {  // cut: the element or a parent clips it (ellipsis, line clamp)
+      for (let e = el, i = 0; e && i < 3; e = e.parentElement, i++) if (e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1) return true;
+      return false;
+    };
     const cards = {};
     for (const name of names) {
       const title = texts.find((e) => e.textContent.trim() === name);
       if (!title) continue;
-      let cut = false;
-      for (let e = title, i = 0; e && i < 3; e = e.parentElement, i++) if (e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1) cut = true;
-      cards[name] = { cut, width: Math.round(title.getBoundingClientRect().width) };
+      cards[name] = { cut: clipped(title), width: Math.round(title.getBoundingClientRect().width) };
     }
+    const summariesCut = summaries.filter((s) => texts.some((e) => e.textContent.trim() === s && clipped(e)));
     const text = dialog.innerText;
-    return { cards, summariesShown: summaries.filter((s) => text.includes(s)), repeatedSubtitles: names.filter((n) => text.includes(n.replace(/[-_]/g, " ").replace(/\s+/g, " ").trim())) };
+    return { cards, summariesCut, summariesShown: summaries.filter((s) => text.includes(s)), repeatedSubtitles: names.filter((n) => text.includes(n.replace(/[-_]/g, " ").replace(/\s+/g, " ").trim())) };
   }, cfg.templates);
   if (cfg.templatesShot) await page.screenshot({ path: cfg.templatesShot });
 }
