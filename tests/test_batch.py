@@ -221,7 +221,7 @@ def test_batch_two_ranks_kill_and_resume(tmp_path):
     for j in (2, 3):
         alone = tmp_path / f"alone{j}.ply"
         proc = subprocess.run([sys.executable, "-m", "vist3a", "generate", PROMPTS[j], "-o", alone, *GENERATE,
-                               "--prompt-index", "1"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                               "--prompt-index", "1"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=HANG_S)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert (out / names[j] / "gaussians.ply").read_bytes() == alone.read_bytes(), j
     # the videos hold the interpolated trajectory: (views - 1) * (t + 1) frames (AnySplat's
@@ -250,6 +250,6 @@ def test_batch_cli_errors(tmp_path):
     (tmp_path / "p.txt").write_text("a chair\n")
     proc = subprocess.run([sys.executable, "-m", "vist3a", "batch", tmp_path / "p.txt", "-o", tmp_path / "o", "--tiny",
                            "--seed-mode", "official", "--prompt-index", "2"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--prompt-index" in proc.stderr
     assert not (tmp_path / "o").exists()
