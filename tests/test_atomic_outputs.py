@@ -6,18 +6,11 @@ import os
 
 import pytest
 import torch
+from helpers import random_gaussians
 
 from vist3a import atomic, cli, decoders, tiny
 from vist3a.formats import save_ply, save_splat
-from vist3a.gaussians import Gaussians
 from vist3a.render.media import save_orbit_video, save_png_grid
-
-
-def _scene(n=50):
-    g = torch.Generator().manual_seed(0)
-    return Gaussians.from_xyzw(torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g) * 0.1 + 0.01,
-                               torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
-                               torch.rand(n, generator=g) * 0.8 + 0.1, torch.randn(n, 3, 16, generator=g))
 
 
 def _only(folder):
@@ -57,8 +50,8 @@ def failing_write(monkeypatch):
 
 
 @pytest.mark.parametrize("writer, name", [
-    (lambda p: save_ply(_scene(), p), "s.ply"),
-    (lambda p: save_splat(_scene(), p), "s.splat"),
+    (lambda p: save_ply(random_gaussians(), p), "s.ply"),
+    (lambda p: save_splat(random_gaussians(), p), "s.splat"),
     (lambda p: save_png_grid(torch.rand(4, 32, 32, 3), p), "g.png"),
     (lambda p: save_orbit_video(torch.rand(4, 32, 32, 3), p), "o.webp"),
 ])
@@ -70,11 +63,11 @@ def test_failure_mid_write_leaves_nothing(tmp_path, failing_write, writer, name)
 
 
 def test_failure_keeps_the_previous_complete_file(tmp_path, failing_write):
-    save_ply(_scene(10), tmp_path / "s.ply")
+    save_ply(random_gaussians(10), tmp_path / "s.ply")
     before = (tmp_path / "s.ply").read_bytes()
     boom = failing_write(after_bytes=64)
     with pytest.raises(boom):
-        save_ply(_scene(40), tmp_path / "s.ply")
+        save_ply(random_gaussians(40), tmp_path / "s.ply")
     assert (tmp_path / "s.ply").read_bytes() == before and _only(tmp_path) == ["s.ply"]
 
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from guards import HANG_S
+from helpers import QUANTISABLE_SH, random_gaussians
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,21 +58,13 @@ print(json.dumps({"core": vist3a.__file__, "comfy": any(m.split('.')[0] in ('com
     assert Path(r["core"]).resolve().is_relative_to(target.resolve()) and not r["comfy"]
 
 
-def _scene(n=500, degree=3, seed=0):
-    from vist3a.gaussians import Gaussians
-
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(n, 4, generator=g)
-    return Gaussians(torch.randn(n, 3, generator=g) * 2, torch.rand(n, 3, generator=g) * 0.1 + 1e-3, q / q.norm(dim=1, keepdim=True),
-                     torch.rand(n, generator=g) * 0.98 + 0.01, (torch.randn(n, 3, (degree + 1) ** 2, generator=g) * 0.3).clamp(-0.95, 0.95))
-
 
 def test_spz_round_trip(tmp_path):
     import gzip
 
     from vist3a.formats.spz import SPZ_MAGIC, load_spz, save_spz
 
-    g = _scene()
+    g = random_gaussians(500, 3, scale_range=(1e-3, 0.101), **QUANTISABLE_SH)
     path = save_spz(g, tmp_path / "s.spz")
     raw = gzip.decompress(path.read_bytes())
     assert int.from_bytes(raw[:4], "little") == SPZ_MAGIC and raw[4] == 2 and int.from_bytes(raw[8:12], "little") == g.num
@@ -87,8 +79,8 @@ def test_spz_round_trip(tmp_path):
     assert (h.sh[:, :, 1:4] - g.sh[:, :, 1:4]).abs().max() < 0.04  # 5-bit degree-1 bands
     assert (h.sh[:, :, 4:] - g.sh[:, :, 4:]).abs().max() < 0.07  # 4-bit higher bands (values within +-1)
     # degree 4 (AnySplat) is capped at 3; an explicit degree truncates
-    assert load_spz(save_spz(_scene(degree=4), tmp_path / "d4.spz")).sh_degree == 3
-    assert load_spz(save_spz(_scene(degree=4), tmp_path / "d0.spz", sh_degree=0)).sh_degree == 0
+    assert load_spz(save_spz(random_gaussians(500, 4, scale_range=(1e-3, 0.101), **QUANTISABLE_SH), tmp_path / "d4.spz")).sh_degree == 3
+    assert load_spz(save_spz(random_gaussians(500, 4, scale_range=(1e-3, 0.101), **QUANTISABLE_SH), tmp_path / "d0.spz", sh_degree=0)).sh_degree == 0
 
 
 def test_tiny_release_layout(tmp_path):

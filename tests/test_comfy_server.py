@@ -197,11 +197,11 @@ def test_load_ply_reads_official_layout(server):
     """A PLY written the official way (DC only, opacity stored linear) loads with its opacities as they are:
     Save PLY writes them back (as logits) and they come back equal, not squashed through a sigmoid."""
     import torch
-    from test_splat_io import make_scene, write_official_ply
+    from helpers import QUANTISABLE_SH, random_gaussians, write_official_ply
 
     from vist3a.formats import load_ply
 
-    scene = make_scene(300, degree=0, seed=5)
+    scene = random_gaussians(300, 0, 5, **QUANTISABLE_SH)
     path = server.base / "input" / "official_gaussians.ply"  # Load PLY reads only inside ComfyUI's folders
     write_official_ply(path, scene)
     first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
@@ -220,11 +220,11 @@ def test_save_ply_writes_glb_and_load_ply_reads_it_back(server):
     """Save PLY's also_glb writes the glTF splats next to the PLY; Load PLY reads that .glb (in ComfyUI's output
     folder) and Save PLY writes the same scene again; a .glb that holds a mesh is refused in one sentence."""
     import torch
-    from test_glb import _triangle_doc, make_scene, write_glb
+    from helpers import IN_FRONT_OF_CAMERA, random_gaussians, triangle_glb_doc, write_glb
 
     from vist3a.formats import load_glb, load_ply, save_ply
 
-    scene = make_scene(200, degree=3, seed=8)
+    scene = random_gaussians(200, 3, 8, **IN_FRONT_OF_CAMERA)
     path = save_ply(scene, server.base / "input" / "glb_source.ply")
     first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
     save = {"filename_prefix": "tests/glb", "sh_degree": "full", "also_splat": False, "also_spz": False}
@@ -245,7 +245,7 @@ def test_save_ply_writes_glb_and_load_ply_reads_it_back(server):
     again = load_ply(server.output_path(history["outputs"]["2"]["vist3a_files"][0]))
     for name in ("means", "scales", "opacities", "sh"):
         torch.testing.assert_close(getattr(again, name), getattr(scene, name), rtol=0, atol=1e-6)
-    mesh = write_glb(server.base / "input" / "a_mesh.glb", *_triangle_doc())
+    mesh = write_glb(server.base / "input" / "a_mesh.glb", *triangle_glb_doc())
     history, _ = server.run({"1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(mesh), "opacity": "auto"}},
                              "2": {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["1", 0], **save}}})
     assert history["status"]["status_str"] == "error"
@@ -256,11 +256,11 @@ def test_save_ply_writes_glb_and_load_ply_reads_it_back(server):
 def test_splat_outputs_sh_degree_3_unless_full_is_asked(server):
     """A degree-4 PLY (what AnySplat predicts) through Load PLY: SPLAT carries degree 3 by default, all 4 with
     sh_degree full (Save PLY 'full' writes what the SPLAT carries)."""
-    from test_splat_io import make_scene
+    from helpers import QUANTISABLE_SH, random_gaussians
 
     from vist3a.formats import load_ply, save_ply
 
-    save_ply(make_scene(200, degree=4, seed=3), server.base / "input" / "degree4.ply")
+    save_ply(random_gaussians(200, 4, 3, **QUANTISABLE_SH), server.base / "input" / "degree4.ply")
     server._object_info = None  # the new file shows up in Load PLY's list
     first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
     degrees = {}

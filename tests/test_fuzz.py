@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import random_gaussians
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as safetensors_bytes
@@ -16,7 +17,6 @@ from safetensors.torch import save as safetensors_bytes
 from vist3a import weights as wt
 from vist3a.errors import VIST3AError
 from vist3a.formats import PlyError, load_ply, save_ply
-from vist3a.gaussians import Gaussians
 
 # Derandomised: CI always runs the same 300 cases per reader (a found bug stays found); raise
 # max_examples locally to explore further.
@@ -24,13 +24,7 @@ FUZZ = settings(max_examples=300, deadline=None, derandomize=True, suppress_heal
 
 
 def _valid_ply_bytes(tmp: Path) -> bytes:
-    g = torch.Generator().manual_seed(0)
-    n = 6
-    sh = torch.randn(n, 3, 4, generator=g)
-    scene = Gaussians.from_xyzw(torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g) + 0.01,
-                                torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
-                                torch.rand(n, generator=g) * 0.9 + 0.05, sh)
-    save_ply(scene, tmp / "seed.ply")
+    save_ply(random_gaussians(6, 1, scale_range=(0.01, 1.01), opacity=(0.05, 0.95)), tmp / "seed.ply")
     return (tmp / "seed.ply").read_bytes()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_gaussians
 from plyfile import PlyData, PlyElement
 
 import vist3a.formats.ply as ply_module
@@ -16,17 +17,6 @@ from vist3a import atomic
 from vist3a.atomic import WriteBehind, atomic_save_bytes, atomic_write
 from vist3a.formats import PlyError, load_ply, save_ply, save_splat
 from vist3a.gaussians import SH_C0, Gaussians, wxyz_to_xyzw, xyzw_to_wxyz
-
-
-def make_gaussians(n: int = 50, degree: int = 3, seed: int = 0) -> Gaussians:
-    g = torch.Generator().manual_seed(seed)
-    return Gaussians(
-        means=torch.randn(n, 3, generator=g) * 2,
-        scales=torch.exp(torch.randn(n, 3, generator=g) - 3),
-        rotations=torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
-        opacities=torch.rand(n, generator=g) * 0.98 + 0.01,
-        sh=torch.randn(n, 3, (degree + 1) ** 2, generator=g),
-    )
 
 
 def assert_same(a: Gaussians, b: Gaussians) -> None:
@@ -55,7 +45,7 @@ def splat_columns(n: int = 4, rest: int = 0) -> dict:
 
 
 def test_shapes_are_checked_on_construction():
-    g = make_gaussians(5, 1)
+    g = random_gaussians(5, 1)
     with pytest.raises(ValueError, match="rotations"):
         Gaussians(g.means, g.scales, g.rotations[:, :3], g.opacities, g.sh)
     with pytest.raises(ValueError, match="sh"):
@@ -66,7 +56,7 @@ def test_shapes_are_checked_on_construction():
 
 
 def test_validate_reports_bad_values():
-    g = make_gaussians(5, 0)
+    g = random_gaussians(5, 0)
     g.validate()
     bad = g.opacities.clone()
     bad[2] = float("nan")
@@ -82,13 +72,13 @@ def test_xyzw_conversion_and_from_xyzw():
     q = torch.tensor([[0.1, 0.2, 0.3, 0.9]])
     assert torch.equal(xyzw_to_wxyz(q), torch.tensor([[0.9, 0.1, 0.2, 0.3]]))
     assert torch.equal(wxyz_to_xyzw(xyzw_to_wxyz(q)), q)
-    g = make_gaussians(3, 0)
+    g = random_gaussians(3, 0)
     built = Gaussians.from_xyzw(g.means, g.scales, wxyz_to_xyzw(g.rotations), g.opacities, g.sh)
     assert torch.equal(built.rotations, g.rotations)
 
 
 def test_prune_truncate_and_to():
-    g = make_gaussians(20, 2)
+    g = random_gaussians(20, 2)
     kept = g.prune(min_opacity=0.5)
     assert kept.num == int((g.opacities >= 0.5).sum()) and (kept.opacities >= 0.5).all()
     mask = torch.zeros(20, dtype=torch.bool)
@@ -108,7 +98,7 @@ def test_prune_truncate_and_to():
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 3, 4])
 def test_ply_round_trip(tmp_path, degree):
-    g = make_gaussians(40, degree, seed=degree)
+    g = random_gaussians(40, degree, seed=degree)
     path = save_ply(g, tmp_path / "scene.ply")
     loaded = load_ply(path)
     assert loaded.sh_degree == degree and loaded.num == 40
@@ -116,7 +106,7 @@ def test_ply_round_trip(tmp_path, degree):
 
 
 def test_ply_layout_matches_3dgs(tmp_path):
-    g = make_gaussians(6, 2)
+    g = random_gaussians(6, 2)
     path = save_ply(g, tmp_path / "scene.ply")
     ply = PlyData.read(str(path))
     assert ply.text is False and ply.byte_order == "<"
@@ -137,7 +127,7 @@ def test_ply_layout_matches_3dgs(tmp_path):
 
 
 def test_save_with_lower_sh_degree(tmp_path):
-    g = make_gaussians(10, 4)
+    g = random_gaussians(10, 4)
     loaded = load_ply(save_ply(g, tmp_path / "d1.ply", sh_degree=1))
     assert loaded.sh_degree == 1
     torch.testing.assert_close(loaded.sh, g.sh[:, :, :4])
@@ -166,7 +156,7 @@ def test_bad_ply_not_a_ply(tmp_path):
 
 
 def test_bad_ply_truncated(tmp_path):
-    path = save_ply(make_gaussians(20, 1), tmp_path / "cut.ply")
+    path = save_ply(random_gaussians(20, 1), tmp_path / "cut.ply")
     path.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(PlyError, match="truncated") as e:
         load_ply(path)
@@ -174,7 +164,7 @@ def test_bad_ply_truncated(tmp_path):
 
 
 def test_bad_ply_truncated_header(tmp_path):
-    path = save_ply(make_gaussians(20, 1), tmp_path / "cut.ply")
+    path = save_ply(random_gaussians(20, 1), tmp_path / "cut.ply")
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(PlyError, match="header") as e:
         load_ply(path)
@@ -224,7 +214,7 @@ def test_ply_error_is_a_value_error_and_missing_file_is_not_found(tmp_path):
 
 
 def test_empty_scene_is_not_written(tmp_path):
-    empty = make_gaussians(3, 0).prune(min_opacity=2.0)
+    empty = random_gaussians(3, 0).prune(min_opacity=2.0)
     with pytest.raises(ValueError, match="no Gaussians"):
         save_ply(empty, tmp_path / "empty.ply")
     assert not (tmp_path / "empty.ply").exists()
@@ -234,7 +224,7 @@ def test_empty_scene_is_not_written(tmp_path):
 
 
 def test_splat_layout(tmp_path):
-    g = make_gaussians(7, 2)
+    g = random_gaussians(7, 2)
     path = save_splat(g, tmp_path / "scene.splat")
     data = path.read_bytes()
     assert len(data) == 32 * 7
@@ -313,7 +303,7 @@ def test_write_behind_hands_every_finished_window_to_the_disk(tmp_path, monkeypa
 
 
 def test_ply_and_splat_files_do_not_depend_on_blocks_or_the_write_behind_window(tmp_path, monkeypatch):
-    g = make_gaussians(3000, 2)
+    g = random_gaussians(3000, 2)
     wide = [save_ply(g, tmp_path / "a.ply").read_bytes(), save_splat(g, tmp_path / "a.splat").read_bytes()]
     monkeypatch.setattr(atomic, "WRITE_BEHIND_BYTES", 4096)
     monkeypatch.setattr(ply_module.ply_binary, "CHUNK_BYTES", 1000)  # 7 rows a block: the two buffers alternate
@@ -328,5 +318,5 @@ def test_save_ply_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ply_module.ply_binary, "write_table", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        save_ply(make_gaussians(5, 0), tmp_path / "scene.ply")
+        save_ply(random_gaussians(5, 0), tmp_path / "scene.ply")
     assert list(tmp_path.iterdir()) == []

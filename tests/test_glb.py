@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 from guards import HANG_S
+from helpers import IN_FRONT_OF_CAMERA, random_gaussians, triangle_glb_doc, write_glb
 
 from vist3a.formats import GlbError, load_glb, load_ply, read_splats, save_glb, save_ply, write_splats
 from vist3a.formats.axes import HALF_TURN_Z, RDF_TO_RUB, sh_flip_signs
@@ -38,16 +39,6 @@ ROTATION, SCALE, OPACITY = (f"{EXTENSION}:{n}" for n in ("ROTATION", "SCALE", "O
 CHROMIUM = os.environ.get("VIST3A_CHROMIUM", "/usr/bin/chromium")
 
 
-def make_scene(n: int = 300, degree: int = 3, seed: int = 0) -> Gaussians:
-    g = torch.Generator().manual_seed(seed)
-    return Gaussians(
-        means=torch.randn(n, 3, generator=g) * 0.6 + torch.tensor([0.0, 0.0, 4.0]),
-        scales=torch.exp(torch.randn(n, 3, generator=g) * 0.5 - 3.0),
-        rotations=torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
-        opacities=torch.rand(n, generator=g) * 0.9 + 0.05,
-        sh=torch.randn(n, 3, (degree + 1) ** 2, generator=g) * 0.4,
-    )
-
 
 def gltf_space(attrs: dict) -> Gaussians:
     """The file's values taken as they are (glTF axes, nothing undone): for the turned-camera check."""
@@ -57,15 +48,6 @@ def gltf_space(attrs: dict) -> Gaussians:
     return Gaussians(torch.from_numpy(np.array(attrs["POSITION"])), torch.from_numpy(np.array(attrs[SCALE])),
                      xyzw_to_wxyz(torch.from_numpy(np.array(attrs[ROTATION]))), torch.from_numpy(np.array(attrs[OPACITY][:, 0])), sh)
 
-
-def write_glb(path: Path, doc: dict, binary: bytes = b"") -> Path:
-    """A .glb from a glTF document and its binary chunk (for files other writers could make)."""
-    text = json.dumps(doc).encode()
-    text += b" " * (-len(text) % 4)
-    binary += b"\0" * (-len(binary) % 4)
-    chunks = struct.pack("<II", len(text), 0x4E4F534A) + text + (struct.pack("<II", len(binary), 0x004E4942) + binary if binary else b"")
-    path.write_bytes(struct.pack("<III", 0x46546C67, 2, 12 + len(chunks)) + chunks)
-    return path
 
 
 # --------------------------------------------------------------------------------------- SH and axes
@@ -133,13 +115,13 @@ def test_matches_splat_transform_fixture(tmp_path):
 
 def test_round_trip_is_exact_and_capped_at_degree_3(tmp_path):
     for degree in (0, 1, 2, 3, 4):
-        ref = make_scene(200, degree=degree, seed=degree)
+        ref = random_gaussians(200, degree, degree, **IN_FRONT_OF_CAMERA)
         back = load_glb(save_glb(ref, tmp_path / f"d{degree}.glb"))
         assert back.sh_degree == min(degree, 3) and back.num == ref.num
         for name in ("means", "scales", "rotations", "opacities"):
             torch.testing.assert_close(getattr(back, name), getattr(ref, name), rtol=0, atol=0)
         torch.testing.assert_close(back.sh, ref.sh[:, :, :back.sh.shape[2]], rtol=0, atol=0)
-    low = load_glb(save_glb(make_scene(50, degree=3), tmp_path / "low.glb", sh_degree=1))
+    low = load_glb(save_glb(random_gaussians(50, 3, **IN_FRONT_OF_CAMERA), tmp_path / "low.glb", sh_degree=1))
     assert low.sh_degree == 1
 
 
@@ -149,7 +131,7 @@ def test_the_turned_camera_sees_the_original_picture(tmp_path):
     from vist3a.render import render_gaussians
     from vist3a.render.cameras import intrinsics_from_fov, look_at
 
-    ref = make_scene(400, degree=3, seed=3)
+    ref = random_gaussians(400, 3, 3, **IN_FRONT_OF_CAMERA)
     ref = Gaussians(ref.means, ref.scales * 2, ref.rotations, ref.opacities, ref.sh * 1.5)
     attrs = glb_attributes(save_glb(ref, tmp_path / "s.glb"))
     stored = gltf_space(attrs)
@@ -173,7 +155,7 @@ def test_spz_compressed_glb(tmp_path):
     from vist3a.formats import load_spz, save_spz
     from vist3a.formats.spz import decode_spz
 
-    ref = make_scene(500, degree=3, seed=5)
+    ref = random_gaussians(500, 3, 5, **IN_FRONT_OF_CAMERA)
     ref = Gaussians(ref.means, ref.scales, ref.rotations, ref.opacities, ref.sh.clamp(-0.9, 0.9))
     path = write_splats(ref, tmp_path / "s.spz.glb", sh_degree=None)
     doc = _document(path)
@@ -255,17 +237,9 @@ def test_reads_interleaved_quantised_and_several_primitives(tmp_path):
 # ------------------------------------------------------------------------------------------ refusals
 
 
-def _triangle_doc() -> tuple[dict, bytes]:
-    pos = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], "<f4")
-    return ({"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-             "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
-             "buffers": [{"byteLength": 36}], "bufferViews": [{"buffer": 0, "byteLength": 36}],
-             "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3", "min": [0, 0, 0], "max": [1, 1, 0]}]},
-            pos.tobytes())
-
 
 def test_a_glb_without_splats_is_refused_with_what_to_do(tmp_path):
-    mesh = write_glb(tmp_path / "mesh.glb", *_triangle_doc())
+    mesh = write_glb(tmp_path / "mesh.glb", *triangle_glb_doc())
     with pytest.raises(GlbError) as err:
         read_splats(mesh)
     msg = str(err.value)
@@ -279,7 +253,7 @@ def test_a_glb_without_splats_is_refused_with_what_to_do(tmp_path):
 
 
 def test_damaged_and_unsupported_files_are_refused(tmp_path):
-    good = save_glb(make_scene(20, degree=1), tmp_path / "good.glb")
+    good = save_glb(random_gaussians(20, 1, **IN_FRONT_OF_CAMERA), tmp_path / "good.glb")
     data = good.read_bytes()
     doc = _document(good)
     (json_len,) = struct.unpack("<I", data[12:16])
@@ -321,7 +295,7 @@ def test_damaged_and_unsupported_files_are_refused(tmp_path):
 
 
 def test_cli_and_batch_options_write_glb(tmp_path):
-    src = save_ply(make_scene(60, degree=4), tmp_path / "s.ply")
+    src = save_ply(random_gaussians(60, 4, **IN_FRONT_OF_CAMERA), tmp_path / "s.ply")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=REPO, env=env, timeout=HANG_S)
     proc = run([sys.executable, "-m", "vist3a", "convert", str(src), str(tmp_path / "s.glb")])
@@ -380,7 +354,7 @@ def splat_transform(ply: Path, glb: Path) -> Path:
 @pytest.mark.slow
 def test_matches_splat_transform_on_fresh_scenes(tmp_path):
     for degree in (0, 1, 2, 3):
-        ply = save_ply(make_scene(3000, degree=degree, seed=10 + degree), tmp_path / f"d{degree}.ply")
+        ply = save_ply(random_gaussians(3000, degree, 10 + degree, **IN_FRONT_OF_CAMERA), tmp_path / f"d{degree}.ply")
         theirs = splat_transform(ply, tmp_path / f"theirs{degree}.glb")
         ours = write_splats(load_ply(ply), tmp_path / f"ours{degree}.glb", sh_degree=None)
         diffs = compare_with_splat_transform(ours, theirs)
@@ -390,7 +364,7 @@ def test_matches_splat_transform_on_fresh_scenes(tmp_path):
 @pytest.mark.slow
 def test_gltf_validator_finds_nothing_it_does_not_find_in_splat_transforms_file(tmp_path):
     tools = gltf_tools()
-    ply = save_ply(make_scene(500, degree=3, seed=2), tmp_path / "s.ply")
+    ply = save_ply(random_gaussians(500, 3, 2, **IN_FRONT_OF_CAMERA), tmp_path / "s.ply")
     theirs = splat_transform(ply, tmp_path / "theirs.glb")
     ours = write_splats(load_ply(ply), tmp_path / "ours.glb", sh_degree=None)
     spz = write_splats(load_ply(ply), tmp_path / "ours.spz.glb", sh_degree=None)

@@ -148,15 +148,11 @@ def test_a_metadata_file_that_would_run_code_is_refused(tmp_path):
 
 
 def test_official_layout_ply_writer(tmp_path):
-    from vist3a.formats import read_ply, save_ply
-    from vist3a.gaussians import Gaussians
+    from helpers import random_gaussians
 
-    g = torch.Generator().manual_seed(0)
-    n = 50
-    rot = torch.randn(n, 4, generator=g)
-    gs = Gaussians(means=torch.randn(n, 3, generator=g), scales=torch.rand(n, 3, generator=g) + 0.01,
-                   rotations=rot / rot.norm(dim=-1, keepdim=True), opacities=torch.rand(n, generator=g) * 0.98 + 0.01,
-                   sh=torch.randn(n, 3, 25, generator=g))
+    from vist3a.formats import read_ply, save_ply
+
+    gs = random_gaussians(50, 4, spread=1.0, scale_range=(0.01, 1.01))
     save_ply(gs, tmp_path / "off.ply", layout="official")
     header = (tmp_path / "off.ply").read_bytes()[:2000].split(b"end_header")[0].decode()
     assert "f_rest_0" not in header and "property float opacity" in header and "f_dc_2" in header

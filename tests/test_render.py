@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import plain_gaussians, random_gaussians
 from PIL import Image
 
-from vist3a.gaussians import Gaussians, rgb_to_sh0
+from vist3a.gaussians import rgb_to_sh0
 from vist3a.render import (
     cameras_from_normalized_intrinsics,
     look_at,
@@ -124,16 +125,11 @@ def reference_render(means, quats, scales, opac, sh, viewmat, K, width, height, 
 
 
 def random_scene(n: int, degree: int, seed: int, dtype=torch.float32):
-    """n Gaussians 2.5-4.5 units in front of an identity camera, inside a ~60 degree view."""
-    g = torch.Generator().manual_seed(seed)
-    z = 2.5 + 2.0 * torch.rand(n, generator=g, dtype=torch.float64)
-    xy = (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * 0.8 * z[:, None]
-    means = torch.cat([xy, z[:, None]], dim=1)
-    quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g, dtype=torch.float64), dim=-1)
-    scales = 0.05 + 0.25 * torch.rand(n, 3, generator=g, dtype=torch.float64)
-    opac = 0.3 + 0.69 * torch.rand(n, generator=g, dtype=torch.float64)
-    sh = 0.4 * torch.randn(n, 3, (degree + 1) ** 2, generator=g, dtype=torch.float64)
-    return [t.to(dtype) for t in (means, quats, scales, opac, sh)]
+    """n Gaussians 2.5-4.5 units in front of an identity camera, inside small_camera's view, as the rasteriser's
+    tensors (means, quats, scales, opacities, sh)."""
+    g = random_gaussians(n, degree, seed, in_view=(2.5, 4.5), scale_range=(0.05, 0.3), opacity=(0.3, 0.99), sh_std=0.4,
+                         dtype=dtype)
+    return g.means, g.rotations, g.scales, g.opacities, g.sh
 
 
 def small_camera(width=24, height=20, dtype=torch.float32):
@@ -611,8 +607,7 @@ def test_framing_orbit_is_the_render_orbit_framing():
     from vist3a.render import framing_orbit
 
     g = torch.Generator().manual_seed(3)
-    scene = Gaussians(torch.randn(200, 3, generator=g) + torch.tensor([1.0, 2.0, 3.0]), torch.full((200, 3), 0.05),
-                      torch.tensor([[1.0, 0, 0, 0]]).expand(200, 4).clone(), torch.full((200,), 0.9), torch.zeros(200, 3, 1))
+    scene = plain_gaussians(torch.randn(200, 3, generator=g) + torch.tensor([1.0, 2.0, 3.0]), scale=0.05)
     c2w, K = framing_orbit(scene, 4, 48, 32, fov_deg=60.0, elevation_deg=10.0)
     _, c2w_orbit, K_orbit = render_orbit(scene, n=4, width=48, height=32, fov_deg=60.0, elevation_deg=10.0)
     torch.testing.assert_close(c2w, c2w_orbit)
@@ -625,13 +620,7 @@ def test_framing_orbit_is_the_render_orbit_framing():
 def test_render_orbit_frames_the_scene():
     n = 64
     g = torch.Generator().manual_seed(1)
-    scene = Gaussians(
-        means=torch.randn(n, 3, generator=g) * 0.3,
-        scales=torch.full((n, 3), 0.2),
-        rotations=torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4).clone(),
-        opacities=torch.full((n,), 0.99),
-        sh=torch.zeros(n, 3, 4),
-    )
+    scene = plain_gaussians(torch.randn(n, 3, generator=g) * 0.3, scale=0.2, opacity=0.99, sh_degree=1)
     rgb, c2w, K = render_orbit(scene, n=3, width=32, height=24, background=1.0)
     assert rgb.shape == (3, 24, 32, 3)
     grey = (rgb - 0.5).abs().amax(-1) < 0.05  # SH 0 renders as 0.5 grey over a white background

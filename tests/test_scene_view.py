@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import plain_gaussians
 
 from vist3a.formats.spz import SpzError, load_spz, spz_bytes, widest_fractional_bits
 from vist3a.gaussians import Gaussians
@@ -25,11 +26,6 @@ def _flat_cloud(n, normal_axis, seed=0):
     pts[:, normal_axis] *= 0.15
     return pts
 
-
-def _gaussians(means):
-    n = means.shape[0]
-    return Gaussians(means, torch.full((n, 3), 0.01), torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4).contiguous(),
-                     torch.full((n,), 0.9), torch.zeros(n, 3, 1))
 
 
 def test_up_from_cameras_is_minus_y_of_the_mean_camera():
@@ -59,7 +55,7 @@ def test_tilted_flat_scene_keeps_its_normal_and_round_scene_falls_back():
 
 
 def test_view_hint_prefers_cameras_and_reports_its_source():
-    g = _gaussians(_flat_cloud(3000, 2))
+    g = plain_gaussians(_flat_cloud(3000, 2))
     hint = view_hint(g)
     assert hint["up_source"] == "points" and hint["up"] == [0.0, 0.0, 1.0]
     assert hint["radius"] > 0 and len(hint["center"]) == 3
@@ -67,9 +63,9 @@ def test_view_hint_prefers_cameras_and_reports_its_source():
     assert cams["up_source"] == "cameras" and cams["up"] == [0.0, -1.0, 0.0]
 
 
-def test_most_visible_keeps_the_largest_most_opaque_gaussians():
+def test_most_visible_keeps_the_largest_most_opaqueplain_gaussians():
     n = 10
-    g = _gaussians(torch.arange(n, dtype=torch.float32)[:, None].expand(n, 3).contiguous())
+    g = plain_gaussians(torch.arange(n, dtype=torch.float32)[:, None].expand(n, 3).contiguous())
     opacities = torch.linspace(0.1, 1.0, n)
     scales = torch.full((n, 3), 0.01)
     scales[0] = 1.0  # faint but huge: 0.1 * 1.0 beats 1.0 * 0.01
@@ -89,9 +85,9 @@ def test_widest_fractional_bits_fit_24_bit_positions():
         assert abs(extent) * 2 ** bits < 2 ** 22  # a bit of headroom below the 24-bit signed limit
         if 0 < bits < 12:  # one more bit would leave no headroom
             assert abs(extent) * 2 ** (bits + 1) >= 2 ** 21
-    spz_bytes(_gaussians(torch.tensor([[3000.0, 0.0, 0.0]])), 0, widest_fractional_bits(torch.tensor([[3000.0, 0, 0]])))
+    spz_bytes(plain_gaussians(torch.tensor([[3000.0, 0.0, 0.0]])), 0, widest_fractional_bits(torch.tensor([[3000.0, 0, 0]])))
     with pytest.raises((SpzError, ValueError)):  # 12 bits overflow at this extent
-        spz_bytes(_gaussians(torch.tensor([[3000.0, 0.0, 0.0]])), 0, 12)
+        spz_bytes(plain_gaussians(torch.tensor([[3000.0, 0.0, 0.0]])), 0, 12)
 
 
 def test_start_view_gives_the_vertical_fov_of_the_first_camera():
@@ -103,7 +99,7 @@ def test_start_view_gives_the_vertical_fov_of_the_first_camera():
 
 def test_preview_scene_packs_the_cut_scene_with_its_hint(tmp_path):
     pts = _flat_cloud(400, 1)
-    g = _gaussians(pts)
+    g = plain_gaussians(pts)
     cams = CameraSet(torch.eye(4)[None], torch.tensor([[[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1]]]), (32, 32))
     preview = preview_scene(g, 100, cams)
     assert preview.count == 100 and preview.total == 400
@@ -143,7 +139,7 @@ def test_threejs_start_camera_frames_the_robust_scene_from_the_first_camera_side
     centre = torch.tensor([1.0, 0.5, 3.0])
     pts = centre + (torch.rand(5000, 3, generator=g) - 0.5) * torch.tensor([2.0, 1.0, 2.0])
     floaters = torch.randn(40, 3, generator=g) * 100.0
-    scene = _gaussians(torch.cat([pts, floaters]))
+    scene = plain_gaussians(torch.cat([pts, floaters]))
     cam = threejs_start_camera(scene, torch.eye(4)[None], fov_y_deg=35.0, aspect=aspect)
     assert cam["cameraType"] == "perspective" and cam["fov"] == 35.0 and cam["zoom"] == 1
     t = cam["target"]

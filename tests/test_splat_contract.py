@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_gaussians
 
 from vist3a.formats import load_ply, save_ply
 from vist3a.gaussians import Gaussians
 from vist3a.splat_contract import SplatBatch, SplatContractError, gaussians_to_splat, is_splat, splat_to_gaussians
-
-
-def _scene(n: int, degree: int = 2, seed: int = 0) -> Gaussians:
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(n, 4, generator=g)
-    return Gaussians(
-        means=torch.randn(n, 3, generator=g),
-        scales=torch.rand(n, 3, generator=g) * 0.1 + 1e-3,
-        rotations=q / q.norm(dim=1, keepdim=True),
-        opacities=torch.rand(n, generator=g),
-        sh=torch.randn(n, 3, (degree + 1) ** 2, generator=g),
-    )
 
 
 def _same(a: Gaussians, b: Gaussians) -> None:
@@ -29,7 +18,7 @@ def _same(a: Gaussians, b: Gaussians) -> None:
 
 
 def test_single_scene_round_trip_is_exact_and_native_layout():
-    g = _scene(37, degree=4)
+    g = random_gaussians(37, 4)
     s = gaussians_to_splat([g])
     assert isinstance(s, SplatBatch) and is_splat(s)
     assert s.positions.shape == (1, 37, 3) and s.scales.shape == (1, 37, 3) and s.rotations.shape == (1, 37, 4)
@@ -43,7 +32,7 @@ def test_single_scene_round_trip_is_exact_and_native_layout():
 
 
 def test_batch_with_different_lengths_is_padded_with_counts():
-    scenes = [_scene(10, seed=1), _scene(4, seed=2), _scene(7, seed=3)]
+    scenes = [random_gaussians(10, 2, 1), random_gaussians(4, 2, 2), random_gaussians(7, 2, 3)]
     s = gaussians_to_splat(scenes)
     assert s.positions.shape == (3, 10, 3) and s.counts.tolist() == [10, 4, 7]
     assert torch.count_nonzero(s.positions[1, 4:]) == 0 and torch.count_nonzero(s.sh[2, 7:]) == 0
@@ -62,7 +51,7 @@ def test_equal_lengths_have_no_counts_and_make_builds_the_given_class():
             self.positions, self.scales, self.rotations, self.opacities, self.sh, self.counts = (
                 positions, scales, rotations, opacities, sh, counts)
 
-    s = gaussians_to_splat([_scene(5, seed=1), _scene(5, seed=2)], make=Native)
+    s = gaussians_to_splat([random_gaussians(5, 2, 1), random_gaussians(5, 2, 2)], make=Native)
     assert isinstance(s, Native) and made["counts"] is None and made["positions"].shape == (2, 5, 3)
     assert [g.num for g in splat_to_gaussians(s)] == [5, 5]
 
@@ -71,7 +60,7 @@ def test_native_style_splat_without_counts_attribute_is_read():
     class Bare:  # a look-alike that has only the five tensors
         pass
 
-    g = _scene(6, degree=0)
+    g = random_gaussians(6, 0)
     s = gaussians_to_splat([g])
     bare = Bare()
     for f in ("positions", "scales", "rotations", "opacities", "sh"):
@@ -81,7 +70,7 @@ def test_native_style_splat_without_counts_attribute_is_read():
 
 
 def test_round_trip_through_ply_keeps_the_values(tmp_path):
-    g = _scene(20, degree=3)
+    g = random_gaussians(20, 3)
     (loaded,) = splat_to_gaussians(gaussians_to_splat([load_ply(save_ply(g, tmp_path / "a.ply"))]))
     torch.testing.assert_close(loaded.means, g.means)
     torch.testing.assert_close(loaded.sh, g.sh)
@@ -96,7 +85,7 @@ def test_round_trip_through_ply_keeps_the_values(tmp_path):
     (lambda s: setattr(s, "positions", None), "positions"),
 ])
 def test_contract_violations_are_one_line_errors(breaks, words):
-    s = gaussians_to_splat([_scene(4)])
+    s = gaussians_to_splat([random_gaussians(4, 2)])
     breaks(s)
     with pytest.raises(SplatContractError) as e:
         splat_to_gaussians(s)
@@ -106,7 +95,7 @@ def test_contract_violations_are_one_line_errors(breaks, words):
 
 def test_mixed_sh_degrees_and_empty_batches_are_refused():
     with pytest.raises(SplatContractError, match="SH"):
-        gaussians_to_splat([_scene(3, degree=1), _scene(3, degree=2)])
+        gaussians_to_splat([random_gaussians(3, 1), random_gaussians(3, 2)])
     with pytest.raises(SplatContractError, match="no scenes"):
         gaussians_to_splat([])
-    assert not is_splat([_scene(3)]) and not is_splat(None)
+    assert not is_splat([random_gaussians(3, 2)]) and not is_splat(None)

@@ -8,21 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import QUANTISABLE_SH, plain_gaussians, random_gaussians, write_official_ply
 
 from vist3a.formats import VIEWER_SH_DEGREE, load_ply
 from vist3a.gaussians import Gaussians
 from vist3a.outputs import save_scene_outputs
-
-
-def make_scene(n: int = 60, degree: int = 4, seed: int = 0) -> Gaussians:
-    g = torch.Generator().manual_seed(seed)
-    return Gaussians(
-        means=torch.randn(n, 3, generator=g) * 2,
-        scales=torch.exp(torch.randn(n, 3, generator=g) - 3),
-        rotations=torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
-        opacities=torch.rand(n, generator=g) * 0.98 + 0.01,
-        sh=(torch.randn(n, 3, (degree + 1) ** 2, generator=g) * 0.3).clamp(-0.95, 0.95),
-    )
 
 
 def ply_rest_count(path) -> int:
@@ -34,36 +24,23 @@ def ply_rest_count(path) -> int:
 
 
 def test_default_ply_is_sh_degree_3_and_4_stays_available(tmp_path):
-    scene = SimpleNamespace(gaussians=make_scene(degree=4))
+    scene = SimpleNamespace(gaussians=random_gaussians(60, 4, **QUANTISABLE_SH))
     (default,) = save_scene_outputs(scene, tmp_path / "default.ply")
     assert VIEWER_SH_DEGREE == 3 and ply_rest_count(default) == 45  # what SuperSplat / Spark accept
     assert load_ply(default).sh_degree == 3
     (full,) = save_scene_outputs(scene, tmp_path / "full.ply", sh_degree=4)
     assert ply_rest_count(full) == 72 and load_ply(full).sh_degree == 4
-    (low,) = save_scene_outputs(SimpleNamespace(gaussians=make_scene(degree=1)), tmp_path / "low.ply")
+    (low,) = save_scene_outputs(SimpleNamespace(gaussians=random_gaussians(60, 1, **QUANTISABLE_SH)), tmp_path / "low.ply")
     assert load_ply(low).sh_degree == 1  # capped at what the scene has, never an error
 
 
 # ------------------------------------------------------------------------- official-layout PLYs
 
 
-def write_official_ply(path, g: Gaussians) -> None:
-    """The official exporter's layout, written the way it writes it (plyfile, native byte order, default
-    header): x y z nx ny nz f_dc_0..2 opacity scale_0..2 rot_0..3, DC only, opacity LINEAR, log scales, wxyz."""
-    from plyfile import PlyData, PlyElement
-
-    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    elements = np.empty(g.num, dtype=[(name, "f4") for name in names])
-    columns = np.concatenate([g.means.numpy(), np.zeros((g.num, 3), np.float32), g.sh[:, :, 0].numpy(),
-                              g.opacities[:, None].numpy(), g.scales.log().numpy(), g.rotations.numpy()], axis=1)
-    elements[:] = list(map(tuple, columns))
-    PlyData([PlyElement.describe(elements, "vertex")]).write(str(path))
-
 
 @pytest.fixture()
 def official(tmp_path):
-    g = make_scene(200, degree=0, seed=3)
+    g = random_gaussians(200, 0, 3, **QUANTISABLE_SH)
     g = Gaussians(g.means, g.scales, g.rotations, torch.linspace(0.0, 1.0, g.num), g.sh)  # incl. exactly 0 and 1
     path = tmp_path / "gaussians.ply"
     write_official_ply(path, g)
@@ -88,7 +65,7 @@ def test_official_ply_is_detected_and_read_linear(official):
 def test_standard_ply_stays_logit_and_linear_is_refused_when_impossible(tmp_path):
     from vist3a.formats import PlyError, read_ply, save_ply
 
-    g = make_scene(50, degree=0, seed=1)
+    g = random_gaussians(50, 0, 1, **QUANTISABLE_SH)
     path = save_ply(g, tmp_path / "ours.ply")  # DC only too, but logits outside [0, 1]
     scene = read_ply(path)
     assert scene.opacity == "logit" and scene.note() is None
@@ -129,7 +106,7 @@ def test_cli_info_and_render_report_the_convention(official, tmp_path):
     path, _ = official
     proc = run_cli("info", path)
     assert proc.returncode == 0 and "opacity stored linear" in proc.stdout and "official" in proc.stdout
-    ours = save_ply(make_scene(30, degree=3), tmp_path / "ours.ply")
+    ours = save_ply(random_gaussians(30, 3, **QUANTISABLE_SH), tmp_path / "ours.ply")
     proc = run_cli("info", ours)
     assert proc.returncode == 0 and "opacity stored as a logit" in proc.stdout
     proc = run_cli("render", path, "-o", tmp_path / "r.png", "--orbit", 1, "--size", 16)
@@ -173,7 +150,7 @@ def assert_kept(got: Gaussians, ref: Gaussians, *formats: str) -> None:
 def test_convert_every_format_pair(tmp_path, src, dst):
     from vist3a.formats import MAX_SH_DEGREE, convert, read_splats, write_splats
 
-    ref = make_scene(80, degree=4, seed=7)
+    ref = random_gaussians(80, 4, 7, **QUANTISABLE_SH)
     first = write_splats(ref, tmp_path / f"in{src}", sh_degree=None)
     source = read_splats(first)
     assert source.sh_degree == min(4, MAX_SH_DEGREE[src])
@@ -194,7 +171,7 @@ def test_convert_cli_and_its_errors(tmp_path, official):
     from vist3a.formats.spz import load_spz
 
     assert (load_spz(tmp_path / "official.spz").opacities - g.opacities.clamp(1e-4, 1 - 1e-4)).abs().max() <= 1 / 255
-    src = save_ply(make_scene(40, degree=4), tmp_path / "d4.ply")
+    src = save_ply(random_gaussians(40, 4, **QUANTISABLE_SH), tmp_path / "d4.ply")
     assert run_cli("convert", src, tmp_path / "full.ply", "--sh-degree", 4).returncode == 0
     assert ply_rest_count(tmp_path / "full.ply") == 72
     assert run_cli("convert", src, tmp_path / "default.ply").returncode == 0
@@ -218,7 +195,7 @@ def test_convert_cli_and_its_errors(tmp_path, official):
 def test_scene_outputs_follow_the_extension(tmp_path):
     from vist3a.formats import read_splats
 
-    scene = SimpleNamespace(gaussians=make_scene(50, degree=4))
+    scene = SimpleNamespace(gaussians=random_gaussians(50, 4, **QUANTISABLE_SH))
     for name, degree in (("s.spz", 3), ("s.splat", 0), ("s.ply", 3)):
         (path,) = save_scene_outputs(scene, tmp_path / name)
         assert read_splats(path).sh_degree == degree
@@ -274,7 +251,7 @@ def _plyfile_write(path, g: Gaussians, byte_order="<", double=("x",), shuffle_re
     dict(extra_elements=("camera", "face")), dict(text=True),
 ])
 def test_reader_takes_every_ply_layout(tmp_path, layout):
-    g = make_scene(30, degree=2, seed=11)
+    g = random_gaussians(30, 2, 11, **QUANTISABLE_SH)
     path = tmp_path / "layout.ply"
     _plyfile_write(path, g, **layout)
     got = load_ply(path)
@@ -285,7 +262,7 @@ def test_reader_takes_every_ply_layout(tmp_path, layout):
 def test_reader_header_errors_are_one_line(tmp_path):
     from vist3a.formats import PlyError, save_ply
 
-    body = save_ply(make_scene(3, degree=0), tmp_path / "ok.ply").read_bytes()
+    body = save_ply(random_gaussians(3, 0, **QUANTISABLE_SH), tmp_path / "ok.ply").read_bytes()
     head, rest = body.split(b"end_header\n", 1)
     cases = {
         "dup.ply": (head.replace(b"property float y\n", b"property float x\n") + b"end_header\n" + rest, "appears twice"),
@@ -334,7 +311,7 @@ def test_trajectory_and_depth_videos_render(tmp_path):
     from vist3a.render import orbit_cameras, scene_bounds
     from vist3a.render.trajectory import colorize_depth, render_trajectory, turbo
 
-    g = make_scene(400, degree=1, seed=2)
+    g = random_gaussians(400, 1, 2, **QUANTISABLE_SH)
     center, radius = scene_bounds(g)
     c2w, K = orbit_cameras(center, 3 * radius, 3, 10.0, 50.0, 32, 32)
     seen = []
@@ -357,7 +334,7 @@ def test_spz_gzip_is_one_member_whichever_compressor_wrote_it(tmp_path, monkeypa
 
     from vist3a.formats import spz
 
-    g = make_scene(n=150_000, degree=3, seed=4)
+    g = random_gaussians(150_000, 3, 4, **QUANTISABLE_SH)
     fast = spz.spz_bytes(g)
     inflate = zlib.decompressobj(31)
     payload = inflate.decompress(fast)
@@ -380,7 +357,7 @@ def test_corrupt_spz_is_one_clear_error_with_either_codec(tmp_path, monkeypatch,
 
     if codec == "zlib":
         monkeypatch.setattr(spz, "_gzip_module", lambda: (None, None))
-    good = spz.spz_bytes(make_scene(n=2000, degree=1))
+    good = spz.spz_bytes(random_gaussians(2000, 1, **QUANTISABLE_SH))
     cases = {"garbage.spz": good[:10] + b"\xff" * 64 + good[74:], "short.spz": good[: len(good) // 2], "plain.spz": b"hello"}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
@@ -391,7 +368,7 @@ def test_corrupt_spz_is_one_clear_error_with_either_codec(tmp_path, monkeypatch,
 def test_ply_reader_gives_the_same_scene_block_by_block(tmp_path, monkeypatch):
     from vist3a.formats import PlyError, ply_binary, save_ply
 
-    g = make_scene(n=500, degree=3)
+    g = random_gaussians(500, 3, **QUANTISABLE_SH)
     save_ply(g, tmp_path / "s.ply")
     whole = load_ply(tmp_path / "s.ply")
     monkeypatch.setattr(ply_binary, "CHUNK_BYTES", 1000)  # 4 rows a block
@@ -418,7 +395,7 @@ def test_splat_order_is_the_reference_converters(tmp_path):
     # Descending scale product x opacity, ties in input order (numpy's stable argsort of the negation).
     from vist3a.formats import load_splat, save_splat
 
-    g = make_scene(n=400, degree=0, seed=8)
+    g = random_gaussians(400, 0, 8, **QUANTISABLE_SH)
     g.scales[::3] = 0.05
     g.opacities[::3] = 0.5  # a third of the scene ties
     save_splat(g, tmp_path / "s.splat")
@@ -452,7 +429,7 @@ def test_spz_version_3_rotations(tmp_path):
 
     from vist3a.formats.spz import load_spz, spz_bytes
 
-    g = make_scene(n=400, degree=2, seed=9)
+    g = random_gaussians(400, 2, 9, **QUANTISABLE_SH)
     v2 = bytearray(gzip.decompress(spz_bytes(g)))
     n, rot_at = g.num, 16 + g.num * (9 + 1 + 3 + 3)
     v3 = v2[:4] + (3).to_bytes(4, "little") + v2[8:rot_at] + _smallest_three(g.rotations.numpy()).tobytes() + v2[rot_at + 3 * n:]
@@ -471,9 +448,7 @@ def test_spz_positions_decode_exactly_across_the_24_bit_range(tmp_path):
 
     fixed = np.array([-(1 << 23) + 1, -(1 << 22), -4097, -1, 0, 1, 4095, (1 << 23) - 1], dtype=np.float64)
     means = torch.from_numpy(np.stack([fixed, fixed[::-1], np.roll(fixed, 3)], 1) / 4096).float()
-    n = len(means)
-    g = Gaussians(means, torch.full((n, 3), 0.01), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), torch.full((n,), 0.5),
-                  torch.zeros(n, 3, 1))
+    g = plain_gaussians(means, opacity=0.5)
     assert torch.equal(load_spz(save_spz(g, tmp_path / "p.spz")).means, means)
 
 
@@ -487,7 +462,7 @@ def test_spz_stream_reading_checks_size_crc_and_members(tmp_path, monkeypatch, c
         monkeypatch.setattr(spz, "_gzip_module", lambda: (None, None))
     monkeypatch.setattr(spz._Inflater, "_STEP", 4096)  # many pieces, sections split across them
     monkeypatch.setattr(spz._GzipStream, "_INPUT_STEP", 1000)
-    g = make_scene(n=3000, degree=3, seed=2)
+    g = random_gaussians(3000, 3, 2, **QUANTISABLE_SH)
     payload = gzip.decompress(spz.spz_bytes(g))
     (tmp_path / "one.spz").write_bytes(gzip.compress(payload))
     # members one after another and trailing zero padding read like one member (as gzip.decompress does)
