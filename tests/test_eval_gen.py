@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from eval_helpers import TINY_AESTHETIC_ARCH, tiny_aesthetic, tiny_clip
 from guards import HANG_S
 from PIL import Image
 
@@ -22,30 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LONG_PROMPT = "a very long caption " * 8  # > 77 tokens with the character-level tiny tokenizer
 
 
-def _tiny_clip():
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    chars = list(bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
-    tok = CLIPTokenizer(vocab=vocab, merges=[])
-    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                max_position_embeddings=77, eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"],
-                pad_token_id=vocab["<|endoftext|>"])
-    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=30, patch_size=6)
-    torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}),
-                         tokenizer=tok)
-    return model, proc
-
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("models") / "openai-clip-tiny"  # torchmetrics only accepts names with "openai"
-    model, proc = _tiny_clip()
+    model, proc = tiny_clip()
     model.save_pretrained(d)
     proc.save_pretrained(d)
     return d
@@ -109,28 +91,11 @@ def test_clip_score_matches_torchmetrics(clip_dir, batch_dir):
     assert len(proc(text=[LONG_PROMPT])["input_ids"][0]) > 77  # the truncation path was exercised
 
 
-def _tiny_open_clip():
-    import open_clip
-
-    cfg = {"embed_dim": 16, "quick_gelu": True,
-           "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "head_width": 16, "patch_size": 32},
-           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
-    return cfg, open_clip
-
 
 def test_aesthetic_matches_laion_definition(tmp_path, batch_dir):
-    cfg, open_clip = _tiny_open_clip()
-    from safetensors.torch import save_file
-
-    (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "vist3a-tiny-clip.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "cfg")
-    torch.manual_seed(0)
-    ref_model = open_clip.create_model("vist3a-tiny-clip", pretrained=None).eval()
-    save_file({k: v.contiguous() for k, v in ref_model.state_dict().items()}, str(tmp_path / "clip.safetensors"))
-    head = torch.nn.Linear(16, 1)
-    torch.save(head.state_dict(), tmp_path / "head.pth")
-    mine = gen.load_aesthetic(str(tmp_path / "clip.safetensors"), str(tmp_path / "head.pth"), arch="vist3a-tiny-clip")
+    tiny = tiny_aesthetic(tmp_path)
+    ref_model, head, open_clip = tiny.model, tiny.head_module, tiny.open_clip
+    mine = gen.load_aesthetic(str(tiny.clip), str(tiny.head), arch=TINY_AESTHETIC_ARCH)
     frames = gen.sample_frames(batch_dir / "p0" / "gs.mp4")
     # reference: open_clip's own eval preprocessing (OpenAI mean/std), normalised embedding, LAION head, / 10
     pre = open_clip.image_transform(224, is_train=False)

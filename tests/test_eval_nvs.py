@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from eval_helpers import vgg_file
 from guards import HANG_S
 from PIL import Image
 
@@ -42,20 +42,12 @@ def test_psnr_definition():
     assert torch.allclose(psnr(a, b + 5), psnr(a, torch.ones_like(a)))  # clipped to [0, 1]
 
 
-def _vgg_file(path: Path, ref) -> Path:
-    sd = {}
-    for k, v in ref.net.state_dict().items():
-        m = re.match(r"slice\d\.(\d+)\.(weight|bias)", k)
-        sd[f"features.{m.group(1)}.{m.group(2)}"] = v
-    torch.save(sd, path)
-    return path
-
 
 def test_lpips_matches_reference_package(tmp_path):
     lpips = pytest.importorskip("lpips")
     torch.manual_seed(0)
     ref = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).eval()  # random VGG, shipped lin
-    mine = load_lpips(_vgg_file(tmp_path / "vgg16.pth", ref))
+    mine = load_lpips(vgg_file(tmp_path / "vgg16.pth", ref))
     a, b = torch.rand(2, 3, 48, 40), torch.rand(2, 3, 48, 40)
     with torch.no_grad():
         want = ref(a, b, normalize=True).flatten()
@@ -158,7 +150,7 @@ def test_eval_nvs_tiny_end_to_end(synthetic, tmp_path, model):
     data, index, seqs = synthetic
     torch.manual_seed(1)
     ref = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).eval()
-    vgg = _vgg_file(tmp_path / "vgg16.pth", ref)
+    vgg = vgg_file(tmp_path / "vgg16.pth", ref)
     out = tmp_path / "out"
     listed = tmp_path / "listed.txt"  # one more name than the index map has, like the official 1719 vs 1715
     listed.write_text(seqs.read_text() + "177ff3969577b8de\n")

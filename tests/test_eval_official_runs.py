@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from eval_helpers import OFFICIAL_RUNS, TINY_AESTHETIC_ARCH, tiny_aesthetic, tiny_clip, vgg_file
 from PIL import Image
 
 from vist3a.errors import VIST3AError
@@ -23,7 +24,6 @@ from vist3a.evaluation import gen, gen_metrics, nvs
 from vist3a.evaluation.dpg import DpgBench, read_questions
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "tests" / "fixtures" / "official_runs"
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 from guards import HANG_S
 from make_official_runs import dpg_fake_answer  # noqa: E402
@@ -32,9 +32,9 @@ from make_official_runs import dpg_fake_answer  # noqa: E402
 def test_frames_decode_like_the_official_opencv_reader():
     """The official sample_video_frames (OpenCV seek + read, BGR -> RGB) and our imageio reader give the same
     pixels on the mp4s our batch writes."""
-    want = np.load(RUNS / "decode.npz")
+    want = np.load(OFFICIAL_RUNS / "decode.npz")
     for name in ("small", "long"):
-        got = np.stack([np.asarray(f) for f in gen.sample_frames(RUNS / f"decode_{name}.mp4")])
+        got = np.stack([np.asarray(f) for f in gen.sample_frames(OFFICIAL_RUNS / f"decode_{name}.mp4")])
         assert got.shape == want[name].shape and np.array_equal(got, want[name]), name
 
 
@@ -46,16 +46,14 @@ def _official_csv(path: Path) -> list[dict]:
 
 def test_metrics_only_mode_matches_official_calculate_metric(tmp_path):
     lpips = pytest.importorskip("lpips")
-    from test_eval_nvs import _vgg_file
-
     from vist3a.evaluation.image_metrics import load_lpips
 
     out = tmp_path / "run"
-    shutil.copytree(RUNS / "nvs_metrics" / "images", out / "images")
+    shutil.copytree(OFFICIAL_RUNS / "nvs_metrics" / "images", out / "images")
     torch.manual_seed(0)
     ref = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).eval()
-    res = nvs.score_image_folders(out, lpips_model=load_lpips(_vgg_file(tmp_path / "vgg.pth", ref)), log=lambda m: None)
-    official = {r["seq"]: r for r in _official_csv(RUNS / "nvs_metrics" / "_all_samples.csv")}
+    res = nvs.score_image_folders(out, lpips_model=load_lpips(vgg_file(tmp_path / "vgg.pth", ref)), log=lambda m: None)
+    official = {r["seq"]: r for r in _official_csv(OFFICIAL_RUNS / "nvs_metrics" / "_all_samples.csv")}
     assert [r["seq"] for r in res["per_sequence"]] == sorted(official)
     for row in res["per_sequence"]:
         want = official[row["seq"]]
@@ -68,7 +66,7 @@ def test_metrics_only_mode_matches_official_calculate_metric(tmp_path):
             lp = [float(ref(load(folder / "pred" / f"{i:06d}.png")[None], load(folder / "gt" / f"{i:06d}.png")[None],
                             normalize=True)) for i in range(n)]
         assert row["LPIPS"] == pytest.approx(float(np.mean(lp)), rel=1e-4, abs=1e-6)
-    overall = _official_csv(RUNS / "nvs_metrics" / "overall-metric.csv")[0]
+    overall = _official_csv(OFFICIAL_RUNS / "nvs_metrics" / "overall-metric.csv")[0]
     assert res["overall"]["PSNR"] == pytest.approx(float(overall["PSNR"]), abs=2e-5)
     assert res["overall"]["SSIM"] == pytest.approx(float(overall["SSIM"]), abs=2e-5)
     assert (out / "overall-metric.csv").read_text().splitlines()[0] == "PSNR,SSIM,LPIPS"
@@ -81,7 +79,7 @@ def _cli(*args, timeout=HANG_S):
 
 
 def test_metrics_only_cli_and_its_errors(tmp_path):
-    shutil.copytree(RUNS / "nvs_metrics" / "images", tmp_path / "images")
+    shutil.copytree(OFFICIAL_RUNS / "nvs_metrics" / "images", tmp_path / "images")
     proc = _cli("nvs", "--metrics-only", "-o", tmp_path, "--no-lpips")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NVS metrics of 2 sequences" in proc.stdout
@@ -108,10 +106,10 @@ def _parse_official_dpg(text: str) -> dict:
 
 
 def test_dpg_bench_matches_the_official_script(tmp_path):
-    official = _parse_official_dpg((RUNS / "dpg" / "dpg_bench_results.txt").read_text())
+    official = _parse_official_dpg((OFFICIAL_RUNS / "dpg" / "dpg_bench_results.txt").read_text())
     logs = []
-    bench = DpgBench(read_questions(RUNS / "dpg" / "questions.csv"), dpg_fake_answer, log=logs.append)
-    res = gen.run_gen_eval(RUNS / "dpg" / "batch", {"dpg": bench}, tmp_path, log=lambda m: None)
+    bench = DpgBench(read_questions(OFFICIAL_RUNS / "dpg" / "questions.csv"), dpg_fake_answer, log=logs.append)
+    res = gen.run_gen_eval(OFFICIAL_RUNS / "dpg" / "batch", {"dpg": bench}, tmp_path, log=lambda m: None)
     assert res["dpg"]["score"] == pytest.approx(official["score"], abs=1e-9)
     assert res["dpg"]["l1"] == pytest.approx(official["l1"]) and res["dpg"]["l2"] == pytest.approx(official["l2"])
     assert list(res["dpg"]["l2"]) == list(official["l2"])  # sorted, as officially
@@ -137,13 +135,11 @@ def test_unified_reward_failing_on_every_frame_stops_naming_the_sample(tmp_path)
 
     ur = Never(None, None, None)
     with pytest.raises(VIST3AError, match=r"sample p0: none of the 8 frames gave a parsable UnifiedReward answer"):
-        gen.run_gen_eval(RUNS / "dpg" / "batch", {"unified_reward": ur}, tmp_path, log=lambda m: None)
+        gen.run_gen_eval(OFFICIAL_RUNS / "dpg" / "batch", {"unified_reward": ur}, tmp_path, log=lambda m: None)
 
 
 def test_clip_score_model_is_pinned_to_fp32(tmp_path):
-    from test_eval_gen import _tiny_clip
-
-    model, proc = _tiny_clip()
+    model, proc = tiny_clip()
     model.half().save_pretrained(tmp_path / "openai-clip-fp16")
     proc.save_pretrained(tmp_path / "openai-clip-fp16")
     score = gen.load_clip_score(str(tmp_path / "openai-clip-fp16"), "clip_score", "--clip")
@@ -151,27 +147,15 @@ def test_clip_score_model_is_pinned_to_fp32(tmp_path):
 
 
 def test_aesthetic_clip_in_fp16_as_clip_load_makes_it(tmp_path):
-    from test_eval_gen import _tiny_open_clip
-
-    cfg, open_clip = _tiny_open_clip()
-    from safetensors.torch import save_file
-
-    (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "vist3a-tiny-clip.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "cfg")
-    torch.manual_seed(0)
-    ref = open_clip.create_model("vist3a-tiny-clip", pretrained=None).eval()
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "clip.safetensors"))
-    torch.save(torch.nn.Linear(16, 1).state_dict(), tmp_path / "head.pth")
-    full = gen.load_aesthetic(str(tmp_path / "clip.safetensors"), str(tmp_path / "head.pth"), arch="vist3a-tiny-clip")
-    half = gen.load_aesthetic(str(tmp_path / "clip.safetensors"), str(tmp_path / "head.pth"), arch="vist3a-tiny-clip",
-                              half=True)
+    tiny = tiny_aesthetic(tmp_path)
+    full = gen.load_aesthetic(str(tiny.clip), str(tiny.head), arch=TINY_AESTHETIC_ARCH)
+    half = gen.load_aesthetic(str(tiny.clip), str(tiny.head), arch=TINY_AESTHETIC_ARCH, half=True)
     assert full.dtype == torch.float32 and half.dtype == torch.float16  # CPU default fp32, as clip.load on the CPU
     lin = [m for m in half.clip_model.modules() if isinstance(m, torch.nn.Linear)]
     norms = [m for m in half.clip_model.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert lin and all(m.weight.dtype == torch.float16 for m in lin)
     assert norms and all(m.weight.dtype == torch.float32 for m in norms)  # OpenAI's fp16 CLIP keeps fp32 norms
-    frames = gen.sample_frames(RUNS / "decode_small.mp4")
+    frames = gen.sample_frames(OFFICIAL_RUNS / "decode_small.mp4")
     a, b = full(frames)["aesthetic_avg"], half(frames)["aesthetic_avg"]
     assert a == pytest.approx(b, abs=5e-3) and a != b
 
@@ -221,8 +205,8 @@ def test_official_fp16_precision_casts_like_cast_to_bfloat16_and_runs():
 
 
 def test_gen_results_written_under_the_official_and_the_old_name(tmp_path):
-    bench = DpgBench(read_questions(RUNS / "dpg" / "questions.csv"), dpg_fake_answer, log=lambda m: None)
-    gen.run_gen_eval(RUNS / "dpg" / "batch", {"dpg": bench}, tmp_path, log=lambda m: None)
+    bench = DpgBench(read_questions(OFFICIAL_RUNS / "dpg" / "questions.csv"), dpg_fake_answer, log=lambda m: None)
+    gen.run_gen_eval(OFFICIAL_RUNS / "dpg" / "batch", {"dpg": bench}, tmp_path, log=lambda m: None)
     official = json.loads((tmp_path / "eval_results.json").read_text())
     assert set(official) >= {"all_average", "eval_results"}
     assert official == json.loads((tmp_path / "gen_results.json").read_text())

@@ -276,26 +276,16 @@ def test_nvs_official_fp16_path_runs_on_cuda(cuda):
 def test_aesthetic_clip_fp16_on_cuda(cuda, tmp_path):
     """The aesthetic CLIP in fp16 on CUDA (as clip.load makes it) against the same weights in fp32."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_eval_gen import _tiny_open_clip
-    from test_eval_official_runs import RUNS
+    from eval_helpers import OFFICIAL_RUNS, TINY_AESTHETIC_ARCH, tiny_aesthetic
 
     from vist3a.evaluation import gen
 
-    cfg, open_clip = _tiny_open_clip()
-    from safetensors.torch import save_file
-
-    (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "vist3a-tiny-clip.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "cfg")
-    torch.manual_seed(0)
-    m = open_clip.create_model("vist3a-tiny-clip", pretrained=None).eval()
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "clip.safetensors"))
-    torch.save(nn.Linear(16, 1).state_dict(), tmp_path / "head.pth")
-    args = (str(tmp_path / "clip.safetensors"), str(tmp_path / "head.pth"), "vist3a-tiny-clip")
+    tiny = tiny_aesthetic(tmp_path)
+    args = (str(tiny.clip), str(tiny.head), TINY_AESTHETIC_ARCH)
     half = gen.load_aesthetic(*args, device=cuda)  # CUDA default: fp16
     full = gen.load_aesthetic(*args, device=cuda, half=False)
     assert half.dtype == torch.float16
-    frames = gen.sample_frames(RUNS / "decode_small.mp4")
+    frames = gen.sample_frames(OFFICIAL_RUNS / "decode_small.mp4")
     a, b = half(frames)["aesthetic_avg"], full(frames)["aesthetic_avg"]
     print(f"aesthetic fp16 {a:.6f} fp32 {b:.6f}")
     assert abs(a - b) < 5e-3

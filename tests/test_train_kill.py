@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from guards import HANG_S
-from test_train_scripts import REPO, _env, _losses, _run, _torchrun
+from train_helpers import REPO, logged_losses, run_ok, torchrun_cmd, train_env
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +71,8 @@ def uninterrupted(tmp_path_factory, decoder_export):
     runs = {}
     for script in SCRIPTS:
         out = tmp_path_factory.mktemp(f"ref_{script}")
-        _run(_torchrun(script, out, *_args(script, decoder_export)))
-        runs[script] = _losses(out, script)
+        run_ok(torchrun_cmd(script, out, *_args(script, decoder_export)))
+        runs[script] = logged_losses(out, script)
         assert [s for s, _ in runs[script]] == list(range(1, MAX_STEPS + 1))
     return runs
 
@@ -85,9 +85,9 @@ def test_sigkill_at_random_points_then_resume(script, uninterrupted, decoder_exp
     report = []
     for trial in range(TRIALS):
         out = tmp_path / f"trial{trial}"
-        cmd = _torchrun(script, out, *_args(script, decoder_export))
+        cmd = torchrun_cmd(script, out, *_args(script, decoder_export))
         log = out / "logs" / f"{script}.jsonl"
-        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.time() + 300
             while not (log.exists() and log.read_text().strip()) and proc.poll() is None and time.time() < deadline:
@@ -99,11 +99,11 @@ def test_sigkill_at_random_points_then_resume(script, uninterrupted, decoder_exp
         complete = [s for s, _ in CheckpointManager(root).complete_checkpoints()]
         for folder in root.glob("step-*") if root.is_dir() else []:  # a folder named step-* is always whole
             assert json.loads((folder / "state.json").read_text())["complete"] is True
-        resumed = _run(cmd)
+        resumed = run_ok(cmd)
         if complete:
             assert f"resumed from step {complete[0]}" in resumed
         assert not list(root.glob(".tmp-*"))
-        got = dict(_losses(out, script))
+        got = dict(logged_losses(out, script))
         assert sorted(got) == list(range(1, MAX_STEPS + 1))
         for step, loss in uninterrupted[script]:
             assert got[step] == pytest.approx(loss, rel=1e-5), (trial, step)

@@ -15,47 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from guards import HANG_S
+from train_helpers import BIN, REPO, TINY, logged_losses, run_ok, torchrun_cmd, train_env
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = "vist3a_train/configs/tiny_cpu.yaml"
-BIN = Path(sys.executable).parent
 ZERO_ARGS = ["--max-steps", "3", "--set", "models.layer_search=none", "--set", "stitch.view_counts=[5]"]
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    env.pop("VIST3A_TRAIN_FAULT", None)
-    env.update(extra)
-    return env
-
-
-def _torchrun(script: str, out: Path, *args: str) -> list[str]:
-    launcher = [str(BIN / "torchrun")] if (BIN / "torchrun").exists() else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", "--nproc_per_node", "2", f"vist3a_train/{script}.py", "--config", TINY,
-            "--output-dir", str(out), *args]
-
-
-def _run(cmd: list[str], timeout: int = 600, **env) -> str:
-    t = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
-    print(f"[{time.time() - t:.1f} s] {' '.join(cmd[-8:])}")
-    return out
-
-
-def _losses(out: Path, script: str) -> list[tuple[int, float]]:
-    lines = (out / "logs" / f"{script}.jsonl").read_text().splitlines()
-    return [(r["step"], r["loss"]) for r in map(json.loads, lines)]
 
 
 # ------------------------------------------------------------------------------ the Done-means chain
@@ -65,11 +33,11 @@ def _losses(out: Path, script: str) -> list[tuple[int, float]]:
 def chain(tmp_path_factory):
     d = tmp_path_factory.mktemp("chain")
     logs = {}
-    logs["find_layer"] = _run(_torchrun("find_layer", d, "--max-steps", "2", "--save-every", "1"))
-    logs["find_layer_resume"] = _run(_torchrun("find_layer", d))  # config max_steps 4: resumes at 2
-    logs["stitch"] = _run(_torchrun("stitch", d))
-    logs["align"] = _run(_torchrun("align", d))
-    logs["align_resume"] = _run(_torchrun("align", d, "--max-steps", "4"))
+    logs["find_layer"] = run_ok(torchrun_cmd("find_layer", d, "--max-steps", "2", "--save-every", "1"))
+    logs["find_layer_resume"] = run_ok(torchrun_cmd("find_layer", d))  # config max_steps 4: resumes at 2
+    logs["stitch"] = run_ok(torchrun_cmd("stitch", d))
+    logs["align"] = run_ok(torchrun_cmd("align", d))
+    logs["align_resume"] = run_ok(torchrun_cmd("align", d, "--max-steps", "4"))
     return d, logs
 
 
@@ -142,7 +110,7 @@ def test_lora_export_loads_and_drives_generation(chain):
 def test_align_resumes_with_more_steps(chain):
     d, logs = chain
     assert "resumed from step 3" in logs["align_resume"]
-    assert [s for s, _ in _losses(d, "align")] == [1, 2, 3, 4]
+    assert [s for s, _ in logged_losses(d, "align")] == [1, 2, 3, 4]
     kept = sorted(p.name for p in (d / "checkpoints" / "align").iterdir())
     assert kept == ["step-00000003", "step-00000004"]  # keep_checkpoints: 2
     events = list((d / "tensorboard").rglob("events.out.tfevents.*"))
@@ -156,11 +124,11 @@ def test_align_resumes_with_more_steps(chain):
 def zero_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("zero")
     single, z2, z3 = root / "single", root / "zero2", root / "zero3"
-    _run([sys.executable, "vist3a_train/stitch.py", "--config", TINY, "--output-dir", str(single), "--engine", "torch",
+    run_ok([sys.executable, "vist3a_train/stitch.py", "--config", TINY, "--output-dir", str(single), "--engine", "torch",
           *ZERO_ARGS])
-    _run(_torchrun("stitch", z2, *ZERO_ARGS, "--deepspeed-config", "zero2.json"))
+    run_ok(torchrun_cmd("stitch", z2, *ZERO_ARGS, "--deepspeed-config", "zero2.json"))
     # ZeRO-3 also with gradient checkpointing (blocks and heads recomputed): still the same trajectory
-    _run(_torchrun("stitch", z3, *ZERO_ARGS, "--deepspeed-config", "zero3.json", "--set", "run.gradient_checkpointing=true"))
+    run_ok(torchrun_cmd("stitch", z3, *ZERO_ARGS, "--deepspeed-config", "zero3.json", "--set", "run.gradient_checkpointing=true"))
     return single, z2, z3
 
 
@@ -168,10 +136,10 @@ def test_zero2_and_zero3_follow_the_single_process_trajectory(zero_runs):
     from safetensors.torch import load_file
 
     single, z2, z3 = zero_runs
-    ref = _losses(single, "stitch")
+    ref = logged_losses(single, "stitch")
     assert [s for s, _ in ref] == [1, 2, 3]
     for run in (z2, z3):
-        got = _losses(run, "stitch")
+        got = logged_losses(run, "stitch")
         assert [s for s, _ in got] == [1, 2, 3]
         for (_, a), (_, b) in zip(ref, got):
             assert b == pytest.approx(a, rel=1e-4), (run.name, ref, got)
@@ -188,8 +156,8 @@ def test_sigkill_during_checkpoint_then_resume(zero_runs, tmp_path):
     from vist3a_train.common.checkpoint import CheckpointManager
 
     out = tmp_path / "killed"
-    cmd = _torchrun("stitch", out, *ZERO_ARGS, "--save-every", "1", "--deepspeed-config", "zero2.json")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(VIST3A_TRAIN_FAULT="hang_in_save:2"), stdout=subprocess.PIPE,
+    cmd = torchrun_cmd("stitch", out, *ZERO_ARGS, "--save-every", "1", "--deepspeed-config", "zero2.json")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=train_env(VIST3A_TRAIN_FAULT="hang_in_save:2"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen, workers = [], []
     lines: queue.Queue = queue.Queue()
@@ -220,12 +188,12 @@ def test_sigkill_during_checkpoint_then_resume(zero_runs, tmp_path):
     root = out / "checkpoints" / "stitch"
     assert (root / ".tmp-step-00000002").is_dir()  # the half-written checkpoint is still there ...
     assert [s for s, _ in CheckpointManager(root).complete_checkpoints()] == [1]  # ... and never picked
-    log = _run(cmd)
+    log = run_ok(cmd)
     assert "resumed from step 1" in log
     assert not (root / ".tmp-step-00000002").exists()
-    got = _losses(out, "stitch")
+    got = logged_losses(out, "stitch")
     assert [s for s, _ in got] == [1, 2, 3]
-    uninterrupted = _losses(zero_runs[1], "stitch")  # same config, never killed
+    uninterrupted = logged_losses(zero_runs[1], "stitch")  # same config, never killed
     for (_, a), (_, b) in zip(uninterrupted, got):
         assert b == pytest.approx(a, rel=1e-5)
     assert (out / "export" / "stitched_decoder" / "model.safetensors").is_file()
@@ -241,7 +209,7 @@ def test_deepspeed_launcher(chain, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "ds"
-    log = _run([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(port), "vist3a_train/find_layer.py",
+    log = run_ok([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(port), "vist3a_train/find_layer.py",
                 "--config", TINY, "--output-dir", str(out)], DS_ACCELERATOR="cpu")
     assert "rank 0 of 2" in log
     a = json.loads((out / "layer_search.json").read_text())["mse_per_layer"]
