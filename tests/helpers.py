@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -124,3 +125,35 @@ def triangle_glb_doc() -> tuple[dict, bytes]:
              "buffers": [{"byteLength": 36}], "bufferViews": [{"buffer": 0, "byteLength": 36}],
              "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3", "min": [0, 0, 0], "max": [1, 1, 0]}]},
             pos.tobytes())
+
+
+def official_ply(folder: Path) -> tuple[Path, Gaussians]:
+    """``folder/gaussians.ply`` in the official layout and the scene it holds (DC only; opacities 0 to 1, both ends
+    included, which only a linear reading keeps)."""
+    g = random_gaussians(200, 0, 3, **QUANTISABLE_SH)
+    g = Gaussians(g.means, g.scales, g.rotations, torch.linspace(0.0, 1.0, g.num), g.sh)
+    path = folder / "gaussians.ply"
+    write_official_ply(path, g)
+    return path, g
+
+
+def ply_rest_count(path) -> int:
+    """How many f_rest_* properties a PLY's header declares (45 for SH degree 3, 72 for 4)."""
+    header = path.read_bytes()[:8192].split(b"end_header")[0].decode()
+    return sum(line.startswith("property float f_rest_") for line in header.splitlines())
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def run_cli(*args):
+    """`python -m vist3a ARGS` in this process (a subprocess per call costs ~15 s of imports on CI)."""
+    import contextlib
+    import io
+
+    from vist3a.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())

@@ -1,14 +1,19 @@
-"""Every writer leaves either the complete file or nothing: failures injected mid-write, and a full
-disk (ENOSPC) seen through the CLI."""
+"""Atomic writes (vist3a.atomic): atomic_write and the write-behind stream, and every writer leaving either the complete
+file or nothing (failures injected mid-write, a full disk seen through the CLI)."""
+
+from __future__ import annotations
 
 import errno
 import os
 
+import numpy as np
 import pytest
 import torch
 from helpers import random_gaussians
 
+import vist3a.formats.ply as ply_module
 from vist3a import atomic, cli, decoders, tiny
+from vist3a.atomic import WriteBehind, atomic_save_bytes, atomic_write
 from vist3a.formats import save_ply, save_splat
 from vist3a.render.media import save_orbit_video, save_png_grid
 
@@ -97,3 +102,83 @@ def test_full_disk_through_the_cli(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
     assert _only(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------- atomic
+
+
+def test_atomic_write_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_write(target) as f:
+            f.write(b"partial data")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_failure_keeps_previous_file(tmp_path):
+    target = atomic_save_bytes(tmp_path / "out.bin", b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target) as f:
+            f.write(b"new")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+    with atomic_write(target, "w") as f:
+        f.write("text")
+    assert target.read_text() == "text"
+
+
+def test_atomic_write_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="output directory .*missing does not exist; create it"):
+        atomic_save_bytes(tmp_path / "missing" / "x.ply", b"")
+
+
+def test_write_behind_hands_every_finished_window_to_the_disk(tmp_path, monkeypatch):
+    advice = []
+    real = os.posix_fadvise if hasattr(os, "posix_fadvise") else None
+
+    def record(fd, offset, length, how):
+        advice.append((offset, length, how))
+        assert os.fstat(fd).st_size >= offset + length  # only bytes already written (flushed) are handed over
+        if real is not None:
+            real(fd, offset, length, how)
+
+    monkeypatch.setattr(atomic.os, "posix_fadvise", record, raising=False)
+    monkeypatch.setattr(atomic.os, "POSIX_FADV_DONTNEED", getattr(os, "POSIX_FADV_DONTNEED", 4), raising=False)
+    data = np.random.default_rng(0).integers(0, 256, 1_000_003, dtype=np.uint8)
+    with atomic_write(tmp_path / "w.bin", "wb") as f:
+        stream = WriteBehind(f, window=1 << 16)
+        stream.write(b"head")  # small writes accumulate ...
+        assert stream.write(data[:700_000]) == 700_000  # ... big ones go out a window at a time
+        stream.write(memoryview(data[700_000:]))
+    assert (tmp_path / "w.bin").read_bytes() == b"head" + data.tobytes()
+    # contiguous ranges from 0, each at least a window, covering all but the unfinished tail
+    assert advice and advice[0][0] == 0 and all(how == atomic.os.POSIX_FADV_DONTNEED for *_, how in advice)
+    assert all(a[0] + a[1] == b[0] for a, b in zip(advice, advice[1:])) and min(a[1] for a in advice) >= 1 << 16
+    assert 4 + data.size - (1 << 16) < advice[-1][0] + advice[-1][1] <= 4 + data.size
+    # without posix_fadvise (macOS, Windows) it is a plain write
+    monkeypatch.delattr(atomic.os, "posix_fadvise")
+    advice.clear()
+    with atomic_write(tmp_path / "plain.bin", "wb") as f:
+        WriteBehind(f, window=1 << 16).write(data)
+    assert (tmp_path / "plain.bin").read_bytes() == data.tobytes() and advice == []
+
+
+def test_ply_and_splat_files_do_not_depend_on_blocks_or_the_write_behind_window(tmp_path, monkeypatch):
+    g = random_gaussians(3000, 2)
+    wide = [save_ply(g, tmp_path / "a.ply").read_bytes(), save_splat(g, tmp_path / "a.splat").read_bytes()]
+    monkeypatch.setattr(atomic, "WRITE_BEHIND_BYTES", 4096)
+    monkeypatch.setattr(ply_module.ply_binary, "CHUNK_BYTES", 1000)  # 7 rows a block: the two buffers alternate
+    narrow = [save_ply(g, tmp_path / "b.ply").read_bytes(), save_splat(g, tmp_path / "b.splat").read_bytes()]
+    assert wide == narrow
+
+
+def test_save_ply_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
+    def failing_write(stream, table):
+        stream.write(b"\x00" * 64)  # part of the body made it to disk, then the disk filled up
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ply_module.ply_binary, "write_table", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        save_ply(random_gaussians(5, 0), tmp_path / "scene.ply")
+    assert list(tmp_path.iterdir()) == []

@@ -39,7 +39,6 @@ ROTATION, SCALE, OPACITY = (f"{EXTENSION}:{n}" for n in ("ROTATION", "SCALE", "O
 CHROMIUM = os.environ.get("VIST3A_CHROMIUM", "/usr/bin/chromium")
 
 
-
 def gltf_space(attrs: dict) -> Gaussians:
     """The file's values taken as they are (glTF axes, nothing undone): for the turned-camera check."""
     k = sum(1 for name in attrs if ":SH_DEGREE_" in name)
@@ -47,7 +46,6 @@ def gltf_space(attrs: dict) -> Gaussians:
                       for d in range(4) for c in range(2 * d + 1) if d * d + c < k], dim=2)
     return Gaussians(torch.from_numpy(np.array(attrs["POSITION"])), torch.from_numpy(np.array(attrs[SCALE])),
                      xyzw_to_wxyz(torch.from_numpy(np.array(attrs[ROTATION]))), torch.from_numpy(np.array(attrs[OPACITY][:, 0])), sh)
-
 
 
 # --------------------------------------------------------------------------------------- SH and axes
@@ -235,7 +233,6 @@ def test_reads_interleaved_quantised_and_several_primitives(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ refusals
-
 
 
 def test_a_glb_without_splats_is_refused_with_what_to_do(tmp_path):

@@ -1,22 +1,19 @@
-"""Gaussians container, 3DGS PLY and .splat files, atomic writes."""
+"""The 3DGS PLY (vist3a.formats.ply and its binary tables): round trips, the 3DGS layout, every layout the reader takes,
+block by block, the official exporter's variant (opacity stored linear), one-line errors."""
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import random_gaussians
+from helpers import QUANTISABLE_SH, official_ply, random_gaussians, run_cli
 from plyfile import PlyData, PlyElement
 
-import vist3a.formats.ply as ply_module
-from vist3a import atomic
-from vist3a.atomic import WriteBehind, atomic_save_bytes, atomic_write
-from vist3a.formats import PlyError, load_ply, save_ply, save_splat
-from vist3a.gaussians import SH_C0, Gaussians, wxyz_to_xyzw, xyzw_to_wxyz
+from vist3a.formats import PlyError, load_ply, save_ply
+from vist3a.gaussians import Gaussians
 
 
 def assert_same(a: Gaussians, b: Gaussians) -> None:
@@ -39,58 +36,6 @@ def splat_columns(n: int = 4, rest: int = 0) -> dict:
     cols.update({"scale_2": np.full(n, -2.0), "rot_0": np.ones(n)})
     cols.update({name: np.zeros(n) for name in ("rot_1", "rot_2", "rot_3")})
     return cols
-
-
-# ------------------------------------------------------------------------------------- container
-
-
-def test_shapes_are_checked_on_construction():
-    g = random_gaussians(5, 1)
-    with pytest.raises(ValueError, match="rotations"):
-        Gaussians(g.means, g.scales, g.rotations[:, :3], g.opacities, g.sh)
-    with pytest.raises(ValueError, match="sh"):
-        Gaussians(g.means, g.scales, g.rotations, g.opacities, g.sh.transpose(1, 2))
-    with pytest.raises(ValueError, match="not \\(degree\\+1\\)\\^2"):
-        Gaussians(g.means, g.scales, g.rotations, g.opacities, g.sh[:, :, :3])
-    assert g.num == len(g) == 5 and g.sh_degree == 1
-
-
-def test_validate_reports_bad_values():
-    g = random_gaussians(5, 0)
-    g.validate()
-    bad = g.opacities.clone()
-    bad[2] = float("nan")
-    with pytest.raises(ValueError, match="opacities has 1 non-finite"):
-        Gaussians(g.means, g.scales, g.rotations, bad, g.sh).validate()
-    with pytest.raises(ValueError, match="scales must be >= 0"):
-        Gaussians(g.means, -g.scales, g.rotations, g.opacities, g.sh).validate()
-    with pytest.raises(ValueError, match="unit quaternions"):
-        Gaussians(g.means, g.scales, g.rotations * 2, g.opacities, g.sh).validate()
-
-
-def test_xyzw_conversion_and_from_xyzw():
-    q = torch.tensor([[0.1, 0.2, 0.3, 0.9]])
-    assert torch.equal(xyzw_to_wxyz(q), torch.tensor([[0.9, 0.1, 0.2, 0.3]]))
-    assert torch.equal(wxyz_to_xyzw(xyzw_to_wxyz(q)), q)
-    g = random_gaussians(3, 0)
-    built = Gaussians.from_xyzw(g.means, g.scales, wxyz_to_xyzw(g.rotations), g.opacities, g.sh)
-    assert torch.equal(built.rotations, g.rotations)
-
-
-def test_prune_truncate_and_to():
-    g = random_gaussians(20, 2)
-    kept = g.prune(min_opacity=0.5)
-    assert kept.num == int((g.opacities >= 0.5).sum()) and (kept.opacities >= 0.5).all()
-    mask = torch.zeros(20, dtype=torch.bool)
-    mask[[1, 4]] = True
-    picked = g.prune(keep_mask=mask)
-    assert torch.equal(picked.means, g.means[[1, 4]])
-    low = g.truncate_sh(1)
-    assert low.sh_degree == 1 and torch.equal(low.sh, g.sh[:, :, :4])
-    with pytest.raises(ValueError, match="degree 3"):
-        g.truncate_sh(3)
-    doubled = g.to(dtype=torch.float64)
-    assert doubled.means.dtype == torch.float64 and doubled.sh.dtype == torch.float64
 
 
 # ------------------------------------------------------------------------------------------- PLY
@@ -220,103 +165,156 @@ def test_empty_scene_is_not_written(tmp_path):
     assert not (tmp_path / "empty.ply").exists()
 
 
-# ---------------------------------------------------------------------------------------- .splat
+# ------------------------------------------------------------------- PLY layouts the fast reader takes
 
 
-def test_splat_layout(tmp_path):
-    g = random_gaussians(7, 2)
-    path = save_splat(g, tmp_path / "scene.splat")
-    data = path.read_bytes()
-    assert len(data) == 32 * 7
-    rec = np.frombuffer(
-        data, dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)]
-    )
-    importance = g.scales.prod(dim=1) * g.opacities
-    order = torch.argsort(importance, descending=True)
-    np.testing.assert_array_equal(rec["pos"], g.means[order].numpy())
-    np.testing.assert_array_equal(rec["scale"], g.scales[order].numpy())
-    rgb = np.clip((0.5 + SH_C0 * g.sh[order, :, 0].numpy()) * 255, 0, 255)
-    assert np.abs(rec["rgba"][:, :3].astype(float) - rgb).max() <= 1.0
-    assert np.abs(rec["rgba"][:, 3] - g.opacities[order].numpy() * 255).max() <= 1.0
-    rot = (rec["rot"].astype(np.float64) - 128) / 128
-    assert np.abs(rot - g.rotations[order].numpy()).max() <= 1 / 128 + 1e-6
+def _plyfile_write(path, g: Gaussians, byte_order="<", double=("x",), shuffle_rest=False, extra_elements=(), text=False):
+    """The same scene as a PLY written by plyfile with a twist: other byte order, some double properties,
+    f_rest properties out of order, other elements before/after the vertices."""
+    from plyfile import PlyData, PlyElement
+
+    n, k = g.num, g.sh.shape[2]
+    o = g.opacities.double()
+    cols = {"x": g.means[:, 0], "y": g.means[:, 1], "z": g.means[:, 2]}
+    cols.update({f"f_dc_{c}": g.sh[:, c, 0] for c in range(3)})
+    rest = {f"f_rest_{c * (k - 1) + j}": g.sh[:, c, j + 1] for c in range(3) for j in range(k - 1)}
+    cols.update(dict(reversed(list(rest.items()))) if shuffle_rest else rest)
+    cols["opacity"] = (o / (1 - o)).log()
+    cols.update({f"scale_{i}": g.scales[:, i].log() for i in range(3)})
+    cols.update({f"rot_{i}": g.rotations[:, i] for i in range(4)})
+    table = np.empty(n, dtype=[(name, "f8" if name in double else "f4") for name in cols])
+    for name, values in cols.items():
+        table[name] = values.double().numpy()
+    faces = np.empty(2, dtype=[("vertex_indices", "i4", (3,))])
+    faces["vertex_indices"] = [[0, 1, 2], [1, 2, 3]]
+    extra = {"face": PlyElement.describe(faces, "face"),
+             "camera": PlyElement.describe(np.zeros(1, dtype=[("f", "f4"), ("id", "u1")]), "camera")}
+    elements = [extra[e] for e in extra_elements if e.startswith("camera")]
+    elements.append(PlyElement.describe(table, "vertex"))
+    elements += [extra[e] for e in extra_elements if e == "face"]
+    PlyData(elements, text=text, byte_order=byte_order, comments=["written by a test"]).write(str(path))
 
 
-# ---------------------------------------------------------------------------------------- atomic
+@pytest.mark.parametrize("layout", [
+    dict(), dict(byte_order=">"), dict(double=("x", "f_rest_3", "opacity")), dict(shuffle_rest=True),
+    dict(extra_elements=("camera", "face")), dict(text=True),
+])
+def test_reader_takes_every_ply_layout(tmp_path, layout):
+    g = random_gaussians(30, 2, 11, **QUANTISABLE_SH)
+    path = tmp_path / "layout.ply"
+    _plyfile_write(path, g, **layout)
+    got = load_ply(path)
+    for name in ("means", "scales", "rotations", "opacities", "sh"):
+        torch.testing.assert_close(getattr(got, name), getattr(g, name), rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_atomic_write_failure_leaves_nothing(tmp_path):
-    target = tmp_path / "out.bin"
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_write(target) as f:
-            f.write(b"partial data")
-            raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
+def test_reader_header_errors_are_one_line(tmp_path):
+    from vist3a.formats import PlyError, save_ply
+
+    body = save_ply(random_gaussians(3, 0, **QUANTISABLE_SH), tmp_path / "ok.ply").read_bytes()
+    head, rest = body.split(b"end_header\n", 1)
+    cases = {
+        "dup.ply": (head.replace(b"property float y\n", b"property float x\n") + b"end_header\n" + rest, "appears twice"),
+        "type.ply": (head.replace(b"property float y", b"property quad y") + b"end_header\n" + rest, "cannot read"),
+        "count.ply": (head.replace(b"element vertex 3", b"element vertex three") + b"end_header\n" + rest, "not a number"),
+        "format.ply": (head.replace(b"binary_little_endian", b"binary_middle_endian") + b"end_header\n" + rest, "format"),
+        "big.ply": (head.replace(b"element vertex 3", b"element vertex 99999999999") + b"end_header\n" + rest, "truncated"),
+        "noend.ply": (head, "header"),
+    }
+    for name, (data, needle) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(PlyError, match=needle) as e:
+            load_ply(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and "\n" not in str(e.value)
 
 
-def test_atomic_write_failure_keeps_previous_file(tmp_path):
-    target = atomic_save_bytes(tmp_path / "out.bin", b"old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_write(target) as f:
-            f.write(b"new")
-            raise KeyboardInterrupt
-    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
-    with atomic_write(target, "w") as f:
-        f.write("text")
-    assert target.read_text() == "text"
+def test_ply_reader_gives_the_same_scene_block_by_block(tmp_path, monkeypatch):
+    from vist3a.formats import PlyError, ply_binary, save_ply
+
+    g = random_gaussians(500, 3, **QUANTISABLE_SH)
+    save_ply(g, tmp_path / "s.ply")
+    whole = load_ply(tmp_path / "s.ply")
+    monkeypatch.setattr(ply_binary, "CHUNK_BYTES", 1000)  # 4 rows a block
+    blocks = load_ply(tmp_path / "s.ply")
+    for name in ("means", "scales", "rotations", "opacities", "sh"):
+        assert torch.equal(getattr(whole, name), getattr(blocks, name)), name
+    # problems in the last block are still found and counted over every block
+    raw = (tmp_path / "s.ply").read_bytes()
+    end = raw.index(b"end_header\n") + len(b"end_header\n")
+    row = (len(raw) - end) // 500
+    table = np.frombuffer(raw, np.float32, offset=end).reshape(500, row // 4).copy()
+    table[[3, 498], -4:] = 0.0  # rot_0..3 close each row
+    (tmp_path / "zero.ply").write_bytes(raw[:end] + table.tobytes())
+    with pytest.raises(PlyError, match="has 2 zero-length rotation"):
+        load_ply(tmp_path / "zero.ply")
+    table = np.frombuffer(raw, np.float32, offset=end).reshape(500, row // 4).copy()
+    table[499, 1] = np.nan  # y of the last row
+    (tmp_path / "nan.ply").write_bytes(raw[:end] + table.tobytes())
+    with pytest.raises(PlyError, match="1 non-finite values .* property 'y'"):
+        load_ply(tmp_path / "nan.ply")
 
 
-def test_atomic_write_missing_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="output directory .*missing does not exist; create it"):
-        atomic_save_bytes(tmp_path / "missing" / "x.ply", b"")
+# ------------------------------------------------------------------------- official-layout PLYs
 
 
-def test_write_behind_hands_every_finished_window_to_the_disk(tmp_path, monkeypatch):
-    advice = []
-    real = os.posix_fadvise if hasattr(os, "posix_fadvise") else None
-
-    def record(fd, offset, length, how):
-        advice.append((offset, length, how))
-        assert os.fstat(fd).st_size >= offset + length  # only bytes already written (flushed) are handed over
-        if real is not None:
-            real(fd, offset, length, how)
-
-    monkeypatch.setattr(atomic.os, "posix_fadvise", record, raising=False)
-    monkeypatch.setattr(atomic.os, "POSIX_FADV_DONTNEED", getattr(os, "POSIX_FADV_DONTNEED", 4), raising=False)
-    data = np.random.default_rng(0).integers(0, 256, 1_000_003, dtype=np.uint8)
-    with atomic_write(tmp_path / "w.bin", "wb") as f:
-        stream = WriteBehind(f, window=1 << 16)
-        stream.write(b"head")  # small writes accumulate ...
-        assert stream.write(data[:700_000]) == 700_000  # ... big ones go out a window at a time
-        stream.write(memoryview(data[700_000:]))
-    assert (tmp_path / "w.bin").read_bytes() == b"head" + data.tobytes()
-    # contiguous ranges from 0, each at least a window, covering all but the unfinished tail
-    assert advice and advice[0][0] == 0 and all(how == atomic.os.POSIX_FADV_DONTNEED for *_, how in advice)
-    assert all(a[0] + a[1] == b[0] for a, b in zip(advice, advice[1:])) and min(a[1] for a in advice) >= 1 << 16
-    assert 4 + data.size - (1 << 16) < advice[-1][0] + advice[-1][1] <= 4 + data.size
-    # without posix_fadvise (macOS, Windows) it is a plain write
-    monkeypatch.delattr(atomic.os, "posix_fadvise")
-    advice.clear()
-    with atomic_write(tmp_path / "plain.bin", "wb") as f:
-        WriteBehind(f, window=1 << 16).write(data)
-    assert (tmp_path / "plain.bin").read_bytes() == data.tobytes() and advice == []
+@pytest.fixture()
+def official(tmp_path):
+    return official_ply(tmp_path)
 
 
-def test_ply_and_splat_files_do_not_depend_on_blocks_or_the_write_behind_window(tmp_path, monkeypatch):
-    g = random_gaussians(3000, 2)
-    wide = [save_ply(g, tmp_path / "a.ply").read_bytes(), save_splat(g, tmp_path / "a.splat").read_bytes()]
-    monkeypatch.setattr(atomic, "WRITE_BEHIND_BYTES", 4096)
-    monkeypatch.setattr(ply_module.ply_binary, "CHUNK_BYTES", 1000)  # 7 rows a block: the two buffers alternate
-    narrow = [save_ply(g, tmp_path / "b.ply").read_bytes(), save_splat(g, tmp_path / "b.splat").read_bytes()]
-    assert wide == narrow
+def test_official_ply_is_detected_and_read_linear(official):
+    from vist3a.formats import read_ply
+
+    path, g = official
+    notes = []
+    loaded = load_ply(path, report=notes.append)
+    torch.testing.assert_close(loaded.opacities, g.opacities)  # 0.129 stays 0.129, not sigmoid(0.129)
+    torch.testing.assert_close(loaded.sh, g.sh)
+    torch.testing.assert_close(loaded.scales, g.scales, rtol=1e-5, atol=1e-7)
+    assert len(notes) == 1 and str(path) in notes[0] and "official" in notes[0] and "linear" in notes[0]
+    forced = read_ply(path, opacity="logit")
+    assert forced.opacity == "logit" and not forced.detected and forced.note() is None
+    torch.testing.assert_close(forced.gaussians.opacities, torch.sigmoid(g.opacities))
 
 
-def test_save_ply_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
-    def failing_write(stream, table):
-        stream.write(b"\x00" * 64)  # part of the body made it to disk, then the disk filled up
-        raise OSError("disk full")
+def test_standard_ply_stays_logit_and_linear_is_refused_when_impossible(tmp_path):
+    from vist3a.formats import PlyError, read_ply, save_ply
 
-    monkeypatch.setattr(ply_module.ply_binary, "write_table", failing_write)
-    with pytest.raises(OSError, match="disk full"):
-        save_ply(random_gaussians(5, 0), tmp_path / "scene.ply")
-    assert list(tmp_path.iterdir()) == []
+    g = random_gaussians(50, 0, 1, **QUANTISABLE_SH)
+    path = save_ply(g, tmp_path / "ours.ply")  # DC only too, but logits outside [0, 1]
+    scene = read_ply(path)
+    assert scene.opacity == "logit" and scene.note() is None
+    torch.testing.assert_close(scene.gaussians.opacities, g.opacities)
+    with pytest.raises(PlyError, match="outside \\[0, 1\\], so they cannot be linear") as e:
+        read_ply(path, opacity="linear")
+    assert str(path) in str(e.value)
+    with pytest.raises(ValueError, match="opacity must be one of auto, logit, linear"):
+        read_ply(path, opacity="sigmoid")
+
+
+def test_official_ply_renders_like_the_scene_it_was_written_from(official):
+    from vist3a.render import render_orbit
+
+    path, g = official
+    ref, _, _ = render_orbit(g, n=2, width=40, height=40)
+    got, _, _ = render_orbit(load_ply(path), n=2, width=40, height=40)
+    assert (ref - 1.0).abs().max() > 0.1  # something is drawn
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-4)
+
+
+def test_cli_info_and_render_report_the_convention(official, tmp_path):
+    from vist3a.formats import save_ply
+
+    path, _ = official
+    proc = run_cli("info", path)
+    assert proc.returncode == 0 and "opacity stored linear" in proc.stdout and "official" in proc.stdout
+    ours = save_ply(random_gaussians(30, 3, **QUANTISABLE_SH), tmp_path / "ours.ply")
+    proc = run_cli("info", ours)
+    assert proc.returncode == 0 and "opacity stored as a logit" in proc.stdout
+    proc = run_cli("render", path, "-o", tmp_path / "r.png", "--orbit", 1, "--size", 16)
+    assert proc.returncode == 0 and "note:" in proc.stderr and "official" in proc.stderr
+    proc = run_cli("render", path, "-o", tmp_path / "r2.png", "--orbit", 1, "--size", 16, "--opacity", "logit")
+    assert proc.returncode == 0 and "note:" not in proc.stderr
+    proc = run_cli("render", ours, "-o", tmp_path / "r3.png", "--orbit", 1, "--size", 16, "--opacity", "linear")
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "cannot be linear" in proc.stderr
+    assert not (tmp_path / "r3.png").exists()

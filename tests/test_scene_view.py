@@ -27,7 +27,6 @@ def _flat_cloud(n, normal_axis, seed=0):
     return pts
 
 
-
 def test_up_from_cameras_is_minus_y_of_the_mean_camera():
     c2w = torch.eye(4).repeat(3, 1, 1)
     tilt = math.radians(20)
@@ -63,7 +62,7 @@ def test_view_hint_prefers_cameras_and_reports_its_source():
     assert cams["up_source"] == "cameras" and cams["up"] == [0.0, -1.0, 0.0]
 
 
-def test_most_visible_keeps_the_largest_most_opaqueplain_gaussians():
+def test_most_visible_keeps_the_largest_most_opaque_gaussians():
     n = 10
     g = plain_gaussians(torch.arange(n, dtype=torch.float32)[:, None].expand(n, 3).contiguous())
     opacities = torch.linspace(0.1, 1.0, n)
