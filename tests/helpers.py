@@ -39,7 +39,6 @@ def random_gaussians(
     opacity: tuple[float, float] = (0.01, 0.99),
     sh_std: float = 1.0,
     sh_clip: Optional[float] = None,
-    means: Optional[torch.Tensor] = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> Gaussians:
@@ -47,8 +46,7 @@ def random_gaussians(
     scales, rotations, opacities, SH).
 
     * centres: normal around ``center`` with std ``spread`` per axis; with ``in_view=(near, far)`` depth uniform in
-      [near, far] in front of an identity camera (+z forward) and x, y uniform within +-0.4 x depth; ``means``
-      given: those centres (n is their count, nothing drawn for them).
+      [near, far] in front of an identity camera (+z forward) and x, y uniform within +-0.4 x depth.
     * scales: log-normal, ``log_scale=(mean, std)`` of the log; or uniform in ``scale_range=(low, high)``.
     * rotations: uniformly random unit quaternions (wxyz).
     * opacities: uniform in ``opacity=(low, high)``, linear as :class:`Gaussians` keeps them.
@@ -62,10 +60,7 @@ def random_gaussians(
     def randn(*shape):
         return torch.randn(*shape, generator=g, dtype=dtype)
 
-    if means is not None:
-        n = means.shape[0]
-        means = means.to(dtype)
-    elif in_view is None:
+    if in_view is None:
         means = randn(n, 3) * spread + torch.tensor(center, dtype=dtype)
     else:
         near, far = in_view
