@@ -10,12 +10,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from .generate import NODES as _GENERATE
 from .loaders import NODES as _LOADERS
+from .mesh import NODES as _MESH
 from .model_files import register_model_folder
 from .run_size import NODES as _RUN_SIZE
 from .splats import NODES as _SPLATS
 from .templates import install_template_filter
 
-NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS, *_RUN_SIZE]
+NODES: list[type[io.ComfyNode]] = [*_LOADERS, *_GENERATE, *_SPLATS, *_MESH, *_RUN_SIZE]
 
 
 class VIST3AExtension(ComfyExtension):

@@ -176,7 +176,8 @@ class SavePLY(io.ComfyNode):
             category=SPLATS,
             description="Saves the Gaussians as a standard 3DGS .ply in ComfyUI's output folder (prefix_00001_.ply, ...), "
                         "readable by SuperSplat, gsplat and Blender add-ons; optionally also the compact .splat and .spz, "
-                        "and a glTF .glb (KHR_gaussian_splatting) for Babylon.js, PlayCanvas, Cesium and other glTF viewers.",
+                        "a glTF .glb (KHR_gaussian_splatting) for Babylon.js, PlayCanvas, Cesium and other glTF viewers, and an .html "
+                        "page that shows the scene offline from one file.",
             is_output_node=True,
             inputs=[
                 Splat.Input("splat", tooltip=SPLAT_TIP),
@@ -191,17 +192,24 @@ class SavePLY(io.ComfyNode):
                 io.Combo.Input("also_glb", options=GLB_CHOICES, default="none", optional=True,
                                tooltip="Also write a glTF .glb with Khronos KHR_gaussian_splatting (Babylon.js, PlayCanvas, Cesium; SH up to "
                                        "degree 3, full float precision), or .spz.glb: the same with SPZ compression inside (draft extension, ~10x smaller)."),
+                io.Boolean.Input("also_html", default=False, optional=True,
+                                 tooltip="Also write an .html page with the viewer and the scene inside: one file to share, opens "
+                                         "offline with a double-click in any current browser (SH up to degree 3)."),
+                Cameras.Input("cameras", optional=True, tooltip="Predicted cameras: the .html page starts from their side and up axis."),
             ],
             outputs=[io.String.Output(display_name="ply_path", tooltip="Full path of the (first) saved .ply.")],
         )
 
     @classmethod
     @friendly("Save PLY")
-    def execute(cls, splat, filename_prefix, sh_degree, also_splat, also_spz, also_glb="none") -> io.NodeOutput:
+    def execute(cls, splat, filename_prefix, sh_degree, also_splat, also_spz, also_glb="none", also_html=False,
+                cameras=None) -> io.NodeOutput:
         from vist3a.formats import save_ply, save_splat, write_splats
         from vist3a.formats.spz import save_spz
+        from vist3a.share_html import save_html
 
         scenes = check_splat(splat)
+        cams = check_cameras(cameras)
         out_dir = folder_paths.get_output_directory()
         try:
             folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
@@ -209,7 +217,7 @@ class SavePLY(io.ComfyNode):
             raise NodeError(f"filename_prefix '{filename_prefix}' cannot be used ({exc}); keep it inside the output folder.") from exc
         os.makedirs(folder, exist_ok=True)
         saved, first = [], None
-        for g in scenes:
+        for i, g in enumerate(scenes):
             degree = None if sh_degree == "full" else min(int(sh_degree), g.sh_degree)
             base = f"{filename}_{counter:05}_"
             ply = os.path.join(folder, base + ".ply")
@@ -225,6 +233,10 @@ class SavePLY(io.ComfyNode):
             if also_glb in (".glb", ".spz.glb"):
                 write_splats(g, os.path.join(folder, base + also_glb), sh_degree=degree)
                 saved.append({"filename": base + also_glb, "subfolder": subfolder, "type": "output"})
+            if also_html:
+                cs = cams[min(i, len(cams) - 1)] if cams else None
+                save_html(g, os.path.join(folder, base + ".html"), sh_degree=degree, cameras=cs)
+                saved.append({"filename": base + ".html", "subfolder": subfolder, "type": "output"})
             counter += 1
         return io.NodeOutput(first, ui={"vist3a_files": saved, "text": [first]})
 

@@ -30,6 +30,7 @@ NODE_IDS = [
     "VIST3ALoadWan", "VIST3ALoadLoRA", "VIST3AApplyLoRAToModel", "VIST3ALoadStitchedDecoder", "VIST3ALoadAnySplat",
     "VIST3ATextEncode", "VIST3ASample", "VIST3ADecodeSplats", "VIST3AImagesToSplats",
     "VIST3ARenderViews", "VIST3APreviewSplats", "VIST3ASavePLY", "VIST3ALoadPLY", "VIST3ARunSize", "VIST3AViewerCamera",
+    "VIST3ASplatsToMesh",
 ]
 
 # The shipped workflows use the official sizes (13 frames at 512x512, 50 steps); on a CPU with tiny

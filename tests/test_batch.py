@@ -91,6 +91,30 @@ def test_folder_of_another_prompt_is_refused(tmp_path):
         batch.is_done(tmp_path / "x", "x")
 
 
+def test_prompt_folder_also_holds_other_formats_and_the_cameras(tmp_path):
+    """--also .spz / .html: gaussians.EXT beside gaussians.ply; the page starts from the predicted cameras."""
+    from types import SimpleNamespace
+
+    from test_splat_io import make_scene
+
+    from vist3a.mesh import load_cameras
+    from vist3a.render import orbit_cameras
+
+    c2w, K = orbit_cameras(torch.zeros(3), 6.0, 3, 15.0, 50.0, 32, 32)
+    scene = SimpleNamespace(gaussians=make_scene(200, degree=1), c2w=c2w, intrinsics=K / 32, depth=torch.ones(3, 32, 32),
+                            frames=torch.rand(3, 32, 32, 3), image_size=(32, 32))
+    from vist3a.pipeline import GenerateSettings
+
+    batch._write_prompt_folder(tmp_path, "a red chair", scene, pipe=None, settings=GenerateSettings(), sh_degree=None,
+                               trajectory_t=1, video_ext="webp", seconds=1.0, info=batch.DistInfo(), also=(".spz", ".html"))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["cameras.json", "depth.webp", "frames.png", "gaussians.html", "gaussians.ply", "gaussians.spz",
+                     "gs.webp", "info.json", "prompt.txt"]
+    torch.testing.assert_close(load_cameras(tmp_path / "cameras.json").c2w, c2w)
+    page = (tmp_path / "gaussians.html").read_text()
+    assert "<title>a red chair</title>" in page and '"up_source": "cameras"' in page
+
+
 def test_stale_temp_matching_is_exact(tmp_path):
     for name in (".a.abcd1234.tmp", ".a.b.abcd1234.tmp", ".a.abcd1234.old", "a", ".ab.abcd1234.tmp"):
         (tmp_path / name).mkdir()
@@ -192,8 +216,8 @@ def test_batch_two_ranks_kill_and_resume(tmp_path):
     assert 1 <= len(done1) < len(PROMPTS), log1
     assert not (out / "summary.json").exists()
     for n in done1:  # finished folders are complete
-        assert sorted(p.name for p in (out / n).iterdir()) == ["depth.mp4", "frames.png", "gaussians.ply", "gs.mp4",
-                                                             "info.json", "prompt.txt"]
+        assert sorted(p.name for p in (out / n).iterdir()) == ["cameras.json", "depth.mp4", "frames.png", "gaussians.ply",
+                                                             "gs.mp4", "info.json", "prompt.txt"]
     # a temporary folder as a kill during writing leaves it
     todo = [n for n in names if n not in done1]
     stale = out / f".{todo[0]}.abcd1234.tmp"

@@ -452,6 +452,36 @@ def test_free_releases_cached_models(server):
     assert history["status"]["status_str"] == "success"
 
 
+def test_splats_to_mesh_feeds_preview_3d_and_save_3d_model(server):
+    """Decode Splats -> Splats to Mesh (with the predicted cameras) -> ComfyUI's own Preview 3D (the path under
+    output/) and Save 3D Model (the MESH); Save PLY's .html option beside it. On both ComfyUI versions."""
+    import trimesh
+
+    g = api_graph()
+    del g["7"], g["8"]
+    g["6"]["inputs"].update(also_splat=False, also_spz=False, also_html=True, cameras=["5", 1])
+    g.update({
+        "9": {"class_type": "VIST3ASplatsToMesh", "inputs": {"splat": ["5", 0], "cameras": ["5", 1], "format": "glb", "views": "auto",
+                                                            "resolution": 32, "image_size": 64, "orbit_views": 6, "min_component": 0.0,
+                                                            "filename_prefix": "tests/mesh"}},
+        "10": {"class_type": "Preview3D", "inputs": {"model_file": ["9", 0]}},
+        "11": {"class_type": "SaveGLB", "inputs": {"mesh": ["9", 1], "filename_prefix": "tests/native_mesh"}},
+    })
+    history, seconds = server.run(g)
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"])[:3000]
+    TIMINGS[server.version]["splats_to_mesh_graph"] = round(seconds, 1)
+    out = history["outputs"]
+    ours = out["9"]["vist3a_files"][0]
+    path = server.output_path(ours)
+    assert out["10"]["result"][0] == f"{ours['subfolder']}/{ours['filename']}"  # what Preview 3D loads from output/
+    mesh = trimesh.load(path, force="mesh", process=False)
+    assert len(mesh.faces) > 0 and path.suffix == ".glb"
+    native = server.output_path(out["11"]["3d"][0])  # Save 3D Model wrote the MESH output as its own .glb
+    assert len(trimesh.load(native, force="mesh", process=False).faces) == len(mesh.faces)
+    html = [f for f in out["6"]["vist3a_files"] if f["filename"].endswith(".html")]
+    assert len(html) == 1 and server.output_path(html[0]).read_bytes().startswith(b"<!doctype html>")
+
+
 def _native_graph(prefix: str) -> dict:
     """Decode Splats -> native Create 3D File -> Preview Splat / Save Splat; the native file back through
     Get Splat -> our Render Views, Preview Splats and Save PLY; Transform Splat + Merge Splats -> our Save PLY."""

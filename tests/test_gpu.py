@@ -142,6 +142,28 @@ def test_official_noise_is_wan_pipelines_cuda_draw_per_prompt(cuda):
     assert not torch.equal(drawn[0], drawn[1])
 
 
+# ------------------------------------------------------------------------------------ scene meshes
+
+
+def test_splats_to_mesh_through_gsplat_matches_the_cpu_mesh(cuda):
+    """Meshing renders five feature channels (colour, z, z^2) through gsplat on CUDA: same topology and
+    surface as the torch renderer on the CPU."""
+    pytest.importorskip("gsplat")
+    import mesh_scenes
+
+    from vist3a.mesh import mesh_topology, splats_to_mesh
+
+    scene = mesh_scenes.torus(n=5000)
+    cpu = splats_to_mesh(scene.gaussians, None, resolution=48, image_size=96, extra_views=16, backend="torch")
+    gpu = splats_to_mesh(scene.gaussians.to(cuda), None, resolution=48, image_size=96, extra_views=16, backend="gsplat")
+    for m in (cpu, gpu):
+        t = mesh_topology(m.vertices, m.faces)
+        assert t.components == 1 and t.genus == 1, t
+    c_cpu = mesh_scenes.chamfer(scene, cpu.vertices, cpu.faces, m=20_000)["chamfer"]
+    c_gpu = mesh_scenes.chamfer(scene, gpu.vertices, gpu.faces, m=20_000)["chamfer"]
+    assert c_gpu < 1.5 * c_cpu + 1e-3, (c_gpu, c_cpu)
+
+
 # ------------------------------------------------------------------------------------ cuDNN attention
 
 

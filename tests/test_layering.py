@@ -36,7 +36,8 @@ LAYERS = {
         "vist3a.cpu_estimate", "vist3a.finite", "vist3a.block_hooks", "vist3a.run_sizes"],
     1: ["vist3a.weights", "vist3a.models", "vist3a.gaussians", "vist3a.formats", "vist3a.render", "vist3a.view_prep"],
     2: ["vist3a.wan", "vist3a.decoders", "vist3a.parity", "vist3a.tiny", "vist3a.functional", "vist3a.placement",
-        "vist3a.outputs", "vist3a.limits", "vist3a.splat_contract", "vist3a.scene_view", "vist3a.batch_media"],
+        "vist3a.outputs", "vist3a.limits", "vist3a.splat_contract", "vist3a.scene_view", "vist3a.batch_media",
+        "vist3a.mesh", "vist3a.share_html"],
     3: ["vist3a.pipeline", "vist3a.info", "vist3a.tiny_release", "vist3a.checkpoints"],
     4: ["vist3a.demo", "vist3a.cli", "vist3a.__main__", "vist3a.batch", "vist3a.evaluation"],
 }
@@ -45,7 +46,8 @@ LAYERS = {
 # Imports inside functions are only for dependencies that are heavy to import or optional (docs/architecture.md),
 # and for the CLI's subcommands (so `--help` and bad arguments answer without loading torch).
 HEAVY_OR_OPTIONAL = {"diffusers", "transformers", "accelerate", "peft", "sentencepiece", "tokenizers", "ftfy", "gsplat",
-                     "imageio", "torchvision", "open_clip", "pyiqa", "qwen_vl_utils", "isal", "lpips", "matplotlib"}
+                     "imageio", "torchvision", "open_clip", "pyiqa", "qwen_vl_utils", "isal", "lpips", "matplotlib", "skimage",
+                     "scipy", "trimesh"}
 LAZY_FRONT_ENDS = {"vist3a.cli", "vist3a.__main__", "vist3a.evaluation.cli"}
 
 

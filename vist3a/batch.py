@@ -4,7 +4,8 @@ Why: benchmark prompt sets (T3Bench, SceneBench, DPG-bench) have hundreds of pro
 one folder per prompt in the layout of the official `inference_t23d.py`:
 
     DIR/<prompt[:100] without '/'>/prompt.txt  gaussians.ply  gs.mp4  depth.mp4     (official)
-                                    frames.png  info.json  [gaussians.glb ... with --also]  (ours)
+                                    frames.png  info.json  cameras.json              (ours)
+                                    gaussians.glb / .html ...                        (with --also EXT)
 
 Ranks take `prompts[rank::world_size]` as the official script does (RANK / WORLD_SIZE from torchrun,
 gloo for the end-of-run barrier). Each folder is written under a temporary name and renamed when complete,
@@ -35,8 +36,11 @@ import torch.distributed as dist
 from .atomic import atomic_dir, atomic_write
 from .batch_media import save_trajectory_videos
 from .formats import save_ply, write_splats
+from .mesh.views import save_cameras
 from .render.media import save_png_grid
 from .render.trajectory import depth_colormap_name
+from .scene_view import CameraSet
+from .share_html import save_html
 
 NAME_LIMIT = 100  # characters of the prompt used as the folder name (official)
 REQUIRED_FILES = ("prompt.txt", "gaussians.ply")
@@ -156,8 +160,13 @@ def _write_prompt_folder(tmp: Path, prompt: str, scene, *, pipe, settings, sh_de
     tmp.chmod(0o777 & ~mask)  # mkdtemp makes it 0700; the finished folder gets the usual permissions
     (tmp / "prompt.txt").write_text(prompt, encoding="utf-8")
     save_ply(scene.gaussians, tmp / "gaussians.ply", sh_degree=sh_degree)
-    for ext in also:  # the same scene in other formats (capped at what each holds)
-        write_splats(scene.gaussians, tmp / f"gaussians{ext}", sh_degree=sh_degree)
+    save_cameras(tmp / "cameras.json", scene.c2w, scene.intrinsics, scene.image_size)
+    for ext in also:  # the same scene in other formats (capped at what each holds); the page starts from the cameras
+        if ext == ".html":
+            cams = CameraSet(scene.c2w, scene.intrinsics, scene.image_size)
+            save_html(scene.gaussians, tmp / "gaussians.html", sh_degree=sh_degree, cameras=cams, title=prompt[:80])
+        else:
+            write_splats(scene.gaussians, tmp / f"gaussians{ext}", sh_degree=sh_degree)
     save_trajectory_videos(scene, tmp, t=trajectory_t, ext=video_ext)
     save_png_grid(scene.frames, tmp / "frames.png")
     meta = {

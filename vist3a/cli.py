@@ -1,4 +1,4 @@
-"""Command line: `python -m vist3a {generate, batch, eval, info, render, convert, parity, demo}`.
+"""Command line: `python -m vist3a {generate, batch, eval, info, render, convert, mesh, parity, demo}`.
 
 Bad input gets one line on stderr and exit code 2 (no traceback); outputs are written atomically, so
 a failed run never leaves a partial file behind.
@@ -21,7 +21,6 @@ from .finite import finite_float
 EXIT_BAD_INPUT = 2
 
 
-
 # ---------------------------------------------------------------------------------------- helpers
 
 
@@ -40,6 +39,11 @@ def _splat_suffixes() -> tuple[str, ...]:
     from .formats import SPLAT_SUFFIXES  # imports torch: only once a command runs
 
     return SPLAT_SUFFIXES
+
+
+def _output_suffixes() -> tuple[str, ...]:
+    """What generate and convert write: the splat formats and the .html viewer page (vist3a.share_html)."""
+    return _splat_suffixes() + (".html",)
 
 
 def _check_input(path: str | None, what: str) -> str | None:
@@ -125,7 +129,8 @@ def _load_pipeline(args, device=None):
 def _generate(args) -> int:
     from .wan.prompts import empty_prompt_note
 
-    out = _check_output(args.output, _splat_suffixes())
+    out = _check_output(args.output, _output_suffixes())
+    mesh = _check_mesh_output(args.mesh) if args.mesh else None
     settings = _settings(args)
     empty = empty_prompt_note(args.prompt, not args.no_camera_template)
     if empty:
@@ -143,7 +148,43 @@ def _generate(args) -> int:
     print(f"{scene.gaussians.num} Gaussians; load {t1 - t0:.1f} s, generate {t2 - t1:.1f} s")
     for path in written:
         print(f"wrote {path}")
+    if mesh is not None:
+        from .scene_view import CameraSet
+
+        cams = CameraSet(scene.c2w, scene.intrinsics, scene.image_size)
+        _mesh_and_write(scene.gaussians, cams, mesh, args)
     return 0
+
+
+def _check_mesh_output(path: str) -> Path:
+    from .formats.mesh_files import MESH_SUFFIXES
+    from .mesh import check_mesh_dependencies
+
+    out = _check_output(path, MESH_SUFFIXES)
+    check_mesh_dependencies(write=True)
+    return out
+
+
+def _mesh_and_write(gaussians, cameras, out: Path, args) -> None:
+    """Mesh a scene with the mesh options of ``args`` (generate --mesh, mesh) and report what came out."""
+    from .formats.mesh_files import write_mesh
+    from .mesh import mesh_topology, splats_to_mesh
+
+    if args.mesh_resolution < 16 or args.mesh_image_size < 16 or args.orbit_views < 0:
+        raise UsageError("--resolution and --image-size must be >= 16 and --orbit-views >= 0")
+    if not 0 <= args.min_component < 1:
+        raise UsageError(f"--min-component is a fraction of the largest piece, in [0, 1); got {args.min_component}")
+    bar = _progress_bar()
+    t0 = time.perf_counter()
+    m = splats_to_mesh(gaussians, cameras, views=args.mesh_views, resolution=args.mesh_resolution,
+                       image_size=args.mesh_image_size, extra_views=args.orbit_views, min_component=args.min_component,
+                       progress=lambda done, total: bar("mesh", done, total))
+    t1 = time.perf_counter()
+    path = write_mesh(m, out, axes=args.axes)
+    topo = mesh_topology(m.vertices, m.faces)
+    print(f"mesh from {m.info['view_description']}: {topo.vertices} vertices, {topo.faces} faces, "
+          f"{topo.components} piece(s), {topo.boundary_loops} hole(s), genus {topo.genus:g}; {t1 - t0:.1f} s")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def _batch(args) -> int:
@@ -206,11 +247,37 @@ def _convert(args) -> int:
     from .formats import convert
 
     _check_input(args.input, "input")
-    out = _check_output(args.output, _splat_suffixes())
+    out = _check_output(args.output, _output_suffixes())
     t0 = time.perf_counter()
+    if out.suffix.lower() == ".html":  # a viewer page: written from the scene, not a splat format of its own
+        from .formats import read_splats
+        from .share_html import save_html
+
+        g = read_splats(args.input, opacity=args.opacity, report=_note)
+        path = save_html(g, out, sh_degree=3 if args.sh_degree is None else args.sh_degree)
+        print(f"wrote {path} ({g.num} Gaussians, {path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+        return 0
     path, g = convert(args.input, out, sh_degree=args.sh_degree, opacity=args.opacity, report=_note,
                       ply_layout=args.ply_layout)
     print(f"wrote {path} ({g.num} Gaussians, {path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _mesh(args) -> int:
+    from .formats import read_splats
+    from .mesh import load_cameras
+
+    _check_input(args.input, "splat file")
+    out = _check_mesh_output(args.output)
+    cameras = load_cameras(_check_input(args.cameras, "cameras file")) if args.cameras else None
+    if cameras is None and args.mesh_views == "predicted":
+        raise UsageError(f"{args.input} carries no cameras: give --cameras cameras.json (written by generate --views / batch) "
+                         "or use --mesh-views auto")
+    g = read_splats(args.input, opacity=args.opacity, report=_note)
+    if cameras is None and args.mesh_views == "auto":
+        _note(f"{args.input} carries no cameras; meshing from {args.orbit_views} views around it "
+              "(--cameras cameras.json adds the predicted ones)")
+    _mesh_and_write(g, cameras, out, args)
     return 0
 
 
@@ -268,6 +335,19 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+def _mesh_options(p: argparse.ArgumentParser) -> None:
+    """Meshing options (mesh, generate --mesh); see vist3a.mesh."""
+    p.add_argument("--mesh-views", dest="mesh_views", choices=("auto", "predicted", "orbit"), default="auto",
+                   help="cameras to fuse: auto (predicted cameras + views of the far side, or an orbit alone without "
+                        "cameras), predicted (only the cameras), orbit (only generated views)")
+    p.add_argument("--resolution", dest="mesh_resolution", type=int, default=256,
+                   help="voxels along the longest side of the scene (default 256)")
+    p.add_argument("--image-size", dest="mesh_image_size", type=int, default=384, help="rendered depth size, longer side (default 384)")
+    p.add_argument("--orbit-views", dest="orbit_views", type=int, default=48, help="generated views of the far side (default 48)")
+    p.add_argument("--min-component", dest="min_component", type=finite_float, default=0.01,
+                   help="drop pieces with fewer faces than this fraction of the largest (floaters; default 0.01, 0 keeps all)")
+    p.add_argument("--axes", choices=("gltf", "scene"), default="gltf",
+                   help="gltf: +Y up, the scene turned 180 degrees about Z as in glTF splats (default); scene: the splats' own coordinates")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,9 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="text -> 3D Gaussian splats (.ply)")
     g.add_argument("prompt")
     g.add_argument("-o", "--output", required=True,
-                   help="output .ply, .spz, .splat or .glb (glTF KHR_gaussian_splatting; .spz.glb: SPZ-compressed); format from the extension")
+                   help="output .ply, .spz, .splat, .glb (glTF KHR_gaussian_splatting; .spz.glb: SPZ-compressed) or .html "
+                        "(a viewer page to share); format from the extension")
     _generate_options(g)
-    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP, trajectory + depth WebP)")
+    g.add_argument("--views", help="also render views into this folder (predicted cameras, orbit PNG + WebP, trajectory + depth WebP, cameras.json)")
+    g.add_argument("--mesh", help="also write a mesh of the scene (.glb, .ply or .obj), fused from the predicted cameras and an orbit")
+    _mesh_options(g)
     g.set_defaults(func=_generate)
 
     b = sub.add_parser("batch", help="one folder per prompt of a prompt file (official layout); torchrun shards it")
@@ -288,8 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_options(b)
     b.add_argument("--trajectory-interp", dest="trajectory_interp", type=int, default=10,
                    help="views interpolated between predicted cameras in gs/depth videos (official 10)")
-    b.add_argument("--also", action="append", choices=(".spz", ".splat", ".glb", ".spz.glb"), default=[], metavar="EXT",
-                   help="also write gaussians.EXT beside gaussians.ply in each folder (.spz, .splat, .glb, .spz.glb; repeatable)")
+    b.add_argument("--also", action="append", choices=(".spz", ".splat", ".glb", ".spz.glb", ".html"), default=[], metavar="EXT",
+                   help="also write gaussians.EXT beside gaussians.ply in each folder (.spz, .splat, .glb, .spz.glb, or .html: a "
+                        "viewer page to share; repeatable)")
     b.add_argument("--video-ext", dest="video_ext", choices=("mp4", "webp"), default="mp4",
                    help="gs/depth video format (mp4 as official; the evaluation reads both)")
     b.set_defaults(func=_batch)
@@ -313,15 +397,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the PLY stores opacity: logit (3DGS), linear (official VIST3A exporter), auto (detect; default)")
     r.set_defaults(func=_render)
 
-    c = sub.add_parser("convert", help="convert splats between .ply, .spz, .splat and .glb (formats from the extensions)")
+    c = sub.add_parser("convert", help="convert splats between .ply, .spz, .splat and .glb, or to an .html page (formats from the extensions)")
     c.add_argument("input", help=".ply (3DGS or official layout), .spz, .splat or .glb (KHR_gaussian_splatting)")
-    c.add_argument("output", help=".ply, .spz, .splat, .glb or .spz.glb (SPZ-compressed glTF)")
+    c.add_argument("output", help=".ply, .spz, .splat, .glb, .spz.glb (SPZ-compressed glTF) or .html (a viewer page)")
     c.add_argument("--sh-degree", dest="sh_degree", type=int, default=None,
                    help="SH degree to write (0-4; default 3, or what the format/scene holds: .spz/.glb <= 3, .splat 0)")
     c.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto", help="how an input PLY stores opacity (see render)")
     c.add_argument("--ply-layout", dest="ply_layout", choices=("standard", "official"), default="standard",
                    help="output PLY layout: standard 3DGS (default) or the official VIST3A exporter's (DC only, linear opacity)")
     c.set_defaults(func=_convert)
+
+    m = sub.add_parser("mesh", help="splats -> triangle mesh (.glb, .ply, .obj): depth from cameras fused into a TSDF")
+    m.add_argument("input", help="splat file: .ply, .spz or .splat")
+    m.add_argument("-o", "--output", required=True, help="output .glb, .ply or .obj")
+    m.add_argument("--cameras", help="cameras.json of the scene (written by generate --views and batch); default: none")
+    _mesh_options(m)
+    m.add_argument("--opacity", choices=("auto", "logit", "linear"), default="auto", help="how an input PLY stores opacity (see render)")
+    m.set_defaults(func=_mesh)
 
     p = sub.add_parser("parity", help="check numerical parity with the official code on a fixture")
     p.add_argument("fixture", help="FIXTURE.safetensors with a sibling FIXTURE.json")

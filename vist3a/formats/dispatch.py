@@ -32,6 +32,8 @@ class FormatError(VIST3AError, ValueError):
 def splat_format(path: PathLike, what: str = "file") -> str:
     """The format suffix of ``path`` (one of :data:`SPLAT_SUFFIXES`, the longest that fits); FormatError otherwise."""
     name = Path(path).name.lower()
+    if name.endswith(".html") and what != "output":  # vist3a.share_html writes it; nothing reads it back
+        raise FormatError(f"{what} {path} is a viewer page, which is written but not read; use the .ply/.spz/.glb it was made from")
     suffix = max((s for s in SPLAT_SUFFIXES if name.endswith(s) and len(name) > len(s)), key=len, default=None)
     if suffix is None:
         raise FormatError(f"{what} {path} must end in {', '.join(SPLAT_SUFFIXES[:-1])} or {SPLAT_SUFFIXES[-1]} "
