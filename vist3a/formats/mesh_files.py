@@ -24,6 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_save_bytes
 from ..errors import VIST3AError
+from .axes import HALF_TURN_Z
 from .common import PathLike
 
 __all__ = ["MESH_SUFFIXES", "MESH_AXES", "MeshFormatError", "mesh_format", "write_mesh", "srgb_to_linear"]
@@ -101,7 +102,7 @@ def write_mesh(mesh, path: PathLike, axes: str = "gltf") -> Path:
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise MeshFormatError(f"refusing to write {path}: face indices outside 0..{len(vertices) - 1}")
     if axes == "gltf":
-        vertices = vertices * np.array([-1.0, -1.0, 1.0])  # a proper rotation: the winding stays counter-clockwise
+        vertices = vertices * np.array(HALF_TURN_Z)  # a proper rotation: the winding stays counter-clockwise
     trimesh = _trimesh()
     shown = srgb_to_linear(colors) if suffix == ".glb" else np.clip(colors, 0.0, 1.0)
     rgba = np.concatenate([np.round(shown * 255), np.full((len(shown), 1), 255.0)], axis=1).astype(np.uint8)
