@@ -8,6 +8,8 @@ the decoder predicts without voxelisation); its 13 orbit cameras play the predic
 * ``.html`` (SH 3): write time (median of --repeats), size, and the peak resident memory above the
   loaded scene while writing (the page holds the .spz bytes once; base64 is written block by block).
   ``--browser`` also opens it from disk in headless Chromium (software WebGL) and records its load time.
+  The plain ``.spz`` (SH 3) is written in the same run for reference: the page is that file plus base64
+  and the viewer, so the difference is what the page costs.
 * meshes: `splats_to_mesh` with the CLI defaults (256 voxels, 384-pixel views, 13 cameras + 48 far-side
   views), its time and peak memory, then the .glb, .ply and .obj writes (time, size).
 
@@ -31,7 +33,7 @@ from scenes import pixel_aligned_scene
 from common import ROOT, command_line, now, write_results
 from measure import PeakMemory
 
-from vist3a.formats import write_mesh
+from vist3a.formats import save_spz, write_mesh
 from vist3a.mesh import mesh_topology, splats_to_mesh
 from vist3a.render import orbit_cameras
 from vist3a.scene_view import CameraSet
@@ -68,6 +70,10 @@ def markdown(res: dict) -> str:
              "| output | MB | seconds | peak memory above the scene, MB |", "|---|---|---|---|",
              f"| scene.html (SH 3, .spz inside as base64) | {h['mb']:.1f} | {h['write_s']:.2f} ({min(h['runs']):.2f}-{max(h['runs']):.2f}) | "
              f"{h['peak_mb']:.0f} |"]
+    if res.get("spz"):
+        z = res["spz"]
+        lines.append(f"| scene.spz (SH 3, for reference) | {z['mb']:.1f} | {z['write_s']:.2f} ({min(z['runs']):.2f}-{max(z['runs']):.2f}) | "
+                     f"{z['peak_mb']:.0f} |")
     if m:
         lines.append(f"| mesh: fuse {m['views']} views + extract + colour | - | {m['seconds']:.0f} | {m['peak_mb']:.0f} |")
         for ext, w in m["files"].items():
@@ -108,6 +114,11 @@ def main() -> int:
             res["browser"] = _open_in_browser(page)
             print("browser", json.dumps(res["browser"]), flush=True)
         page.unlink()
+        spz = Path(tmp) / "scene.spz"
+        median, runs, peak = _timed(lambda: save_spz(g, spz, sh_degree=3), args.repeats)
+        res["spz"] = {"mb": spz.stat().st_size / MB, "write_s": median, "runs": runs, "peak_mb": peak / MB}
+        print("spz", json.dumps(res["spz"]), flush=True)
+        spz.unlink()
         if not args.skip_mesh:
             c2w, K = orbit_cameras(torch.zeros(3), 3.0, args.views, 15.0, 50.0, args.size, args.size)
             cams = CameraSet(c2w, K / torch.tensor([args.size, args.size, 1.0])[:, None], (args.size, args.size))
