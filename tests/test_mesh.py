@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from guards import HANG_S
 
 from vist3a.errors import VIST3AError
 from vist3a.mesh import (
@@ -221,7 +222,7 @@ def test_glb_passes_the_khronos_validator_and_keeps_colours_and_winding(tmp_path
 
     mesh = _small_mesh()
     path = write_mesh(mesh, tmp_path / "m.glb")
-    proc = subprocess.run(["node", "validate.mjs", str(path)], cwd=gltf_tools(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(["node", "validate.mjs", str(path)], cwd=gltf_tools(), capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])[str(path)]
     assert report["errors"] == 0 and report["warnings"] == 0, report["codes"]
@@ -266,7 +267,7 @@ def test_mesh_writer_refuses_bad_input_and_leaves_no_file(tmp_path):
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def _cli(*args, timeout=600):
+def _cli(*args, timeout=HANG_S):
     return subprocess.run([sys.executable, "-m", "vist3a", *args], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout)
 
 

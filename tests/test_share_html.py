@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guards import HANG_S
 
 from vist3a.formats import FormatError, load_spz, read_splats, write_splats
 from vist3a.formats.spz import spz_bytes, widest_fractional_bits
@@ -114,12 +115,12 @@ def test_convert_writes_a_page_and_refuses_to_read_one(tmp_path):
     g = scene_with_floor(100, 100)
     write_splats(g, tmp_path / "a.ply")
     r = subprocess.run([sys.executable, "-m", "vist3a", "convert", str(tmp_path / "a.ply"), str(tmp_path / "b.html")],
-                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     (tmp_path / "c.spz").write_bytes(_payload((tmp_path / "b.html").read_bytes()))
     assert load_spz(tmp_path / "c.spz").num == g.num
     r = subprocess.run([sys.executable, "-m", "vist3a", "convert", str(tmp_path / "b.html"), str(tmp_path / "c.ply")],
-                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=HANG_S)
     assert r.returncode == 2 and "written but not read" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -139,7 +140,7 @@ def open_offline(page: Path, **cfg) -> dict:
     """tests/browser/html_check.mjs: the page from a file:// URL, network off; returns its findings."""
     _browser_ready()
     r = subprocess.run(["node", "html_check.mjs", json.dumps({"path": str(page), "chromium": CHROMIUM, **cfg})],
-                       cwd=BROWSER_DIR, capture_output=True, text=True, timeout=600)
+                       cwd=BROWSER_DIR, capture_output=True, text=True, timeout=HANG_S)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -168,7 +169,7 @@ def test_page_opens_offline_from_disk_and_draws_the_scene_upright(tmp_path):
 def test_generate_writes_a_page_that_starts_from_the_predicted_cameras(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vist3a", "generate", "a red ball", "-o", str(tmp_path / "g.html"), "--tiny",
                         "--frames", "5", "--size", "64", "--steps", "2", "--views", str(tmp_path / "views")],
-                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900)
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=HANG_S)
     assert r.returncode == 0, r.stderr[-3000:]
     page = (tmp_path / "g.html").read_bytes()
     info = json.loads(re.search(rb'<script type="application/json" id="vist3a-info">(.*?)</script>', page, re.S).group(1))
