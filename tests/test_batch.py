@@ -95,13 +95,13 @@ def test_prompt_folder_also_holds_other_formats_and_the_cameras(tmp_path):
     """--also .spz / .html: gaussians.EXT beside gaussians.ply; the page starts from the predicted cameras."""
     from types import SimpleNamespace
 
-    from test_splat_io import make_scene
+    from helpers import random_gaussians
 
     from vist3a.mesh import load_cameras
     from vist3a.render import orbit_cameras
 
     c2w, K = orbit_cameras(torch.zeros(3), 6.0, 3, 15.0, 50.0, 32, 32)
-    scene = SimpleNamespace(gaussians=make_scene(200, degree=1), c2w=c2w, intrinsics=K / 32, depth=torch.ones(3, 32, 32),
+    scene = SimpleNamespace(gaussians=random_gaussians(200, sh_degree=1), c2w=c2w, intrinsics=K / 32, depth=torch.ones(3, 32, 32),
                             frames=torch.rand(3, 32, 32, 3), image_size=(32, 32))
     from vist3a.pipeline import GenerateSettings
 

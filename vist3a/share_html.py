@@ -33,7 +33,8 @@ WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 """The node pack's web/ folder (a checkout, a ComfyUI custom_nodes folder or an editable install has it)."""
 
 _B64_BLOCK = 3 * (1 << 20)  # bytes encoded at a time (a multiple of 3: no padding inside the stream)
-_SPARK_EXPORT = re.compile(r"export\s*\{([^{}]*)\}\s*;?\s*(?=(/\*[\s\S]*\*/\s*)?$)")
+# the bundle's export list: its last one (a license comment and the footer that restores window.__THREE__ follow it)
+_SPARK_EXPORT = re.compile(r"export\s*\{([^{}]*)\}\s*;?")
 _VIEWER_IMPORT = re.compile(r'^import\s*\{([^}]*)\}\s*from\s*"\./vendor/spark_three\.js";\s*$', re.M)
 
 
