@@ -7,13 +7,17 @@ One place for them, so no test module imports another and every test's scene say
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
+import pytest
 import torch
+from guards import HANG_S
 
 from vist3a.gaussians import Gaussians
 
@@ -152,3 +156,20 @@ def run_cli(*args):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+GLTF_TOOLS = Path(__file__).resolve().parent / "browser" / "gltf"
+
+
+def gltf_tools() -> Path:
+    """tests/browser/gltf installed from its lockfile (once per lockfile); skip without node/npm."""
+    if not (shutil.which("npm") and shutil.which("node")):
+        pytest.skip("node and npm are not installed")
+    lock = GLTF_TOOLS / "package-lock.json"
+    stamp = GLTF_TOOLS / "node_modules" / ".vist3a-lock"
+    if not (stamp.is_file() and stamp.read_text() == lock.read_text()):
+        # no install scripts: splat-transform's optional GPU module (webgpu) would fetch native binaries; .glb needs none
+        subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=GLTF_TOOLS, check=True, capture_output=True,
+                       timeout=HANG_S)
+        stamp.write_text(lock.read_text())
+    return GLTF_TOOLS

@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from guards import HANG_S
-from helpers import IN_FRONT_OF_CAMERA, random_gaussians, triangle_glb_doc, write_glb
+from helpers import IN_FRONT_OF_CAMERA, gltf_tools, random_gaussians, triangle_glb_doc, write_glb
 
 from vist3a.formats import GlbError, load_glb, load_ply, read_splats, save_glb, save_ply, write_splats
 from vist3a.formats.axes import HALF_TURN_Z, RDF_TO_RUB, sh_flip_signs
@@ -34,7 +33,6 @@ from vist3a.gaussians import Gaussians, rgb_to_sh0, xyzw_to_wxyz
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "glb"
-GLTF_TOOLS = REPO / "tests" / "browser" / "gltf"
 ROTATION, SCALE, OPACITY = (f"{EXTENSION}:{n}" for n in ("ROTATION", "SCALE", "OPACITY"))
 CHROMIUM = os.environ.get("VIST3A_CHROMIUM", "/usr/bin/chromium")
 
@@ -326,20 +324,6 @@ def test_generate_and_batch_write_glb(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ npm: the tools
-
-
-def gltf_tools() -> Path:
-    """tests/browser/gltf installed from its lockfile (once per lockfile); skip without node/npm."""
-    if not (shutil.which("npm") and shutil.which("node")):
-        pytest.skip("node and npm are not installed")
-    lock = GLTF_TOOLS / "package-lock.json"
-    stamp = GLTF_TOOLS / "node_modules" / ".vist3a-lock"
-    if not (stamp.is_file() and stamp.read_text() == lock.read_text()):
-        # no install scripts: splat-transform's optional GPU module (webgpu) would fetch native binaries; .glb needs none
-        subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=GLTF_TOOLS, check=True, capture_output=True,
-                       timeout=HANG_S)
-        stamp.write_text(lock.read_text())
-    return GLTF_TOOLS
 
 
 def splat_transform(ply: Path, glb: Path) -> Path:

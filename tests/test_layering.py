@@ -6,7 +6,8 @@
   each other's forbidden neighbours or the developer folders;
 * imports inside ``vist3a`` form no cycle (function-level ones included), and the ones that run at import
   time (module level, including inside a module-level ``try``/``if``/``with`` or a class body) only point
-  at the same or a lower layer.
+  at the same or a lower layer;
+* no test module imports another: tests share code through ``tests/helpers.py`` and the other helper modules.
 
 Every rule has a self-test below on a fake tree, so a gap in the checker shows up as a failing test.
 """
@@ -319,3 +320,24 @@ def test_the_checker_sees_light_imports_hidden_in_functions(tmp_path):
     })
     bad = _lazy_light_imports(tmp_path)
     assert len(bad) == 2 and "`import json`" in bad[0] and "`from .b import g`" in bad[1]
+
+
+def _test_module_imports(root: Path = REPO) -> list[str]:
+    """Imports of one test module by another (tests share code through the helper modules only)."""
+    tests = {p.stem for p in (root / "tests").glob("test_*.py")}
+    bad = []
+    for path in sorted((root / "tests").glob("*.py")):
+        for imported in _imports(path.stem, path, module_level=False):
+            if imported.split(".")[0] in tests:
+                bad.append(f"tests/{path.name} imports {imported}")
+    return bad
+
+
+def test_test_modules_share_code_only_through_helper_modules():
+    assert _test_module_imports() == []
+
+
+def test_the_checker_sees_a_test_module_imported_by_another(tmp_path):
+    _write(tmp_path, {"tests/test_a.py": "def test_x():\n    from test_b import scene\n", "tests/test_b.py": "scene = 1\n",
+                      "tests/helpers.py": "", "tests/test_c.py": "from helpers import scene\n"})
+    assert _test_module_imports(tmp_path) == ["tests/test_a.py imports test_b"]

@@ -30,7 +30,7 @@ from vist3a.scene_view import CameraSet
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # the analytic scenes live with the benchmark that scores them
 import mesh_scenes  # noqa: E402
-from test_formats_glb import gltf_tools  # noqa: E402  (the Khronos validator, installed from tests/browser/gltf's lockfile)
+from helpers import gltf_tools  # noqa: E402  (the Khronos validator, installed from tests/browser/gltf's lockfile)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 FIXTURES = ROOT / "tests" / "fixtures" / "mesh"
