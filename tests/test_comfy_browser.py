@@ -171,7 +171,7 @@ def _drive(server, workflow: Path, overrides: dict, **shots) -> dict:
         out = subprocess.run(["node", "ui_test.mjs", json.dumps(cfg)], cwd=BROWSER_DIR, capture_output=True, text=True, timeout=HANG_S)
     except subprocess.TimeoutExpired as e:  # say how far it got (ui_test logs its steps on stderr)
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise AssertionError(f"ui_test.mjs ran over 600 s; its log:\n{err[-3000:]}") from None
+        raise AssertionError(f"ui_test.mjs ran over the {HANG_S:.0f} s hang guard; its log:\n{err[-3000:]}") from None
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["wall_s"] = round(time.time() - t0, 1)

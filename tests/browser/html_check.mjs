@@ -5,17 +5,11 @@
 import { pathToFileURL } from "node:url";
 import { chromium } from "playwright-core";
 
+import { launchChromium } from "./chromium.mjs";
+
 const cfg = JSON.parse(process.argv[2]);
 const result = { consoleErrors: [], pageErrors: [], blocked: [], requests: [] };
-const browser = await chromium.launch({
-  executablePath: cfg.chromium || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-gl=angle", "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
-  ],
-});
+const browser = await launchChromium(chromium, cfg.chromium);
 try {
   const context = await browser.newContext({ viewport: { width: cfg.width || 800, height: cfg.height || 600 }, deviceScaleFactor: 1 });
   await context.setOffline(true);  // no network at all; a file:// page must not need it

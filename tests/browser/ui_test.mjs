@@ -7,6 +7,8 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
+import { launchChromium } from "./chromium.mjs";
+
 const cfg = JSON.parse(process.argv[2]);
 class LoadOnlyDone extends Error {}  // cfg.loadOnly: stop after loading the workflow and converting it
 
@@ -202,15 +204,7 @@ async function readTemplateCards(page, result) {
 const result = { consoleErrors: [], pageErrors: [], consoleWarnings: [] };
 const t00 = Date.now();
 const log = (m) => process.stderr.write(`[ui_test ${((Date.now() - t00) / 1000).toFixed(1)}s] ${m}\n`);
-const browser = await chromium.launch({
-  executablePath: cfg.chromium || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-gl=angle", "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
-  ],
-});
+const browser = await launchChromium(chromium, cfg.chromium);
 try {
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 });
   page.on("console", (m) => {

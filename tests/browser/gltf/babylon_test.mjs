@@ -4,17 +4,11 @@
 //   node babylon_test.mjs '{"url": "http://127.0.0.1:PORT/babylon.html?fov=60", "chromium": "/usr/bin/chromium"}'
 import { chromium } from "playwright-core";
 
+import { launchChromium } from "../chromium.mjs";
+
 const cfg = JSON.parse(process.argv[2]);
 const out = { consoleErrors: [], pageErrors: [] };
-const browser = await chromium.launch({
-  executablePath: cfg.chromium || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-gl=angle", "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
-  ],
-});
+const browser = await launchChromium(chromium, cfg.chromium);
 try {
   const page = await browser.newPage({ viewport: { width: 256, height: 256 }, deviceScaleFactor: 1 });
   page.on("console", (m) => { if (m.type() === "error") out.consoleErrors.push(m.text()); });
