@@ -73,6 +73,16 @@ def with_overrides(api: dict, overrides: dict) -> dict:
     return api
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--port", type=int, required=True)
@@ -95,21 +105,22 @@ def main(argv=None) -> int:
             continue
         for setting in settings:
             api = with_overrides(ui_to_api(ui, info), QUICK if setting == "quick" else {})
+            load = os.getloadavg()[0]
             seconds, status = run_once(base, api, args.limit)
-            rows.append({"workflow": name, "setting": setting, "seconds": round(seconds, 1), "status": status})
+            rows.append({"workflow": name, "setting": setting, "seconds": round(seconds, 1), "status": status,
+                         "load_average_before": round(load, 2)})
             print(f"{name} [{setting}]: {seconds:.1f} s ({status})", flush=True)
-    load = os.getloadavg()
     out = Path(args.out) if args.out else REPO / "bench" / "results" / f"workflow_times_{version}"
-    result = {"comfyui": version, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-              "load_average_after": [round(x, 2) for x in load], "models": "as served (tiny random with TINY=1)",
+    result = {"comfyui": version, "cpu": cpu_model(), "cores": os.cpu_count(), "models": "as served (tiny random with TINY=1)",
               "command": f"python bench/workflow_times.py --port N{' --only ' + args.only if args.only else ''}", "runs": rows}
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"# Shipped workflows, wall time from Run to done (ComfyUI {version}, {result['cores']} cores, CPU)", "",
-             f"Command: `{result['command']}` against `make serve TINY=1` (tiny random models). Each run starts with "
-             f"ComfyUI's model cache emptied. Load average after the runs: {result['load_average_after']}.", "",
-             "| workflow | setting | seconds | status |", "|---|---|---:|---|"]
-    lines += [f"| {r['workflow'][:-5]} | {'quick try (CPU)' if r['setting'] == 'quick' else 'as shipped'} | {r['seconds']} | {r['status']} |"
-              for r in rows]
+    lines = [f"# Shipped workflows, wall time from Run to done (ComfyUI {version}, {result['cpu']}, {result['cores']} cores)", "",
+             f"Command: `{result['command']}` against `make serve{'28' if version.startswith('0.28') else ''} TINY=1` (tiny random "
+             "models). Each run starts with ComfyUI's model cache emptied. The 1-minute load average before each run says how "
+             "busy the machine was (2 cores: above ~2 other work shared them).", "",
+             "| workflow | setting | seconds | load before |", "|---|---|---:|---:|"]
+    lines += [f"| {r['workflow'][:-5]} | {'quick try (CPU)' if r['setting'] == 'quick' else 'as shipped'} | "
+              f"{r['seconds'] if r['status'] == 'success' else r['status']} | {r['load_average_before']} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}.json/.md")
     return 0 if all(r["status"] == "success" for r in rows) else 1

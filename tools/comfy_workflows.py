@@ -264,7 +264,7 @@ def template_summaries() -> dict:
 MIN_HEIGHT = {
     "VIST3ALoadWan": 180, "VIST3ALoadLoRA": 84, "VIST3AApplyLoRAToModel": 84, "VIST3ATextEncode": 190, "VIST3ASample": 270,
     "VIST3ALoadStitchedDecoder": 132, "VIST3ALoadAnySplat": 108, "VIST3ADecodeSplats": 150, "VIST3AImagesToSplats": 220,
-    "VIST3ARenderViews": 224, "VIST3ASavePLY": 132, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
+    "VIST3ARenderViews": 224, "VIST3ASavePLY": 180, "VIST3APreviewSplats": 520, "UNETLoader": 84, "ModelSamplingSD3": 60,
     "EmptyHunyuanLatentVideo": 132, "KSampler": 264, "VAELoader": 60, "PreviewImage": 200, "SaveAnimatedWEBP": 156,
     "LoadVideo": 420, "GetVideoComponents": 68, "MarkdownNote": 260, "VIST3ARunSize": 200,
     # ComfyUI 0.28's splat nodes (frontend 1.45.21); its 3D viewports need 200 px below the other widgets
