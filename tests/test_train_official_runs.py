@@ -99,6 +99,42 @@ def test_captions_scene_uniform_then_one_caption_as_officially(tmp_path):
         assert _green(st.load(row["index"], random.Random(row["seed"]))["video"]) == row["frames"], row
 
 
+def test_layer_search_tokens_are_the_block_outputs_the_official_hooks_keep():
+    """find_layer_for_stitching.py:171-203 hooks every patch_embed block of AnySplat during its whole forward
+    (`inference` on (context + 1) / 2, b v c h w), rearranges '(b v) l d -> b v l d' and keeps [:, :, 5:]: the
+    5 prefix tokens (1 class + 4 registers) dropped, named enc_blocks_{k} after block k-1. Those hooks, run on our
+    model's full forward, against `find_layer.dino_tokens`, which stops after the last wanted block."""
+    from vist3a.tiny import build_tiny_anysplat
+    from vist3a_train.find_layer import dino_tokens
+
+    teacher = build_tiny_anysplat(seed=3).eval()
+    assert teacher.cfg.num_register_tokens == 4  # the released config: 1 + 4 = the official 5
+    blocks = teacher.encoder.aggregator.patch_embed.blocks
+    B, V, size = 2, 3, 2 * teacher.cfg.patch_size
+    context = torch.rand(B, 3, V, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    official = {}
+
+    def hook_for(name):
+        def hook(module, inputs, output):
+            official[name] = output.reshape(B, V, *output.shape[1:])[:, :, 5:, :]  # '(b v) l d -> b v l d', b outer
+        return hook
+
+    handles = [block.register_forward_hook(hook_for(f"enc_blocks_{idx + 1}")) for idx, block in enumerate(blocks)]
+    try:
+        with torch.no_grad():
+            teacher(((context + 1) / 2).permute(0, 2, 1, 3, 4))
+    finally:
+        for h in handles:
+            h.remove()
+    cuts = list(range(1, len(blocks) + 1))
+    with torch.no_grad():
+        ours = dino_tokens(teacher, context, cuts, bf16=False)
+    assert sorted(ours) == cuts
+    for cut in cuts:
+        assert torch.equal(ours[cut], official[f"enc_blocks_{cut}"].float()), cut
+    assert ours[cuts[-1]].shape == (B, V, (size // teacher.cfg.patch_size) ** 2, teacher.cfg.embed_dim)
+
+
 def test_layer_search_fit_and_mse_are_the_official_ones():
     from vist3a_train.common.ridge import RidgeStats, solve_ridge
     from vist3a_train.find_layer import design_rows
