@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import urllib.request
@@ -27,6 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
+from machine_info import cpu_model  # noqa: E402
+
 from comfy_workflows import ui_to_api  # noqa: E402
 
 QUICK = {"VIST3ARunSize": {"run": "quick try (CPU)"}}
@@ -71,16 +72,6 @@ def with_overrides(api: dict, overrides: dict) -> dict:
             if k in node["inputs"]:
                 node["inputs"][k] = v
     return api
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
