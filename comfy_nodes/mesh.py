@@ -8,10 +8,10 @@ import os
 
 import torch
 
-import folder_paths
 from comfy_api.latest import io
 
 from .errors import NodeError, friendly
+from .model_files import output_folder
 from .model_memory import pick_device
 from .progress import Progress, check_cancel
 from .sockets import SPLATS, Cameras, Splat, check_cameras, check_splat
@@ -94,12 +94,7 @@ class SplatsToMesh(io.ComfyNode):
         if views == "predicted" and cams is None:
             raise NodeError("Splats to Mesh is set to 'predicted' views but nothing is connected to 'cameras'; connect "
                               "Decode Splats' cameras output or set views to auto.")
-        out_dir = folder_paths.get_output_directory()
-        try:
-            folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
-        except Exception as exc:
-            raise NodeError(f"filename_prefix '{filename_prefix}' cannot be used ({exc}); keep it inside the output folder.") from exc
-        os.makedirs(folder, exist_ok=True)
+        folder, filename, counter, subfolder = output_folder(filename_prefix)
         device = pick_device("auto")
         bar = Progress(len(scenes) * 1000)
         saved, native, first = [], [], None

@@ -10,6 +10,8 @@ import folder_paths
 
 from vist3a.errors import VIST3AError
 
+from .errors import NodeError
+
 VIST3A_FOLDER = "vist3a"
 NONE = "(none)"
 FROM_FOLDER = "(from the diffusers folder)"
@@ -147,3 +149,16 @@ def file_mtime(path: str) -> float:
     if p.is_dir():
         return max((c.stat().st_mtime for c in p.rglob("*") if c.is_file()), default=p.stat().st_mtime)
     return p.stat().st_mtime
+
+
+def output_folder(filename_prefix: str) -> tuple[str, str, int, str]:
+    """(folder, file name stem, counter, subfolder) for a save node's prefix, as ComfyUI's savers number files;
+    the folder exists. A prefix that leaves the output folder is refused in one sentence."""
+    try:
+        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
+    except Exception as exc:  # ComfyUI's refusal spans several lines of asterisks and paths: keep its first statement
+        reason = next((line.strip(" *") for line in str(exc).splitlines() if line.strip(" *")), type(exc).__name__)
+        raise NodeError(f"filename_prefix '{filename_prefix}' cannot be used ({reason}); keep it inside the output folder, "
+                        "e.g. VIST3A/scene.") from exc
+    os.makedirs(folder, exist_ok=True)
+    return folder, filename, counter, subfolder

@@ -15,7 +15,7 @@ from comfy_api.latest import io
 from vist3a.formats import OPACITY_MODES
 
 from .errors import NodeError, friendly
-from .model_files import NONE, allowed_read_roots, input_and_output_files
+from .model_files import NONE, allowed_read_roots, input_and_output_files, output_folder
 from .model_memory import pick_device
 from .progress import NodeText, Progress, StageTimer, check_cancel, node_text, running_node_id
 from .sockets import SPLATS, Cameras, Splat, check_cameras, check_splat, sh_input, to_splat
@@ -210,12 +210,7 @@ class SavePLY(io.ComfyNode):
 
         scenes = check_splat(splat)
         cams = check_cameras(cameras)
-        out_dir = folder_paths.get_output_directory()
-        try:
-            folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
-        except Exception as exc:
-            raise NodeError(f"filename_prefix '{filename_prefix}' cannot be used ({exc}); keep it inside the output folder.") from exc
-        os.makedirs(folder, exist_ok=True)
+        folder, filename, counter, subfolder = output_folder(filename_prefix)
         saved, first = [], None
         for i, g in enumerate(scenes):
             degree = None if sh_degree == "full" else min(int(sh_degree), g.sh_degree)

@@ -278,6 +278,25 @@ def _error(history) -> dict:
     return next(m[1] for m in history["status"]["messages"] if m[0] == "execution_error")
 
 
+def test_save_nodes_refuse_a_prefix_outside_the_output_folder(server):
+    """Save PLY numbers its files by ComfyUI's saver rules (model_files.output_folder, shared with Splats to Mesh):
+    a prefix that climbs out of output/ is refused in one sentence naming the prefix, and nothing is written."""
+    from helpers import IN_FRONT_OF_CAMERA, random_gaussians
+
+    from vist3a.formats import save_ply
+
+    path = save_ply(random_gaussians(100, 1, 9, **IN_FRONT_OF_CAMERA), server.base / "input" / "prefix_source.ply")
+    first = server.object_info()["VIST3ALoadPLY"]["input"]["required"]["file"][1]["options"][0]
+    save = {"class_type": "VIST3ASavePLY", "inputs": {"splat": ["1", 0], "filename_prefix": "../../escaped", "sh_degree": "3",
+                                                      "also_splat": False, "also_spz": False}}
+    history, _ = server.run({"1": {"class_type": "VIST3ALoadPLY", "inputs": {"file": first, "path": str(path), "opacity": "auto"}},
+                             "2": save})
+    err = _error(history)
+    msg = err["exception_message"].strip()
+    assert err["node_type"] == "VIST3ASavePLY" and "'../../escaped'" in msg and "output folder" in msg and "\n" not in msg, msg
+    assert not list(server.base.glob("escaped*")) and not list(server.base.parent.glob("escaped*"))
+
+
 def test_failing_prompt_then_good_prompt(server):
     # the official .pth without its AnySplat base: a one-sentence error naming what to do
     history, _ = server.run(api_graph(decoder="anysplat_stitched.pth", anysplat="(none)"))
