@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else REPO / "bench" / "results" / f"workflow_times_{version}"
     result = {"comfyui": version, "cpu": cpu_model(), "cores": os.cpu_count(), "models": "as served (tiny random with TINY=1)",
               "command": f"python bench/workflow_times.py --port N{' --only ' + args.only if args.only else ''}", "runs": rows}
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    Path(f"{out}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Shipped workflows, wall time from Run to done (ComfyUI {version}, {result['cpu']}, {result['cores']} cores)", "",
              f"Command: `{result['command']}` against `make serve{'28' if version.startswith('0.28') else ''} TINY=1` (tiny random "
              "models). Each run starts with ComfyUI's model cache emptied. The 1-minute load average before each run says how "
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
              "| workflow | setting | seconds | load before |", "|---|---|---:|---:|"]
     lines += [f"| {r['workflow'][:-5]} | {'quick try (CPU)' if r['setting'] == 'quick' else 'as shipped'} | "
               f"{r['seconds'] if r['status'] == 'success' else r['status']} | {r['load_average_before']} |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    Path(f"{out}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}.json/.md")
     return 0 if all(r["status"] == "success" for r in rows) else 1
 
