@@ -45,8 +45,9 @@ def _post(url: str, body: dict):
 
 
 def runnable(workflow: dict, object_info: dict) -> bool:
-    """Whether the server has every node type the workflow uses (notes are frontend-only)."""
-    kinds = {n["type"] for n in workflow["nodes"]} - {"MarkdownNote", "Note"}
+    """Whether the server has every node type the workflow uses (the frontend draws notes, reroutes and
+    primitives itself; the same set as comfy_nodes/templates.py, which this script cannot import outside ComfyUI)."""
+    kinds = {n["type"] for n in workflow["nodes"]} - {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
     return kinds <= set(object_info)
 
 
